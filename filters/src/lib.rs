@@ -1,0 +1,11 @@
+//! Request and response decisions for payedge, free of sockets and Pingora sessions.
+//!
+//! Every function here takes plain values (method, path, header bytes) and returns a decision, so it
+//! is unit-tested and benchmarked without a network. The binary adapts these to Pingora's phases.
+
+pub mod auth;
+pub mod host;
+pub mod path;
+pub mod request_id;
+pub mod routing;
+pub mod tenant;

@@ -1,0 +1,21 @@
+//! Configuration: the YAML operators write (`external`), checked once at start (`validate`) into
+//! what the gateway runs with (`runtime`).
+
+mod external;
+mod issues;
+mod lines;
+mod runtime;
+mod validate;
+
+use std::path::Path;
+
+pub use issues::{ConfigErrors, ConfigIssue};
+pub use runtime::*;
+pub use validate::{EnvLookup, validate_text};
+
+/// Reads and validates `path`, taking secrets from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single(path, None, "", format!("cannot read the file: {e}")))?;
+    validate_text(path, &text, &|name| std::env::var(name).ok())
+}

@@ -1,0 +1,97 @@
+//! The validated configuration the gateway runs with. Built once at start by `validate`; nothing
+//! here needs checking again on the request path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use payedge_filters::auth::{JwtSettings, JwtVerifier};
+use payedge_filters::tenant::TenancySettings;
+
+#[derive(Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub tenancy: TenancySettings,
+    /// The header a tenant is read from (header strategy) and sent upstream in.
+    pub tenant_header: HeaderName,
+    pub auth: Option<AuthSettings>,
+    pub analytics: AnalyticsSettings,
+    pub routes: Vec<Route>,
+    pub pools: Vec<PoolSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub threads: usize,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug)]
+pub struct AuthSettings {
+    pub jwt: JwtSettings,
+    pub verifier: Arc<JwtVerifier>,
+    pub required_path_prefixes: Vec<String>,
+    pub admin_role: Option<String>,
+    pub admin_cross_tenant: bool,
+}
+
+impl AuthSettings {
+    /// The role allowed to act for any tenant on the proxy, if the configuration allows one.
+    pub fn cross_tenant_role(&self) -> Option<&str> {
+        self.admin_cross_tenant
+            .then_some(self.admin_role.as_deref())
+            .flatten()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AnalyticsSettings {
+    pub enabled: bool,
+    pub request_logging: bool,
+    pub metrics_path: String,
+}
+
+impl AnalyticsSettings {
+    pub fn metrics_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn request_logs_enabled(&self) -> bool {
+        self.enabled && self.request_logging
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub path_prefix: String,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub name: String,
+    pub providers: Vec<ProviderSettings>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Credential headers, values read from the environment at start.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}

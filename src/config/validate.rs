@@ -1,0 +1,631 @@
+//! From what operators wrote to what the gateway runs with: every check, every problem collected
+//! (not just the first), each named by key path and line.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::Algorithm;
+use payedge_filters::auth::{JwtConfigError, JwtSettings, JwtVerifier, SUPPORTED_ALGORITHMS};
+use payedge_filters::host::{Host, parse_host};
+use payedge_filters::path::check_path;
+use payedge_filters::tenant::{Strategy, TenancySettings, is_valid_tenant_id};
+use payedge_upstreams::{MAX_PROVIDERS, MAX_WEIGHT};
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+
+use super::external::*;
+use super::issues::{ConfigErrors, ConfigIssue};
+use super::lines::LineMap;
+use super::runtime::*;
+
+/// Reads an environment variable; injected so validation is testable without touching the
+/// process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+const SECTIONS: [&str; 6] = ["server", "tenancy", "auth", "analytics", "routes", "pools"];
+const MAX_THREADS: usize = 256;
+const MAX_GRACE_SECONDS: u64 = 3_600;
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Headers a provider credential may not set: framing, routing and the gateway's own headers.
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "x-request-id",
+    "x-forwarded-for",
+];
+
+struct Sections {
+    server: ServerSection,
+    tenancy: TenancySection,
+    auth: Option<AuthSection>,
+    analytics: AnalyticsSection,
+    routes: Vec<RouteEntry>,
+    pools: BTreeMap<String, PoolSection>,
+}
+
+pub fn validate_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    let root: Value = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        ConfigErrors::single(file, line, "", format!("not valid YAML: {e}"))
+    })?;
+    let lines = LineMap::build(text);
+    let mut v = Validator {
+        file,
+        lines: &lines,
+        env,
+        issues: Vec::new(),
+    };
+    let sections = v.sections(root);
+    let config = sections.and_then(|s| v.config(s));
+    match config {
+        Some(config) if v.issues.is_empty() => Ok(config),
+        _ => Err(ConfigErrors {
+            file: file.to_path_buf(),
+            issues: v.issues,
+        }),
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    lines: &'a LineMap,
+    env: EnvLookup<'a>,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator<'_> {
+    fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        self.issues.push(ConfigIssue {
+            line: self.lines.line_of(&key),
+            key,
+            message: message.into(),
+        });
+    }
+
+    fn sections(&mut self, root: Value) -> Option<Sections> {
+        let mut root = match root {
+            Value::Mapping(m) => m,
+            Value::Null => {
+                self.issue("", "the file is empty");
+                return None;
+            }
+            _ => {
+                self.issue("", "the top level must be a mapping of sections");
+                return None;
+            }
+        };
+        for key in root.keys() {
+            let name = key.as_str().unwrap_or("?");
+            if !SECTIONS.contains(&name) {
+                self.issue(
+                    name,
+                    format!("unknown key, expected one of {}", SECTIONS.join(", ")),
+                );
+            }
+        }
+        let server = self.section(&mut root, "server");
+        let tenancy = self.section(&mut root, "tenancy");
+        let auth = self.section(&mut root, "auth");
+        let analytics = self.section(&mut root, "analytics");
+        let routes = self.section(&mut root, "routes");
+        let pools = self.section(&mut root, "pools");
+        if !self.issues.is_empty() {
+            return None;
+        }
+        let routes = routes.flatten().unwrap_or_default();
+        let pools = pools.flatten().unwrap_or_default();
+        Some(Sections {
+            server: server.flatten().unwrap_or_default(),
+            tenancy: tenancy.flatten().unwrap_or_default(),
+            auth: auth.flatten(),
+            analytics: analytics.flatten().unwrap_or_default(),
+            routes,
+            pools,
+        })
+    }
+
+    /// `None` when the section failed to deserialize (the issue is recorded), `Some(None)` when
+    /// it is absent or empty.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        root: &mut Mapping,
+        name: &str,
+    ) -> Option<Option<T>> {
+        let value = match root.remove(name) {
+            None | Some(Value::Null) => return Some(None),
+            Some(value) => value,
+        };
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(section) => Some(Some(section)),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let key = match inner.as_str() {
+                    "." => name.to_string(),
+                    p if p.starts_with('[') => format!("{name}{p}"),
+                    p => format!("{name}.{p}"),
+                };
+                self.issue(key, e.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, s: Sections) -> Option<Config> {
+        let server = self.server(&s.server);
+        let (tenancy, tenant_header) = self.tenancy(&s.tenancy);
+        let auth = s.auth.as_ref().and_then(|a| self.auth(a));
+        let analytics = self.analytics(&s.analytics);
+        let pools = self.pools(&s.pools, &tenant_header);
+        let routes = self.routes(&s.routes, &s.pools);
+        Some(Config {
+            source: self.file.to_path_buf(),
+            server: server?,
+            tenancy,
+            tenant_header,
+            auth,
+            analytics,
+            routes,
+            pools,
+        })
+    }
+
+    fn server(&mut self, s: &ServerSection) -> Option<ServerSettings> {
+        let listen = self.socket_addr("server.listen", &s.listen);
+        let admin_listen = self.socket_addr("server.admin_listen", &s.admin_listen);
+        if listen.is_some() && listen == admin_listen {
+            self.issue("server.admin_listen", "must differ from server.listen");
+        }
+        if s.threads == 0 || s.threads > MAX_THREADS {
+            self.issue(
+                "server.threads",
+                format!("must be between 1 and {MAX_THREADS}"),
+            );
+        }
+        if s.grace_period_seconds > MAX_GRACE_SECONDS {
+            self.issue(
+                "server.grace_period_seconds",
+                format!("must be at most {MAX_GRACE_SECONDS}"),
+            );
+        }
+        Some(ServerSettings {
+            listen: listen?,
+            admin_listen: admin_listen?,
+            threads: s.threads,
+            grace_period: Duration::from_secs(s.grace_period_seconds),
+        })
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.issue(key, format!("{value:?} is not an IP:port address"));
+                None
+            }
+        }
+    }
+
+    fn tenancy(&mut self, t: &TenancySection) -> (TenancySettings, HeaderName) {
+        let strategies: Vec<Strategy> = match &t.strategy {
+            StrategySetting::One(s) => vec![strategy(*s)],
+            StrategySetting::Ordered(list) => list.iter().map(|s| strategy(*s)).collect(),
+        };
+        if strategies.is_empty() {
+            self.issue("tenancy.strategy", "needs at least one strategy");
+        }
+        for (i, s) in strategies.iter().enumerate() {
+            if strategies[..i].contains(s) {
+                self.issue(format!("tenancy.strategy[{i}]"), "is listed twice");
+            }
+        }
+        let header = match HeaderName::from_bytes(t.header.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                self.issue(
+                    "tenancy.header",
+                    format!("{:?} is not a header name", t.header),
+                );
+                HeaderName::from_static("x-tenant")
+            }
+        };
+        let mut base_domains = Vec::new();
+        for (i, domain) in t.base_domains.iter().enumerate() {
+            let trimmed = domain.trim_start_matches('.');
+            match parse_host(trimmed.as_bytes()) {
+                Ok(Host::Name(name)) if !trimmed.contains(':') => base_domains.push(name),
+                _ => self.issue(
+                    format!("tenancy.base_domains[{i}]"),
+                    format!("{domain:?} is not a domain name"),
+                ),
+            }
+        }
+        let uses_host = strategies
+            .iter()
+            .any(|s| matches!(s, Strategy::Host | Strategy::Subdomain));
+        if t.enabled && uses_host && base_domains.is_empty() && t.base_domains.is_empty() {
+            self.issue(
+                "tenancy.base_domains",
+                "the host and subdomain strategies need at least one base domain",
+            );
+        }
+        if t.enabled && t.tenants.is_empty() {
+            self.issue("tenancy.tenants", "list at least one tenant");
+        }
+        for (i, tenant) in t.tenants.iter().enumerate() {
+            if !is_valid_tenant_id(tenant) {
+                self.issue(
+                    format!("tenancy.tenants[{i}]"),
+                    format!("{tenant:?} is not a tenant id (1-63 of a-z, 0-9, '-', '_')"),
+                );
+            } else if t.tenants[..i]
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(tenant))
+            {
+                self.issue(
+                    format!("tenancy.tenants[{i}]"),
+                    format!("{tenant:?} is listed twice"),
+                );
+            }
+        }
+        if !is_valid_tenant_id(&t.default_tenant) {
+            self.issue(
+                "tenancy.default_tenant",
+                format!("{:?} is not a tenant id", t.default_tenant),
+            );
+        }
+        let settings = TenancySettings {
+            enabled: t.enabled,
+            strategies,
+            base_domains,
+            tenants: t.tenants.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            default_tenant: t.default_tenant.to_ascii_lowercase(),
+        };
+        (settings, header)
+    }
+
+    fn auth(&mut self, a: &AuthSection) -> Option<AuthSettings> {
+        let j = &a.jwt;
+        let mut algorithms = Vec::new();
+        for (i, name) in j.algorithms.iter().enumerate() {
+            match Algorithm::from_str(name) {
+                Ok(alg) if SUPPORTED_ALGORITHMS.contains(&alg) => algorithms.push(alg),
+                _ => self.issue(
+                    format!("auth.jwt.algorithms[{i}]"),
+                    format!("{name:?} is not supported; use HS256, HS384, HS512, RS256 or ES256"),
+                ),
+            }
+        }
+        if j.algorithms.is_empty() {
+            self.issue("auth.jwt.algorithms", "list at least one algorithm");
+        }
+        if j.secret_env.is_none() && j.public_key_file.is_none() && j.jwks_file.is_none() {
+            self.issue(
+                "auth.jwt",
+                "needs a key: secret_env, public_key_file or jwks_file",
+            );
+        }
+        let hmac_secret = j
+            .secret_env
+            .as_deref()
+            .and_then(|name| self.env_secret("auth.jwt.secret_env", name))
+            .map(String::into_bytes);
+        let public_key_pem = j
+            .public_key_file
+            .as_deref()
+            .and_then(|f| self.read_file("auth.jwt.public_key_file", f))
+            .map(String::into_bytes);
+        let jwks_json = j
+            .jwks_file
+            .as_deref()
+            .and_then(|f| self.read_file("auth.jwt.jwks_file", f));
+        for (key, claim) in [
+            ("auth.jwt.tenant_claim", &j.tenant_claim),
+            ("auth.jwt.roles_claim", &j.roles_claim),
+        ] {
+            if claim.is_empty() {
+                self.issue(key, "must not be empty");
+            }
+        }
+        for (i, prefix) in a.required_path_prefixes.iter().enumerate() {
+            if check_path(prefix).is_err() {
+                self.issue(
+                    format!("auth.required_path_prefixes[{i}]"),
+                    format!("{prefix:?} is not an absolute path in normal form"),
+                );
+            }
+        }
+        if a.admin_cross_tenant && a.admin_role.is_none() {
+            self.issue("auth.admin_cross_tenant", "needs auth.admin_role");
+        }
+        if !self.issues.is_empty() {
+            return None;
+        }
+        let jwt = JwtSettings {
+            algorithms,
+            hmac_secret,
+            public_key_pem,
+            jwks_json,
+            issuer: j.issuer.clone(),
+            audience: j.audience.clone(),
+            tenant_claim: j.tenant_claim.clone(),
+            roles_claim: j.roles_claim.clone(),
+            leeway_seconds: j.leeway_seconds,
+        };
+        let verifier = match JwtVerifier::new(&jwt) {
+            Ok(v) => v,
+            Err(e) => {
+                let key = match e {
+                    JwtConfigError::UnusedSecret | JwtConfigError::WeakSecret => {
+                        "auth.jwt.secret_env"
+                    }
+                    JwtConfigError::UnusablePublicKey => "auth.jwt.public_key_file",
+                    JwtConfigError::BadJwks(_) => "auth.jwt.jwks_file",
+                    _ => "auth.jwt.algorithms",
+                };
+                self.issue(key, e.to_string());
+                return None;
+            }
+        };
+        Some(AuthSettings {
+            jwt,
+            verifier: Arc::new(verifier),
+            required_path_prefixes: a.required_path_prefixes.clone(),
+            admin_role: a.admin_role.clone(),
+            admin_cross_tenant: a.admin_cross_tenant,
+        })
+    }
+
+    fn env_secret(&mut self, key: &str, name: &str) -> Option<String> {
+        match (self.env)(name) {
+            Some(value) if !value.is_empty() => Some(value),
+            Some(_) => {
+                self.issue(key, format!("environment variable {name} is empty"));
+                None
+            }
+            None => {
+                self.issue(key, format!("environment variable {name} is not set"));
+                None
+            }
+        }
+    }
+
+    /// Reads a file named relative to the configuration file's directory.
+    fn read_file(&mut self, key: &str, name: &str) -> Option<String> {
+        let path = self.relative(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.issue(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn relative(&self, name: &str) -> PathBuf {
+        let path = Path::new(name);
+        match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    fn analytics(&mut self, a: &AnalyticsSection) -> AnalyticsSettings {
+        if check_path(&a.metrics_path).is_err() || a.metrics_path == "/" {
+            self.issue(
+                "analytics.metrics_path",
+                format!("{:?} is not an absolute path like /metrics", a.metrics_path),
+            );
+        }
+        AnalyticsSettings {
+            enabled: a.enabled,
+            request_logging: a.request_logging,
+            metrics_path: a.metrics_path.clone(),
+        }
+    }
+
+    fn routes(
+        &mut self,
+        routes: &[RouteEntry],
+        pools: &BTreeMap<String, PoolSection>,
+    ) -> Vec<Route> {
+        if routes.is_empty() {
+            self.issue("routes", "list at least one route");
+        }
+        let mut out = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            if check_path(&route.path_prefix).is_err() {
+                self.issue(
+                    format!("routes[{i}].path_prefix"),
+                    format!(
+                        "{:?} is not an absolute path in normal form",
+                        route.path_prefix
+                    ),
+                );
+            }
+            if routes[..i]
+                .iter()
+                .any(|r| r.path_prefix == route.path_prefix)
+            {
+                self.issue(
+                    format!("routes[{i}].path_prefix"),
+                    format!("{:?} is routed twice", route.path_prefix),
+                );
+            }
+            match pools.keys().position(|name| *name == route.pool) {
+                Some(pool) => out.push(Route {
+                    path_prefix: route.path_prefix.clone(),
+                    pool,
+                }),
+                None => self.issue(
+                    format!("routes[{i}].pool"),
+                    format!("pool {:?} is not defined under pools", route.pool),
+                ),
+            }
+        }
+        out
+    }
+
+    fn pools(
+        &mut self,
+        pools: &BTreeMap<String, PoolSection>,
+        tenant_header: &HeaderName,
+    ) -> Vec<PoolSettings> {
+        if pools.is_empty() {
+            self.issue("pools", "define at least one pool");
+        }
+        pools
+            .iter()
+            .map(|(name, pool)| self.pool(name, pool, tenant_header))
+            .collect()
+    }
+
+    fn pool(&mut self, name: &str, pool: &PoolSection, tenant_header: &HeaderName) -> PoolSettings {
+        let key = format!("pools.{name}");
+        if pool.providers.is_empty() {
+            self.issue(format!("{key}.providers"), "list at least one provider");
+        }
+        if pool.providers.len() > MAX_PROVIDERS {
+            self.issue(
+                format!("{key}.providers"),
+                format!("at most {MAX_PROVIDERS} providers"),
+            );
+        }
+        let mut providers = Vec::new();
+        for (i, p) in pool.providers.iter().enumerate() {
+            let pkey = format!("{key}.providers[{i}]");
+            if p.name.is_empty() {
+                self.issue(format!("{pkey}.name"), "must not be empty");
+            } else if pool.providers[..i].iter().any(|o| o.name == p.name) {
+                self.issue(
+                    format!("{pkey}.name"),
+                    format!("{:?} is used twice in this pool", p.name),
+                );
+            }
+            if p.weight == 0 {
+                self.issue(format!("{pkey}.weight"), "must be > 0");
+            } else if p.weight > MAX_WEIGHT {
+                self.issue(
+                    format!("{pkey}.weight"),
+                    format!("must be at most {MAX_WEIGHT}"),
+                );
+            }
+            let address = self.resolve(&format!("{pkey}.address"), &p.address);
+            let headers = self.credential_headers(&pkey, &p.headers, tenant_header);
+            if let Some(address) = address {
+                providers.push(ProviderSettings {
+                    name: p.name.clone(),
+                    address,
+                    weight: p.weight,
+                    headers,
+                });
+            }
+        }
+        let t = &pool.timeouts;
+        for (field, ms) in [
+            ("connect_ms", t.connect_ms),
+            ("read_ms", t.read_ms),
+            ("write_ms", t.write_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMEOUT_MS {
+                self.issue(
+                    format!("{key}.timeouts.{field}"),
+                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+                );
+            }
+        }
+        PoolSettings {
+            name: name.to_string(),
+            providers,
+            timeouts: Timeouts {
+                connect: Duration::from_millis(t.connect_ms),
+                read: Duration::from_millis(t.read_ms),
+                write: Duration::from_millis(t.write_ms),
+            },
+        }
+    }
+
+    fn resolve(&mut self, key: &str, address: &str) -> Option<SocketAddr> {
+        if let Ok(addr) = address.parse() {
+            return Some(addr);
+        }
+        let has_port = address
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+        if !has_port {
+            self.issue(key, format!("{address:?} is not host:port"));
+            return None;
+        }
+        match address.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => Some(addr),
+            Ok(None) => {
+                self.issue(key, format!("{address:?} resolves to no address"));
+                None
+            }
+            Err(e) => {
+                self.issue(key, format!("cannot resolve {address:?}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn credential_headers(
+        &mut self,
+        provider_key: &str,
+        headers: &BTreeMap<String, SecretRef>,
+        tenant_header: &HeaderName,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, secret) in headers {
+            let key = format!("{provider_key}.headers.{name}");
+            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                self.issue(key, format!("{name:?} is not a header name"));
+                continue;
+            };
+            if RESERVED_HEADERS.contains(&header.as_str()) || header == tenant_header {
+                self.issue(
+                    key,
+                    "is set by the gateway itself and cannot be a credential",
+                );
+                continue;
+            }
+            let Some(value) = self.env_secret(&format!("{key}.secret_env"), &secret.secret_env)
+            else {
+                continue;
+            };
+            match HeaderValue::from_str(&value) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    out.push((header, value));
+                }
+                Err(_) => self.issue(
+                    format!("{key}.secret_env"),
+                    format!(
+                        "environment variable {} holds characters a header cannot carry",
+                        secret.secret_env
+                    ),
+                ),
+            }
+        }
+        out
+    }
+}
+
+fn strategy(name: StrategyName) -> Strategy {
+    match name {
+        StrategyName::Host => Strategy::Host,
+        StrategyName::Header => Strategy::Header,
+        StrategyName::Subdomain => Strategy::Subdomain,
+    }
+}

@@ -1,0 +1,187 @@
+//! Every error the gateway answers itself, with its HTTP status and stable `code`, and the one
+//! JSON shape they all share:
+//! `{"error":{"code":"tenant_mismatch","message":"…","request_id":"…"}}`.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use payedge_filters::auth::AuthFailure;
+use payedge_filters::tenant::TenantRejection;
+use pingora::http::ResponseHeader;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Seconds a client is told to wait when no provider can take its request.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    PathInvalid,
+    Tenant(TenantRejection),
+    Unauthorized(AuthFailure),
+    TenantMismatch,
+    RouteNotFound,
+    NoProviderAvailable,
+    /// The provider could not be reached; nothing was sent to it.
+    UpstreamUnavailable {
+        provider: String,
+    },
+    /// The provider did not answer in time.
+    UpstreamTimeout {
+        provider: String,
+    },
+    /// The exchange with the provider broke after it was reached.
+    UpstreamFailed {
+        provider: String,
+    },
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    Forbidden,
+    Internal,
+}
+
+impl Failure {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::PathInvalid | Self::BadRequest => 400,
+            Self::Tenant(r) => r.http_status(),
+            Self::Unauthorized(_) => 401,
+            Self::TenantMismatch | Self::Forbidden => 403,
+            Self::RouteNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::NoProviderAvailable => 503,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamFailed { .. } => 502,
+            Self::UpstreamTimeout { .. } => 504,
+            Self::Internal => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::PathInvalid => "path_invalid",
+            Self::Tenant(r) => r.code(),
+            Self::Unauthorized(_) => "unauthorized",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::RouteNotFound => "route_not_found",
+            Self::NoProviderAvailable => "no_provider_available",
+            Self::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamFailed { .. } => "upstream_failed",
+            Self::BadRequest => "bad_request",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Forbidden => "forbidden",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::PathInvalid => {
+                "the path has dot segments, empty segments or encoded separators".into()
+            }
+            Self::Tenant(r) => r.message().into(),
+            Self::Unauthorized(f) => f.message().into(),
+            Self::TenantMismatch => "the token does not grant access to this tenant".into(),
+            Self::RouteNotFound => "no route serves this path".into(),
+            Self::NoProviderAvailable => "no provider can take this request now".into(),
+            Self::UpstreamUnavailable { provider } => {
+                format!("provider {provider} could not be reached; the request was not sent")
+            }
+            Self::UpstreamTimeout { provider } => format!(
+                "provider {provider} did not answer in time; the outcome at the provider is unknown"
+            ),
+            Self::UpstreamFailed { provider } => format!(
+                "the exchange with provider {provider} failed; the outcome at the provider is unknown"
+            ),
+            Self::BadRequest => "the request could not be read".into(),
+            Self::NotFound => "not found".into(),
+            Self::MethodNotAllowed => "method not allowed".into(),
+            Self::Forbidden => "this endpoint needs an operator token".into(),
+            Self::Internal => "internal error".into(),
+        }
+    }
+
+    pub fn body(&self, request_id: &str) -> Bytes {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code(),
+                "message": self.message(),
+                "request_id": request_id,
+            }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The response header for [`Failure::body`] of `body_len` bytes.
+    pub fn response_header(
+        &self,
+        request_id: &str,
+        body_len: usize,
+    ) -> pingora::Result<ResponseHeader> {
+        let mut header = ResponseHeader::build(self.status(), Some(6))?;
+        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_LENGTH, body_len.to_string())?;
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+        header.insert_header(REQUEST_ID_HEADER, request_id)?;
+        match self {
+            Self::Unauthorized(AuthFailure::Missing) => {
+                header.insert_header(WWW_AUTHENTICATE, r#"Bearer realm="payedge""#)?;
+            }
+            Self::Unauthorized(_) => {
+                header.insert_header(
+                    WWW_AUTHENTICATE,
+                    r#"Bearer realm="payedge", error="invalid_token""#,
+                )?;
+            }
+            Self::NoProviderAvailable => {
+                header.insert_header(RETRY_AFTER, RETRY_AFTER_SECONDS)?;
+            }
+            _ => {}
+        }
+        Ok(header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_one_error_shape() {
+        let f = Failure::TenantMismatch;
+        let body: serde_json::Value = serde_json::from_slice(&f.body("req-1")).unwrap();
+        assert_eq!(body["error"]["code"], "tenant_mismatch");
+        assert_eq!(body["error"]["request_id"], "req-1");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert_eq!(f.status(), 403);
+    }
+
+    #[test]
+    fn headers_carry_the_challenge_and_retry_hint() {
+        let h = Failure::Unauthorized(AuthFailure::Expired)
+            .response_header("r", 10)
+            .unwrap();
+        assert_eq!(h.status.as_u16(), 401);
+        assert!(
+            h.headers[WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+        assert_eq!(h.headers[CONTENT_TYPE], "application/json");
+        let h = Failure::NoProviderAvailable
+            .response_header("r", 10)
+            .unwrap();
+        assert_eq!(h.headers[RETRY_AFTER], "1");
+        let h = Failure::UpstreamTimeout {
+            provider: "cards-a".into(),
+        };
+        assert!(h.message().contains("cards-a"));
+        assert_eq!(h.status(), 504);
+    }
+}

@@ -1,0 +1,12 @@
+//! payedge: a multi-tenant payments edge proxy on Cloudflare Pingora.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod failure;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod server;

@@ -1,0 +1,292 @@
+//! The gateway's Prometheus metrics, registered in the default registry that
+//! `pingora_prometheus::PrometheusHttpApp` serves.
+//!
+//! Labels are bounded by construction: every label value comes from configuration (tenants,
+//! routes, pools, providers) or a fixed set (status classes, failure reasons), never from what a
+//! client sent. Label children are created on first use and cached per cell, so the request path
+//! does an index computation and an atomic add, not a hash lookup.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use payedge_filters::auth::AuthFailure;
+use payedge_filters::tenant::TenantRejection;
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+
+use crate::config::Config;
+
+/// Status classes, by index: 1xx … 5xx, and `none` when there was no response status.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+const DURATION_BUCKETS: [f64; 14] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The tenant label of requests that never got a tenant.
+pub const NO_TENANT: &str = "unresolved";
+/// The route label of requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+/// `None` (no status) counts as the class `none`.
+fn status_class(status: Option<u16>) -> usize {
+    match status {
+        Some(s @ 100..=599) => usize::from(s / 100) - 1,
+        _ => STATUS_CLASSES.len() - 1,
+    }
+}
+
+/// One axis of a label table: for each index, the label values it stands for.
+type Axis = Vec<Vec<String>>;
+
+fn axis<S: ToString>(values: impl IntoIterator<Item = S>) -> Axis {
+    values.into_iter().map(|v| vec![v.to_string()]).collect()
+}
+
+/// A labelled metric family.
+trait Family {
+    type Child;
+    fn child(&self, labels: &[&str]) -> Self::Child;
+}
+
+impl Family for IntCounterVec {
+    type Child = IntCounter;
+    fn child(&self, labels: &[&str]) -> IntCounter {
+        self.with_label_values(labels)
+    }
+}
+
+impl Family for HistogramVec {
+    type Child = Histogram;
+    fn child(&self, labels: &[&str]) -> Histogram {
+        self.with_label_values(labels)
+    }
+}
+
+/// A metric family whose children are created on first use, addressed by one index per axis.
+struct LabelTable<F: Family> {
+    vec: F,
+    axes: Vec<Axis>,
+    cells: Vec<OnceLock<F::Child>>,
+}
+
+impl<F: Family> LabelTable<F> {
+    fn new(vec: F, axes: Vec<Axis>) -> Self {
+        let size = axes.iter().map(Vec::len).product();
+        Self {
+            vec,
+            axes,
+            cells: (0..size).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Out-of-range indices clamp to the axis's last entry, which is always its catch-all.
+    fn get(&self, indices: &[usize]) -> &F::Child {
+        let clamped = |axis: &Axis, i: usize| i.min(axis.len() - 1);
+        let flat = self
+            .axes
+            .iter()
+            .zip(indices)
+            .fold(0, |flat, (axis, i)| flat * axis.len() + clamped(axis, *i));
+        self.cells[flat].get_or_init(|| {
+            let labels: Vec<&str> = self
+                .axes
+                .iter()
+                .zip(indices)
+                .flat_map(|(axis, i)| axis[clamped(axis, *i)].iter().map(String::as_str))
+                .collect();
+            self.vec.child(&labels)
+        })
+    }
+}
+
+pub struct Metrics {
+    http_requests: LabelTable<IntCounterVec>,
+    http_duration: LabelTable<HistogramVec>,
+    upstream_requests: LabelTable<IntCounterVec>,
+    auth_failures: Vec<IntCounter>,
+    tenant_rejections: Vec<IntCounter>,
+    /// Index of each pool's first provider on the provider axis.
+    provider_offsets: Vec<usize>,
+}
+
+/// Where one finished request belongs.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLabels {
+    pub tenant: Option<usize>,
+    pub route: Option<usize>,
+    pub status: Option<u16>,
+}
+
+impl Metrics {
+    /// Registers the metrics; fails only if they are registered already.
+    pub fn register(config: &Config, tenants: &[Arc<str>]) -> prometheus::Result<Self> {
+        let tenant_axis = axis(
+            tenants
+                .iter()
+                .map(|t| t.to_string())
+                .chain([NO_TENANT.into()]),
+        );
+        let route_axis = axis(
+            config
+                .routes
+                .iter()
+                .map(|r| r.path_prefix.clone())
+                .chain([NO_ROUTE.into()]),
+        );
+        let class_axis = axis(STATUS_CLASSES);
+        let mut provider_axis = Axis::new();
+        let mut provider_offsets = Vec::new();
+        for pool in &config.pools {
+            provider_offsets.push(provider_axis.len());
+            for provider in &pool.providers {
+                provider_axis.push(vec![pool.name.clone(), provider.name.clone()]);
+            }
+        }
+        provider_axis.push(vec!["none".into(), "none".into()]);
+
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "payedge_http_requests_total",
+                "Requests answered by the proxy.",
+            ),
+            &["tenant", "route", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "payedge_http_request_duration_seconds",
+                "Time from a request's arrival to the end of its response.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["tenant", "route"],
+        )?;
+        let upstream = IntCounterVec::new(
+            Opts::new(
+                "payedge_upstream_requests_total",
+                "Attempts sent to providers, by the provider's answer (none: no answer).",
+            ),
+            &["pool", "provider", "status_class"],
+        )?;
+        let auth = IntCounterVec::new(
+            Opts::new(
+                "payedge_auth_failures_total",
+                "Requests refused by authentication.",
+            ),
+            &["reason"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "payedge_tenant_rejections_total",
+                "Requests refused because no known tenant could be given to them.",
+            ),
+            &["reason"],
+        )?;
+        let registry = prometheus::default_registry();
+        let collectors: [Box<dyn Collector>; 5] = [
+            Box::new(requests.clone()),
+            Box::new(duration.clone()),
+            Box::new(upstream.clone()),
+            Box::new(auth.clone()),
+            Box::new(rejections.clone()),
+        ];
+        for collector in collectors {
+            registry.register(collector)?;
+        }
+
+        Ok(Self {
+            http_requests: LabelTable::new(
+                requests,
+                vec![tenant_axis.clone(), route_axis.clone(), class_axis.clone()],
+            ),
+            http_duration: LabelTable::new(duration, vec![tenant_axis, route_axis]),
+            upstream_requests: LabelTable::new(upstream, vec![provider_axis, class_axis]),
+            auth_failures: AuthFailure::ALL
+                .iter()
+                .map(|f| auth.with_label_values(&[f.reason()]))
+                .collect(),
+            tenant_rejections: TenantRejection::ALL
+                .iter()
+                .map(|r| rejections.with_label_values(&[r.reason()]))
+                .collect(),
+            provider_offsets,
+        })
+    }
+
+    pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
+        let tenant = labels.tenant.unwrap_or(usize::MAX);
+        let route = labels.route.unwrap_or(usize::MAX);
+        self.http_requests
+            .get(&[tenant, route, status_class(labels.status)])
+            .inc();
+        self.http_duration
+            .get(&[tenant, route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_upstream(&self, pool: usize, provider: usize, status: Option<u16>) {
+        let index = self
+            .provider_offsets
+            .get(pool)
+            .map_or(usize::MAX, |offset| offset + provider);
+        self.upstream_requests
+            .get(&[index, status_class(status)])
+            .inc();
+    }
+
+    pub fn auth_failure(&self, failure: AuthFailure) {
+        if let Some(c) = AuthFailure::ALL
+            .iter()
+            .position(|f| *f == failure)
+            .and_then(|i| self.auth_failures.get(i))
+        {
+            c.inc();
+        }
+    }
+
+    pub fn tenant_rejection(&self, rejection: TenantRejection) {
+        if let Some(c) = TenantRejection::ALL
+            .iter()
+            .position(|r| *r == rejection)
+            .and_then(|i| self.tenant_rejections.get(i))
+        {
+            c.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(STATUS_CLASSES[status_class(Some(101))], "1xx");
+        assert_eq!(STATUS_CLASSES[status_class(Some(204))], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class(Some(404))], "4xx");
+        assert_eq!(STATUS_CLASSES[status_class(Some(599))], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class(Some(600))], "none");
+        assert_eq!(STATUS_CLASSES[status_class(None)], "none");
+    }
+
+    #[test]
+    fn label_table_cells_map_to_their_labels_and_clamp_to_the_catch_all() {
+        let vec =
+            IntCounterVec::new(Opts::new("t_total", "t"), &["pool", "provider", "c"]).unwrap();
+        let table = LabelTable::new(
+            vec.clone(),
+            vec![
+                vec![
+                    vec!["cards".into(), "a".into()],
+                    vec!["cards".into(), "b".into()],
+                    vec!["none".into(), "none".into()],
+                ],
+                axis(["x", "y"]),
+            ],
+        );
+        table.get(&[1, 0]).inc();
+        table.get(&[1, 0]).inc();
+        table.get(&[99, 1]).inc();
+        assert_eq!(vec.with_label_values(&["cards", "b", "x"]).get(), 2);
+        assert_eq!(vec.with_label_values(&["none", "none", "y"]).get(), 1);
+        assert_eq!(vec.with_label_values(&["cards", "a", "x"]).get(), 0);
+    }
+}

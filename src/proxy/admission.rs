@@ -1,0 +1,123 @@
+//! The request_filter decisions, in order: path form, tenant, token, tenant match, route.
+
+use http::HeaderName;
+use payedge_filters::auth::{JwtVerifier, Principal, may_act_for};
+use payedge_filters::path::check_path;
+use payedge_filters::routing::PrefixTable;
+use payedge_filters::tenant::{Tenant, TenantInputs, TenantResolver};
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+
+use crate::config::{AuthSettings, Config};
+use crate::failure::Failure;
+
+pub struct AuthGate {
+    verifier: Arc<JwtVerifier>,
+    required: PrefixTable<()>,
+    cross_tenant_role: Option<String>,
+}
+
+impl AuthGate {
+    pub fn new(settings: &AuthSettings) -> Self {
+        Self {
+            verifier: Arc::clone(&settings.verifier),
+            required: PrefixTable::new(
+                settings
+                    .required_path_prefixes
+                    .iter()
+                    .map(|p| (p.clone(), ())),
+            ),
+            cross_tenant_role: settings.cross_tenant_role().map(str::to_owned),
+        }
+    }
+}
+
+pub struct Admission {
+    pub tenants: TenantResolver,
+    tenant_header: HeaderName,
+    auth: Option<AuthGate>,
+    /// Route index by path prefix.
+    routes: PrefixTable<usize>,
+}
+
+/// A request the gateway accepts to forward.
+pub struct Admitted {
+    pub tenant: Tenant,
+    pub principal: Option<Principal>,
+    pub route: usize,
+}
+
+/// A refused request, with what is known about it for logs and metrics.
+pub struct Refused {
+    pub failure: Failure,
+    pub tenant: Option<Tenant>,
+}
+
+impl Admission {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            tenants: TenantResolver::new(&config.tenancy),
+            tenant_header: config.tenant_header.clone(),
+            auth: config.auth.as_ref().map(AuthGate::new),
+            routes: PrefixTable::new(
+                config
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.path_prefix.clone(), i)),
+            ),
+        }
+    }
+
+    pub fn admit(&self, req: &RequestHeader) -> Result<Admitted, Refused> {
+        let refuse = |failure, tenant: Option<&Tenant>| Refused {
+            failure,
+            tenant: tenant.cloned(),
+        };
+        let path = req.uri.path();
+        check_path(path).map_err(|_| refuse(Failure::PathInvalid, None))?;
+
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+        let tenant = self
+            .tenants
+            .resolve(TenantInputs {
+                host,
+                header: req.headers.get(&self.tenant_header).map(|h| h.as_bytes()),
+            })
+            .map_err(|r| refuse(Failure::Tenant(r), None))?;
+
+        let principal = match &self.auth {
+            None => None,
+            Some(gate) => {
+                let authorization = req.headers.get(http::header::AUTHORIZATION);
+                let required = gate.required.lookup(path).is_some();
+                if authorization.is_none() && !required {
+                    None
+                } else {
+                    let principal = gate
+                        .verifier
+                        .verify_authorization(authorization.map(|h| h.as_bytes()))
+                        .map_err(|f| refuse(Failure::Unauthorized(f), Some(&tenant)))?;
+                    if !may_act_for(&principal, &tenant.name, gate.cross_tenant_role.as_deref()) {
+                        return Err(refuse(Failure::TenantMismatch, Some(&tenant)));
+                    }
+                    Some(principal)
+                }
+            }
+        };
+
+        let (_, route) = self
+            .routes
+            .lookup(path)
+            .ok_or_else(|| refuse(Failure::RouteNotFound, Some(&tenant)))?;
+        Ok(Admitted {
+            tenant,
+            principal,
+            route: *route,
+        })
+    }
+}

@@ -1,0 +1,45 @@
+//! What one request carries from phase to phase.
+
+use std::time::Instant;
+
+use payedge_filters::auth::Principal;
+use payedge_filters::tenant::Tenant;
+use payedge_upstreams::TriedSet;
+
+use crate::failure::Failure;
+use crate::lifecycle::InFlight;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub tenant: Option<Tenant>,
+    pub principal: Option<Principal>,
+    /// Index into the gateway's routes.
+    pub route: Option<usize>,
+    pub pool: Option<usize>,
+    /// The provider of the current (last) attempt.
+    pub provider: Option<usize>,
+    pub tried: TriedSet,
+    /// The failure the gateway answered (or will answer) itself.
+    pub failure: Option<Failure>,
+    pub upstream_status: Option<u16>,
+    pub _in_flight: InFlight,
+}
+
+impl RequestCtx {
+    pub fn new(in_flight: InFlight) -> Self {
+        Self {
+            started: Instant::now(),
+            request_id: String::new(),
+            tenant: None,
+            principal: None,
+            route: None,
+            pool: None,
+            provider: None,
+            tried: TriedSet::default(),
+            failure: None,
+            upstream_status: None,
+            _in_flight: in_flight,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Pingora wiring: the proxy service, the admin service, readiness, the drain on SIGTERM.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::ServiceWithDependents;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::{AdminApp, ReadinessProbe};
+use crate::config::Config;
+use crate::lifecycle::{DrainOnSignal, Lifecycle};
+use crate::logging::DroppedLines;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+
+/// Runtime services of the admin listener are light: one thread is plenty.
+const ADMIN_THREADS: usize = 1;
+/// After the drain, how long Pingora's runtimes get to stop.
+const RUNTIME_STOP_SECONDS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("invalid pool: {0}")]
+    Pool(#[from] payedge_upstreams::PoolError),
+}
+
+/// Services that run beside the gateway in the same process (the demo's connectors).
+pub struct Companion {
+    pub service: Box<dyn ServiceWithDependents>,
+    pub listen: SocketAddr,
+    pub what: String,
+}
+
+/// Called once the proxy accepts connections (the demo prints its instructions then).
+pub type OnReady = Box<dyn Fn() + Send + Sync>;
+
+/// Runs the gateway until it is stopped by a signal.
+pub fn serve(
+    config: Config,
+    log_drops: tracing_appender::non_blocking::ErrorCounter,
+    companions: Vec<Companion>,
+    on_ready: Option<OnReady>,
+) -> Result<(), StartError> {
+    let mut binds = vec![
+        (config.server.listen, "server.listen".to_string()),
+        (
+            config.server.admin_listen,
+            "server.admin_listen".to_string(),
+        ),
+    ];
+    binds.extend(companions.iter().map(|c| (c.listen, c.what.clone())));
+    for (addr, what) in binds {
+        // Pingora panics in a service thread when it cannot bind; find out here and say so.
+        TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })?;
+    }
+
+    let lifecycle = Lifecycle::leak();
+    let metrics = if config.analytics.metrics_enabled() {
+        let tenants = payedge_filters::tenant::TenantResolver::new(&config.tenancy);
+        let metrics = Metrics::register(&config, tenants.tenants())?;
+        prometheus::default_registry().register(Box::new(DroppedLines::new(log_drops)?))?;
+        Some(Arc::new(metrics))
+    } else {
+        None
+    };
+    let gateway = Gateway::new(&config, metrics, lifecycle)?;
+
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "payedge-proxy",
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+    proxy.threads = Some(config.server.threads);
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+
+    let metrics_path = config
+        .analytics
+        .metrics_enabled()
+        .then(|| config.analytics.metrics_path.clone());
+    let mut admin = Service::new(
+        "payedge-admin".to_string(),
+        AdminApp::new(metrics_path, lifecycle),
+    );
+    admin.add_tcp(&config.server.admin_listen.to_string());
+    admin.threads = Some(ADMIN_THREADS);
+
+    let mut readiness = background_service(
+        "readiness",
+        ReadinessProbe {
+            proxy_addr: config.server.listen,
+            lifecycle,
+            on_ready,
+        },
+    );
+    readiness.threads = Some(1);
+
+    for companion in companions {
+        server.add_boxed_service(companion.service);
+    }
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(readiness);
+
+    tracing::info!(
+        listen = %config.server.listen,
+        admin_listen = %config.server.admin_listen,
+        config = %config.source.display(),
+        "payedge starting"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnSignal {
+            lifecycle,
+            grace: config.server.grace_period,
+        }),
+    });
+    crate::logging::flush();
+    Ok(())
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let port = config.server.listen.port();
+    let tmp = std::env::temp_dir();
+    ServerConf {
+        threads: config.server.threads,
+        // The drain in `lifecycle` exits as soon as requests are done; this is the backstop.
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_STOP_SECONDS),
+        // Pingora's defaults are shared by every instance on the host.
+        pid_file: tmp
+            .join(format!("payedge-{port}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("payedge-{port}.sock"))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    }
+}
