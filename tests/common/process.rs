@@ -1,0 +1,184 @@
+//! The payedge binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_payedge"))
+}
+
+/// A loopback address with a port nobody listens on right now.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub struct Payedge {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Payedge {
+    /// Starts `payedge run` with `yaml` and waits until /readyz says ready.
+    pub fn start(yaml: &str, env: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payedge.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let proxy = free_addr();
+        let admin = free_addr();
+        let mut command = Command::new(binary());
+        command.args(["run", "-c"]).arg(&path).args([
+            "--listen",
+            &proxy.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ]);
+        Self::spawn(command, env, proxy, admin, dir)
+    }
+
+    pub fn spawn(
+        mut command: Command,
+        env: &[(&str, String)],
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        command
+            .env_remove("PAYEDGE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("cannot start payedge");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let payedge = Self {
+            child,
+            proxy,
+            admin,
+            stdout,
+            stderr,
+            _dir: dir,
+        };
+        payedge.wait_ready();
+        payedge
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(resp) = super::client::request(self.admin, "GET", "/readyz", &[], b"") {
+                if resp.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "payedge did not become ready\nstdout:\n{}\nstderr:\n{}",
+            self.stdout.lock().unwrap().join("\n"),
+            self.stderr.lock().unwrap().join("\n")
+        );
+    }
+
+    /// Every JSON line payedge wrote to stdout so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The request log lines (target payedge::access).
+    pub fn access_logs(&self) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["target"] == "payedge::access")
+            .collect()
+    }
+
+    /// Waits until `predicate` holds for the logs (they are written by a background thread).
+    pub fn wait_for_log(&self, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| predicate(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line in:\n{}",
+                self.raw_stdout()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn raw_stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    pub fn raw_stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn metrics(&self) -> String {
+        super::client::get(self.admin, "/metrics", &[]).text()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payedge did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Payedge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
