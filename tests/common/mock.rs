@@ -1,6 +1,5 @@
 //! A mock provider on a real TCP port: records every request and answers as told.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -9,6 +9,7 @@ pub mod mock;
 pub mod process;
 
 pub use client::{Response, get, request};
+#[allow(unused_imports)]
 pub use mock::{MockResponse, MockUpstream, Recorded};
 pub use process::{Payedge, free_addr};
 
