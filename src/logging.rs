@@ -45,10 +45,12 @@ pub fn init() -> ErrorCounter {
     dropped
 }
 
-/// Writes out what is queued and stops the writer; later lines are discarded. For process exit.
+/// Writes out what is queued and stops the writer; later lines are discarded. For process exit:
+/// a second caller waits until the first one's flush is done.
 pub fn flush() {
-    let guard = GUARD.lock().ok().and_then(|mut slot| slot.take());
-    drop(guard);
+    if let Ok(mut slot) = GUARD.lock() {
+        drop(slot.take());
+    }
 }
 
 /// Exposes the dropped-line count as a Prometheus counter, read at scrape time.

@@ -21,6 +21,7 @@ use crate::proxy::Gateway;
 const ADMIN_THREADS: usize = 1;
 /// After the drain, how long Pingora's runtimes get to stop.
 const RUNTIME_STOP_SECONDS: u64 = 1;
+const BACKSTOP_EXTRA_SECONDS: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -142,8 +143,9 @@ fn server_conf(config: &Config) -> ServerConf {
     let tmp = std::env::temp_dir();
     ServerConf {
         threads: config.server.threads,
-        // The drain in `lifecycle` exits as soon as requests are done; this is the backstop.
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        // The drain in `lifecycle` exits when requests are done or the grace period is over;
+        // Pingora's own (fixed) grace period only backs it up, so it must end later.
+        grace_period_seconds: Some(config.server.grace_period.as_secs() + BACKSTOP_EXTRA_SECONDS),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_STOP_SECONDS),
         // Pingora's defaults are shared by every instance on the host.
         pid_file: tmp

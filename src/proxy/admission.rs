@@ -51,6 +51,7 @@ pub struct Admitted {
 pub struct Refused {
     pub failure: Failure,
     pub tenant: Option<Tenant>,
+    pub route: Option<usize>,
 }
 
 impl Admission {
@@ -70,12 +71,22 @@ impl Admission {
     }
 
     pub fn admit(&self, req: &RequestHeader) -> Result<Admitted, Refused> {
+        let path = req.uri.path();
+        if check_path(path).is_err() {
+            return Err(Refused {
+                failure: Failure::PathInvalid,
+                tenant: None,
+                route: None,
+            });
+        }
+        // Looked up first so refusals are counted under their route, but only refused for
+        // after authentication: an anonymous caller learns nothing about which paths exist.
+        let route = self.routes.lookup(path).map(|(_, route)| *route);
         let refuse = |failure, tenant: Option<&Tenant>| Refused {
             failure,
             tenant: tenant.cloned(),
+            route,
         };
-        let path = req.uri.path();
-        check_path(path).map_err(|_| refuse(Failure::PathInvalid, None))?;
 
         let host = req
             .headers
@@ -110,14 +121,11 @@ impl Admission {
             }
         };
 
-        let (_, route) = self
-            .routes
-            .lookup(path)
-            .ok_or_else(|| refuse(Failure::RouteNotFound, Some(&tenant)))?;
+        let route = route.ok_or_else(|| refuse(Failure::RouteNotFound, Some(&tenant)))?;
         Ok(Admitted {
             tenant,
             principal,
-            route: *route,
+            route,
         })
     }
 }

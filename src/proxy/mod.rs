@@ -164,6 +164,7 @@ impl Gateway {
             }
         }
         ctx.tenant = refused.tenant;
+        ctx.route = refused.route;
         ctx.failure = Some(refused.failure.clone());
         refused.failure
     }

@@ -8,9 +8,11 @@ pub mod client;
 pub mod mock;
 pub mod process;
 
+#[allow(unused_imports)]
 pub use client::{Response, get, request};
 #[allow(unused_imports)]
 pub use mock::{MockResponse, MockUpstream, Recorded};
+#[allow(unused_imports)]
 pub use process::{Payedge, free_addr};
 
 use serde_json::{Value, json};
