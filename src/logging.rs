@@ -85,7 +85,7 @@ impl Collector for DroppedLines {
         family.set_name(self.desc.fq_name.clone());
         family.set_help(self.desc.help.clone());
         family.set_field_type(MetricType::COUNTER);
-        family.set_metric(vec![metric].into());
+        family.set_metric(vec![metric]);
         vec![family]
     }
 }

@@ -157,12 +157,9 @@ fn ambiguous_paths_are_refused_before_anything_else() {
 #[test]
 fn unreachable_provider_is_a_502_naming_it() {
     let dead = free_addr();
-    let yaml = format!(
-        "{}",
-        config(&[]).replace(
-            "    providers:\n",
-            &format!("    providers:\n      - name: cards-dead\n        address: {dead}\n"),
-        )
+    let yaml = config(&[]).replace(
+        "    providers:\n",
+        &format!("    providers:\n      - name: cards-dead\n        address: {dead}\n"),
     );
     let gw = Payedge::start(&yaml, &env());
     let resp = get(
