@@ -77,7 +77,10 @@ impl Default for TenancySection {
 
 /// `strategy: host` or `strategy: [host, header]`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "one of host, subdomain, header, or a list of them"
+)]
 pub enum StrategySetting {
     One(StrategyName),
     Ordered(Vec<StrategyName>),

@@ -55,6 +55,7 @@ struct Sections {
 }
 
 pub fn validate_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let root: Value = serde_yaml::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         ConfigErrors::single(file, line, "", format!("not valid YAML: {e}"))
@@ -296,6 +297,7 @@ impl Validator<'_> {
     }
 
     fn auth(&mut self, a: &AuthSection) -> Option<AuthSettings> {
+        let issues_before = self.issues.len();
         let j = &a.jwt;
         let mut algorithms = Vec::new();
         for (i, name) in j.algorithms.iter().enumerate() {
@@ -349,7 +351,7 @@ impl Validator<'_> {
         if a.admin_cross_tenant && a.admin_role.is_none() {
             self.issue("auth.admin_cross_tenant", "needs auth.admin_role");
         }
-        if !self.issues.is_empty() {
+        if self.issues.len() > issues_before {
             return None;
         }
         let jwt = JwtSettings {
