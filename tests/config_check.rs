@@ -547,6 +547,19 @@ fn weight_zero() {
 }
 
 #[test]
+fn misspelt_strategy_names_the_choices() {
+    assert_edit_fails(
+        "  strategy: [host, header]\n",
+        "  strategy: hedaer\n",
+        &[(
+            "strategy: hedaer",
+            "tenancy.strategy",
+            "one of host, subdomain, header, or a list of them",
+        )],
+    );
+}
+
+#[test]
 fn weight_above_the_maximum() {
     assert_edit_fails(
         "        weight: 3\n",
