@@ -5,20 +5,39 @@
 pub struct PrefixTable<T> {
     /// Longest prefix first, so the first match is the longest.
     entries: Vec<(String, T)>,
+    ignore_case: bool,
 }
 
 impl<T> PrefixTable<T> {
     pub fn new(entries: impl IntoIterator<Item = (String, T)>) -> Self {
         let mut entries: Vec<_> = entries.into_iter().collect();
         entries.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-        Self { entries }
+        Self {
+            entries,
+            ignore_case: false,
+        }
+    }
+
+    /// A table whose prefixes match regardless of ASCII case. For checks that must hold however
+    /// a case-insensitive upstream (ASP.NET routing, for one) would read the path.
+    pub fn new_ignoring_case(entries: impl IntoIterator<Item = (String, T)>) -> Self {
+        Self {
+            ignore_case: true,
+            ..Self::new(entries)
+        }
     }
 
     /// The entry with the longest prefix matching `path`, and that prefix.
     pub fn lookup(&self, path: &str) -> Option<(&str, &T)> {
         self.entries
             .iter()
-            .find(|(prefix, _)| prefix_matches(prefix, path))
+            .find(|(prefix, _)| {
+                if self.ignore_case {
+                    prefix_matches_ignoring_case(prefix, path)
+                } else {
+                    prefix_matches(prefix, path)
+                }
+            })
             .map(|(prefix, value)| (prefix.as_str(), value))
     }
 
@@ -32,6 +51,15 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
         return false;
     };
     rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/')
+}
+
+pub fn prefix_matches_ignoring_case(prefix: &str, path: &str) -> bool {
+    let (p, q) = (prefix.as_bytes(), path.as_bytes());
+    if q.len() < p.len() || !q[..p.len()].eq_ignore_ascii_case(p) {
+        return false;
+    }
+    let rest = &q[p.len()..];
+    rest.is_empty() || prefix.ends_with('/') || rest[0] == b'/'
 }
 
 #[cfg(test)]
@@ -57,6 +85,17 @@ mod tests {
             table.lookup("/api/fx/quote").map(|(p, _)| p),
             Some("/api/fx")
         );
+    }
+
+    #[test]
+    fn case_insensitive_tables_match_any_case() {
+        let table = PrefixTable::new_ignoring_case([("/api/payments".to_string(), ())]);
+        assert!(table.lookup("/API/Payments/1").is_some());
+        assert!(table.lookup("/api/payments").is_some());
+        assert!(table.lookup("/api/paymentsx").is_none());
+        assert!(table.lookup("/api").is_none());
+        let exact = PrefixTable::new([("/api/payments".to_string(), ())]);
+        assert!(exact.lookup("/API/payments").is_none());
     }
 
     #[test]

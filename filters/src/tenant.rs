@@ -266,17 +266,20 @@ mod tests {
         .map(|t| t.name.to_string())
     }
 
+    /// Strategies, Host, header, expected outcome.
+    type Case = (
+        &'static [Strategy],
+        Option<&'static str>,
+        Option<&'static str>,
+        Result<String, TenantRejection>,
+    );
+
     #[test]
     fn resolution_table() {
         use Strategy::*;
         use TenantRejection::*;
         let ok = |s: &str| Ok(s.to_string());
-        let cases: &[(
-            &[Strategy],
-            Option<&str>,
-            Option<&str>,
-            Result<String, TenantRejection>,
-        )] = &[
+        let cases: &[Case] = &[
             (&[Host], Some("blue.smartpay.com"), None, ok("blue")),
             (&[Host], Some("Blue.SmartPay.com.:8443"), None, ok("blue")),
             (&[Host], Some("blue.api.smartpay.com"), None, ok("blue")),

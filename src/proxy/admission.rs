@@ -21,7 +21,7 @@ impl AuthGate {
     pub fn new(settings: &AuthSettings) -> Self {
         Self {
             verifier: Arc::clone(&settings.verifier),
-            required: PrefixTable::new(
+            required: PrefixTable::new_ignoring_case(
                 settings
                     .required_path_prefixes
                     .iter()
