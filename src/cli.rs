@@ -247,7 +247,7 @@ curl -s -X POST http://{proxy}/api/fx/quote -H 'X-Tenant: blue' \
 # The same tenant named by the Host instead:
 curl -s http://{proxy}/api/fx/rates -H 'Host: blue.smartpay.com' -H 'Authorization: Bearer {blue}'
 
-# A card payment for tenant green (acme takes 3 in 4, globex the rest):
+# A card payment for tenant green (weights 3:1 and the cheaper fee: acme takes most):
 curl -s -X POST http://{proxy}/api/payments -H 'X-Tenant: green' \
   -H 'Authorization: Bearer {green}' \
   -H 'Content-Type: application/json' -d '{{"amount":"25.00","currency":"EUR"}}'

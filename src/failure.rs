@@ -10,9 +10,6 @@ use pingora::http::ResponseHeader;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Seconds a client is told to wait when no provider can take its request.
-const RETRY_AFTER_SECONDS: &str = "1";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     PathInvalid,
@@ -20,7 +17,13 @@ pub enum Failure {
     Unauthorized(AuthFailure),
     TenantMismatch,
     RouteNotFound,
-    NoProviderAvailable,
+    /// No provider serving the tenant takes the request's currency.
+    CurrencyUnsupported,
+    /// No provider of the pool serves the tenant.
+    TenantNotServed,
+    NoProviderAvailable {
+        retry_after_seconds: u64,
+    },
     /// The provider could not be reached; nothing was sent to it.
     UpstreamUnavailable {
         provider: String,
@@ -46,10 +49,11 @@ impl Failure {
             Self::PathInvalid | Self::BadRequest => 400,
             Self::Tenant(r) => r.http_status(),
             Self::Unauthorized(_) => 401,
-            Self::TenantMismatch | Self::Forbidden => 403,
+            Self::TenantMismatch | Self::Forbidden | Self::TenantNotServed => 403,
             Self::RouteNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::NoProviderAvailable => 503,
+            Self::CurrencyUnsupported => 422,
+            Self::NoProviderAvailable { .. } => 503,
             Self::UpstreamUnavailable { .. } | Self::UpstreamFailed { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
             Self::Internal => 500,
@@ -63,7 +67,9 @@ impl Failure {
             Self::Unauthorized(_) => "unauthorized",
             Self::TenantMismatch => "tenant_mismatch",
             Self::RouteNotFound => "route_not_found",
-            Self::NoProviderAvailable => "no_provider_available",
+            Self::CurrencyUnsupported => "currency_unsupported",
+            Self::TenantNotServed => "tenant_not_served",
+            Self::NoProviderAvailable { .. } => "no_provider_available",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
@@ -84,7 +90,11 @@ impl Failure {
             Self::Unauthorized(f) => f.message().into(),
             Self::TenantMismatch => "the token does not grant access to this tenant".into(),
             Self::RouteNotFound => "no route serves this path".into(),
-            Self::NoProviderAvailable => "no provider can take this request now".into(),
+            Self::CurrencyUnsupported => {
+                "no provider serving this tenant takes the request's currency".into()
+            }
+            Self::TenantNotServed => "no provider of this route serves the tenant".into(),
+            Self::NoProviderAvailable { .. } => "no provider can take this request now".into(),
             Self::UpstreamUnavailable { provider } => {
                 format!("provider {provider} could not be reached; the request was not sent")
             }
@@ -134,8 +144,10 @@ impl Failure {
                     r#"Bearer realm="payedge", error="invalid_token""#,
                 )?;
             }
-            Self::NoProviderAvailable => {
-                header.insert_header(RETRY_AFTER, RETRY_AFTER_SECONDS)?;
+            Self::NoProviderAvailable {
+                retry_after_seconds,
+            } => {
+                header.insert_header(RETRY_AFTER, retry_after_seconds.max(&1).to_string())?;
             }
             _ => {}
         }
@@ -174,10 +186,13 @@ mod tests {
                 .contains("invalid_token")
         );
         assert_eq!(h.headers[CONTENT_TYPE], "application/json");
-        let h = Failure::NoProviderAvailable
-            .response_header("r", 10)
-            .unwrap();
-        assert_eq!(h.headers[RETRY_AFTER], "1");
+        let h = Failure::NoProviderAvailable {
+            retry_after_seconds: 4,
+        }
+        .response_header("r", 10)
+        .unwrap();
+        assert_eq!(h.headers[RETRY_AFTER], "4");
+        assert_eq!(Failure::CurrencyUnsupported.status(), 422);
         let h = Failure::UpstreamTimeout {
             provider: "cards-a".into(),
         };

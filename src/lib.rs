@@ -8,5 +8,6 @@ pub mod failure;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod providers;
 pub mod proxy;
 pub mod server;

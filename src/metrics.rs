@@ -12,7 +12,9 @@ use std::time::Duration;
 use payedge_filters::auth::AuthFailure;
 use payedge_filters::tenant::TenantRejection;
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 use crate::config::Config;
 
@@ -99,14 +101,47 @@ impl<F: Family> LabelTable<F> {
     }
 }
 
+/// Why a request moved to another provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverReason {
+    ConnectError,
+    Timeout,
+    Status5xx,
+    Broken,
+}
+
+impl FailoverReason {
+    const ALL: [FailoverReason; 4] = [
+        Self::ConnectError,
+        Self::Timeout,
+        Self::Status5xx,
+        Self::Broken,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::ConnectError => "connect_error",
+            Self::Timeout => "timeout",
+            Self::Status5xx => "status_5xx",
+            Self::Broken => "broken",
+        }
+    }
+}
+
 pub struct Metrics {
     http_requests: LabelTable<IntCounterVec>,
     http_duration: LabelTable<HistogramVec>,
     upstream_requests: LabelTable<IntCounterVec>,
     auth_failures: Vec<IntCounter>,
     tenant_rejections: Vec<IntCounter>,
-    /// Index of each pool's first provider on the provider axis.
+    /// Index of each pool's first provider in the per-provider vectors.
     provider_offsets: Vec<usize>,
+    provider_health: Vec<IntGauge>,
+    provider_ejections: Vec<IntCounter>,
+    upstream_duration: Vec<Histogram>,
+    /// Per pool, one counter per [`FailoverReason`].
+    failovers: Vec<Vec<IntCounter>>,
+    budget_exhausted: Vec<IntCounter>,
 }
 
 /// Where one finished request belongs.
@@ -180,17 +215,82 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let health = IntGaugeVec::new(
+            Opts::new(
+                "payedge_provider_health",
+                "1 when the provider can be chosen (healthy and not ejected), else 0.",
+            ),
+            &["pool", "provider"],
+        )?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "payedge_provider_ejections_total",
+                "Times a provider was ejected for consecutive failures.",
+            ),
+            &["pool", "provider"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "payedge_upstream_duration_seconds",
+                "Time from sending an attempt to a provider to its response header.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["pool", "provider"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "payedge_failovers_total",
+                "Attempts moved to another provider, by what failed.",
+            ),
+            &["pool", "reason"],
+        )?;
+        let budget = IntCounterVec::new(
+            Opts::new(
+                "payedge_retry_budget_exhausted_total",
+                "Retries refused because the pool's retry budget was spent.",
+            ),
+            &["pool"],
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 5] = [
+        let collectors: [Box<dyn Collector>; 10] = [
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream.clone()),
             Box::new(auth.clone()),
             Box::new(rejections.clone()),
+            Box::new(health.clone()),
+            Box::new(ejections.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(failovers.clone()),
+            Box::new(budget.clone()),
         ];
         for collector in collectors {
             registry.register(collector)?;
         }
+        let pairs: Vec<(&str, &str)> = config
+            .pools
+            .iter()
+            .flat_map(|pool| {
+                pool.providers
+                    .iter()
+                    .map(move |p| (pool.name.as_str(), p.name.as_str()))
+            })
+            .collect();
+        let per_provider = |pairs: &[(&str, &str)]| -> Vec<[String; 2]> {
+            pairs
+                .iter()
+                .map(|(a, b)| [a.to_string(), b.to_string()])
+                .collect()
+        };
+        let labels = per_provider(&pairs);
+        let provider_health: Vec<IntGauge> = labels
+            .iter()
+            .map(|[pool, provider]| {
+                let gauge = health.with_label_values(&[pool, provider]);
+                gauge.set(1);
+                gauge
+            })
+            .collect();
 
         Ok(Self {
             http_requests: LabelTable::new(
@@ -208,7 +308,81 @@ impl Metrics {
                 .map(|r| rejections.with_label_values(&[r.reason()]))
                 .collect(),
             provider_offsets,
+            provider_health,
+            provider_ejections: labels
+                .iter()
+                .map(|[pool, provider]| ejections.with_label_values(&[pool, provider]))
+                .collect(),
+            upstream_duration: labels
+                .iter()
+                .map(|[pool, provider]| upstream_duration.with_label_values(&[pool, provider]))
+                .collect(),
+            failovers: config
+                .pools
+                .iter()
+                .map(|pool| {
+                    FailoverReason::ALL
+                        .iter()
+                        .map(|r| failovers.with_label_values(&[&pool.name, r.label()]))
+                        .collect()
+                })
+                .collect(),
+            budget_exhausted: config
+                .pools
+                .iter()
+                .map(|pool| budget.with_label_values(&[&pool.name]))
+                .collect(),
         })
+    }
+
+    fn provider_index(&self, pool: usize, provider: usize) -> Option<usize> {
+        self.provider_offsets
+            .get(pool)
+            .map(|offset| offset + provider)
+    }
+
+    pub fn set_provider_health(&self, pool: usize, provider: usize, selectable: bool) {
+        if let Some(g) = self
+            .provider_index(pool, provider)
+            .and_then(|i| self.provider_health.get(i))
+        {
+            g.set(i64::from(selectable));
+        }
+    }
+
+    pub fn provider_ejected(&self, pool: usize, provider: usize) {
+        if let Some(c) = self
+            .provider_index(pool, provider)
+            .and_then(|i| self.provider_ejections.get(i))
+        {
+            c.inc();
+        }
+    }
+
+    pub fn observe_upstream_duration(&self, pool: usize, provider: usize, elapsed: Duration) {
+        if let Some(h) = self
+            .provider_index(pool, provider)
+            .and_then(|i| self.upstream_duration.get(i))
+        {
+            h.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn failover(&self, pool: usize, reason: FailoverReason) {
+        let index = FailoverReason::ALL.iter().position(|r| *r == reason);
+        if let Some(c) = self
+            .failovers
+            .get(pool)
+            .and_then(|p| index.and_then(|i| p.get(i)))
+        {
+            c.inc();
+        }
+    }
+
+    pub fn retry_budget_exhausted(&self, pool: usize) {
+        if let Some(c) = self.budget_exhausted.get(pool) {
+            c.inc();
+        }
     }
 
     pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
@@ -223,10 +397,7 @@ impl Metrics {
     }
 
     pub fn observe_upstream(&self, pool: usize, provider: usize, status: Option<u16>) {
-        let index = self
-            .provider_offsets
-            .get(pool)
-            .map_or(usize::MAX, |offset| offset + provider);
+        let index = self.provider_index(pool, provider).unwrap_or(usize::MAX);
         self.upstream_requests
             .get(&[index, status_class(status)])
             .inc();

@@ -10,11 +10,12 @@ use pingora::services::ServiceWithDependents;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::{AdminApp, ReadinessProbe};
+use crate::admin::{AdminApp, OperatorAuth, ReadinessProbe};
 use crate::config::Config;
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
 use crate::metrics::Metrics;
+use crate::providers::{HealthChecks, ProviderEvents, build_pools};
 use crate::proxy::Gateway;
 
 /// Runtime services of the admin listener are light: one thread is plenty.
@@ -76,7 +77,15 @@ pub fn serve(
     } else {
         None
     };
-    let gateway = Gateway::new(&config, metrics, lifecycle)?;
+    let pools = build_pools(&config.pools)?;
+    let events = Arc::new(ProviderEvents::new(metrics.clone()));
+    let gateway = Gateway::new(
+        &config,
+        Arc::clone(&pools),
+        Arc::clone(&events),
+        metrics,
+        lifecycle,
+    );
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -100,7 +109,12 @@ pub fn serve(
         .then(|| config.analytics.metrics_path.clone());
     let mut admin = Service::new(
         "payedge-admin".to_string(),
-        AdminApp::new(metrics_path, lifecycle),
+        AdminApp {
+            metrics_path,
+            lifecycle,
+            pools: Arc::clone(&pools),
+            operators: OperatorAuth::from_config(config.auth.as_ref()),
+        },
     );
     admin.add_tcp(&config.server.admin_listen.to_string());
     admin.threads = Some(ADMIN_THREADS);
@@ -115,12 +129,16 @@ pub fn serve(
     );
     readiness.threads = Some(1);
 
+    let mut health_checks = background_service("health-checks", HealthChecks { pools, events });
+    health_checks.threads = Some(1);
+
     for companion in companions {
         server.add_boxed_service(companion.service);
     }
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(readiness);
+    server.add_service(health_checks);
 
     tracing::info!(
         listen = %config.server.listen,

@@ -411,7 +411,7 @@ fn unknown_nested_key_names_its_full_path_and_line() {
         &[(
             "wieght: 1",
             "pools.cards.providers[1].wieght",
-            "unknown field `wieght`, expected one of `name`, `address`, `weight`, `headers`",
+            "unknown field `wieght`, expected one of `name`, `address`, `weight`, `cost`, `currencies`, `tenants`, `headers`",
         )],
     );
 }
@@ -475,7 +475,7 @@ fn structural_problems_of_several_sections_are_all_listed() {
             file.problem(
                 "wieght: 1",
                 "pools.cards.providers[1].wieght",
-                "unknown field `wieght`, expected one of `name`, `address`, `weight`, `headers`",
+                "unknown field `wieght`, expected one of `name`, `address`, `weight`, `cost`, `currencies`, `tenants`, `headers`",
             ),
         ],
     );

@@ -2,8 +2,6 @@
 //! ones the reference file (conf/payedge.yaml) documents. Nothing here is trusted until
 //! `validate` has turned it into the runtime configuration.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -188,66 +186,4 @@ pub struct RouteEntry {
     pub pool: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolSection {
-    pub providers: Vec<ProviderEntry>,
-    #[serde(default)]
-    pub timeouts: TimeoutsSection,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeoutsSection {
-    #[serde(default = "default_connect_ms")]
-    pub connect_ms: u64,
-    /// Longest wait for the next bytes of the provider's response.
-    #[serde(default = "default_read_ms")]
-    pub read_ms: u64,
-    #[serde(default = "default_write_ms")]
-    pub write_ms: u64,
-}
-
-impl Default for TimeoutsSection {
-    fn default() -> Self {
-        Self {
-            connect_ms: default_connect_ms(),
-            read_ms: default_read_ms(),
-            write_ms: default_write_ms(),
-        }
-    }
-}
-
-fn default_connect_ms() -> u64 {
-    1_000
-}
-fn default_read_ms() -> u64 {
-    30_000
-}
-fn default_write_ms() -> u64 {
-    10_000
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderEntry {
-    pub name: String,
-    /// `host:port`; a host name is resolved once, at start.
-    pub address: String,
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    /// Credentials added towards this provider only, never returned to the client.
-    #[serde(default)]
-    pub headers: BTreeMap<String, SecretRef>,
-}
-
-fn default_weight() -> u32 {
-    1
-}
-
-/// A secret named by the environment variable that holds it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    pub secret_env: String,
-}
+pub use super::external_pool::*;

@@ -2,10 +2,12 @@
 //! what the gateway runs with (`runtime`).
 
 mod external;
+mod external_pool;
 mod issues;
 mod lines;
 mod runtime;
 mod validate;
+mod validate_pool;
 
 use std::path::Path;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use payedge_filters::auth::{JwtSettings, JwtVerifier};
 use payedge_filters::tenant::TenancySettings;
+use payedge_upstreams::{Cost, PoolPolicy};
 
 #[derive(Debug)]
 pub struct Config {
@@ -78,13 +79,28 @@ pub struct PoolSettings {
     pub name: String,
     pub providers: Vec<ProviderSettings>,
     pub timeouts: Timeouts,
+    pub policy: PoolPolicy,
+    /// The request header naming the payment's currency.
+    pub currency_header: HeaderName,
+    pub health_check: Option<HealthCheckSettings>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// Per attempt.
     pub read: Duration,
     pub write: Duration,
+    /// The whole request, every attempt included.
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub jitter: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +108,9 @@ pub struct ProviderSettings {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
+    pub cost: Cost,
+    pub currencies: Vec<String>,
+    pub tenants: Vec<String>,
     /// Credential headers, values read from the environment at start.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -2,19 +2,18 @@
 //! (not just the first), each named by key path and line.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use payedge_filters::auth::{JwtConfigError, JwtSettings, JwtVerifier, SUPPORTED_ALGORITHMS};
 use payedge_filters::host::{Host, parse_host};
 use payedge_filters::path::check_path;
 use payedge_filters::tenant::{Strategy, TenancySettings, is_valid_tenant_id};
-use payedge_upstreams::{MAX_PROVIDERS, MAX_WEIGHT};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
@@ -30,20 +29,6 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 const SECTIONS: [&str; 6] = ["server", "tenancy", "auth", "analytics", "routes", "pools"];
 const MAX_THREADS: usize = 256;
 const MAX_GRACE_SECONDS: u64 = 3_600;
-const MAX_TIMEOUT_MS: u64 = 3_600_000;
-
-/// Headers a provider credential may not set: framing, routing and the gateway's own headers.
-const RESERVED_HEADERS: [&str; 9] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "x-request-id",
-    "x-forwarded-for",
-];
 
 struct Sections {
     server: ServerSection,
@@ -78,15 +63,15 @@ pub fn validate_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Conf
     }
 }
 
-struct Validator<'a> {
-    file: &'a Path,
+pub(super) struct Validator<'a> {
+    pub(super) file: &'a Path,
     lines: &'a LineMap,
     env: EnvLookup<'a>,
-    issues: Vec<ConfigIssue>,
+    pub(super) issues: Vec<ConfigIssue>,
 }
 
 impl Validator<'_> {
-    fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         self.issues.push(ConfigIssue {
             line: self.lines.line_of(&key),
@@ -168,7 +153,7 @@ impl Validator<'_> {
         let (tenancy, tenant_header) = self.tenancy(&s.tenancy);
         let auth = s.auth.as_ref().and_then(|a| self.auth(a));
         let analytics = self.analytics(&s.analytics);
-        let pools = self.pools(&s.pools, &tenant_header);
+        let pools = self.pools(&s.pools, &tenant_header, &tenancy.tenants);
         let routes = self.routes(&s.routes, &s.pools);
         Some(Config {
             source: self.file.to_path_buf(),
@@ -389,7 +374,7 @@ impl Validator<'_> {
         })
     }
 
-    fn env_secret(&mut self, key: &str, name: &str) -> Option<String> {
+    pub(super) fn env_secret(&mut self, key: &str, name: &str) -> Option<String> {
         match (self.env)(name) {
             Some(value) if !value.is_empty() => Some(value),
             Some(_) => {
@@ -473,150 +458,6 @@ impl Validator<'_> {
                 None => self.issue(
                     format!("routes[{i}].pool"),
                     format!("pool {:?} is not defined under pools", route.pool),
-                ),
-            }
-        }
-        out
-    }
-
-    fn pools(
-        &mut self,
-        pools: &BTreeMap<String, PoolSection>,
-        tenant_header: &HeaderName,
-    ) -> Vec<PoolSettings> {
-        if pools.is_empty() {
-            self.issue("pools", "define at least one pool");
-        }
-        pools
-            .iter()
-            .map(|(name, pool)| self.pool(name, pool, tenant_header))
-            .collect()
-    }
-
-    fn pool(&mut self, name: &str, pool: &PoolSection, tenant_header: &HeaderName) -> PoolSettings {
-        let key = format!("pools.{name}");
-        if pool.providers.is_empty() {
-            self.issue(format!("{key}.providers"), "list at least one provider");
-        }
-        if pool.providers.len() > MAX_PROVIDERS {
-            self.issue(
-                format!("{key}.providers"),
-                format!("at most {MAX_PROVIDERS} providers"),
-            );
-        }
-        let mut providers = Vec::new();
-        for (i, p) in pool.providers.iter().enumerate() {
-            let pkey = format!("{key}.providers[{i}]");
-            if p.name.is_empty() {
-                self.issue(format!("{pkey}.name"), "must not be empty");
-            } else if pool.providers[..i].iter().any(|o| o.name == p.name) {
-                self.issue(
-                    format!("{pkey}.name"),
-                    format!("{:?} is used twice in this pool", p.name),
-                );
-            }
-            if p.weight == 0 {
-                self.issue(format!("{pkey}.weight"), "must be > 0");
-            } else if p.weight > MAX_WEIGHT {
-                self.issue(
-                    format!("{pkey}.weight"),
-                    format!("must be at most {MAX_WEIGHT}"),
-                );
-            }
-            let address = self.resolve(&format!("{pkey}.address"), &p.address);
-            let headers = self.credential_headers(&pkey, &p.headers, tenant_header);
-            if let Some(address) = address {
-                providers.push(ProviderSettings {
-                    name: p.name.clone(),
-                    address,
-                    weight: p.weight,
-                    headers,
-                });
-            }
-        }
-        let t = &pool.timeouts;
-        for (field, ms) in [
-            ("connect_ms", t.connect_ms),
-            ("read_ms", t.read_ms),
-            ("write_ms", t.write_ms),
-        ] {
-            if ms == 0 || ms > MAX_TIMEOUT_MS {
-                self.issue(
-                    format!("{key}.timeouts.{field}"),
-                    format!("must be between 1 and {MAX_TIMEOUT_MS}"),
-                );
-            }
-        }
-        PoolSettings {
-            name: name.to_string(),
-            providers,
-            timeouts: Timeouts {
-                connect: Duration::from_millis(t.connect_ms),
-                read: Duration::from_millis(t.read_ms),
-                write: Duration::from_millis(t.write_ms),
-            },
-        }
-    }
-
-    fn resolve(&mut self, key: &str, address: &str) -> Option<SocketAddr> {
-        if let Ok(addr) = address.parse() {
-            return Some(addr);
-        }
-        let has_port = address
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
-        if !has_port {
-            self.issue(key, format!("{address:?} is not host:port"));
-            return None;
-        }
-        match address.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => Some(addr),
-            Ok(None) => {
-                self.issue(key, format!("{address:?} resolves to no address"));
-                None
-            }
-            Err(e) => {
-                self.issue(key, format!("cannot resolve {address:?}: {e}"));
-                None
-            }
-        }
-    }
-
-    fn credential_headers(
-        &mut self,
-        provider_key: &str,
-        headers: &BTreeMap<String, SecretRef>,
-        tenant_header: &HeaderName,
-    ) -> Vec<(HeaderName, HeaderValue)> {
-        let mut out = Vec::new();
-        for (name, secret) in headers {
-            let key = format!("{provider_key}.headers.{name}");
-            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-                self.issue(key, format!("{name:?} is not a header name"));
-                continue;
-            };
-            if RESERVED_HEADERS.contains(&header.as_str()) || header == tenant_header {
-                self.issue(
-                    key,
-                    "is set by the gateway itself and cannot be a credential",
-                );
-                continue;
-            }
-            let Some(value) = self.env_secret(&format!("{key}.secret_env"), &secret.secret_env)
-            else {
-                continue;
-            };
-            match HeaderValue::from_str(&value) {
-                Ok(mut value) => {
-                    value.set_sensitive(true);
-                    out.push((header, value));
-                }
-                Err(_) => self.issue(
-                    format!("{key}.secret_env"),
-                    format!(
-                        "environment variable {} holds characters a header cannot carry",
-                        secret.secret_env
-                    ),
                 ),
             }
         }

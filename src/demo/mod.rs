@@ -4,11 +4,8 @@ mod cards;
 mod fx;
 mod http;
 
-use std::str::FromStr;
-
 use pingora::apps::http_app::HttpServer;
 use pingora::services::listening::Service;
-use rust_decimal::Decimal;
 
 use crate::config::{Config, ConfigErrors, validate_text};
 use crate::server::Companion;
@@ -28,13 +25,6 @@ const DEMO_SECRETS: [(&str, &str); 3] = [
     ("DEMO_CARDS_ACME_API_KEY", "demo-acme-key"),
     ("DEMO_CARDS_GLOBEX_API_KEY", "demo-globex-key"),
 ];
-
-/// What each demo card connector charges (percent, fixed); others charge the default.
-const FEES: [(&str, &str, &str); 2] = [
-    ("cards-acme", "1.9", "0.20"),
-    ("cards-globex", "2.4", "0.10"),
-];
-const DEFAULT_FEE: (&str, &str) = ("2.0", "0.25");
 
 /// The environment, falling back to the demo's public secrets.
 pub fn demo_env(name: &str) -> Option<String> {
@@ -56,7 +46,7 @@ pub fn demo_config() -> Result<Config, ConfigErrors> {
 }
 
 /// One simulated connector per provider of the configuration: pools named `fx` get the FX
-/// service, every other pool a card connector.
+/// service, every other pool a card connector charging the provider's configured cost.
 pub fn connectors(config: &Config) -> Vec<Companion> {
     let mut out = Vec::new();
     for pool in &config.pools {
@@ -64,7 +54,10 @@ pub fn connectors(config: &Config) -> Vec<Companion> {
             let kind = if pool.name == "fx" {
                 ConnectorKind::Fx
             } else {
-                ConnectorKind::Cards(fee_of(&provider.name))
+                ConnectorKind::Cards(Fee {
+                    percent: provider.cost.percent,
+                    fixed: provider.cost.fixed,
+                })
             };
             let app = DemoConnector {
                 name: provider.name.clone(),
@@ -84,15 +77,4 @@ pub fn connectors(config: &Config) -> Vec<Companion> {
         }
     }
     out
-}
-
-fn fee_of(provider: &str) -> Fee {
-    let (percent, fixed) = FEES
-        .iter()
-        .find(|(name, ..)| *name == provider)
-        .map_or(DEFAULT_FEE, |(_, p, f)| (*p, *f));
-    Fee {
-        percent: Decimal::from_str(percent).unwrap_or_default(),
-        fixed: Decimal::from_str(fixed).unwrap_or_default(),
-    }
 }

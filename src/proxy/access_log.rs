@@ -13,6 +13,8 @@ pub struct AccessEntry<'a> {
     pub duration: Duration,
     pub pool: Option<&'a str>,
     pub provider: Option<&'a str>,
+    /// Providers tried (0: answered by the gateway itself).
+    pub attempts: u32,
     pub request_id: &'a str,
     pub bytes_in: usize,
     pub bytes_out: usize,
@@ -30,6 +32,7 @@ pub fn write(entry: &AccessEntry<'_>) {
         duration_ms = entry.duration.as_secs_f64() * 1000.0,
         pool = entry.pool,
         provider = entry.provider,
+        attempts = entry.attempts,
         request_id = entry.request_id,
         bytes_in = entry.bytes_in,
         bytes_out = entry.bytes_out,

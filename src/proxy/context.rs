@@ -20,6 +20,14 @@ pub struct RequestCtx {
     /// The provider of the current (last) attempt.
     pub provider: Option<usize>,
     pub tried: TriedSet,
+    pub attempts: u32,
+    pub attempt_started: Option<Instant>,
+    /// Whether the current attempt's outcome was reported to the pool already.
+    pub attempt_recorded: bool,
+    /// Set when a provider's 5xx is discarded to retry the request elsewhere.
+    pub retrying_after_status: bool,
+    /// What the client is told if no further attempt can be made.
+    pub last_attempt_failure: Option<Failure>,
     /// The failure the gateway answered (or will answer) itself.
     pub failure: Option<Failure>,
     pub upstream_status: Option<u16>,
@@ -37,6 +45,11 @@ impl RequestCtx {
             pool: None,
             provider: None,
             tried: TriedSet::default(),
+            attempts: 0,
+            attempt_started: None,
+            attempt_recorded: false,
+            retrying_after_status: false,
+            last_attempt_failure: None,
             failure: None,
             upstream_status: None,
             _in_flight: in_flight,

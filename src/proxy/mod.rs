@@ -4,28 +4,30 @@
 //! new_ctx ─► early_request_filter: request id (client's if well-formed, else new)
 //!        ─► request_filter: path form ─► tenant ─► JWT ─► tenant match ─► route
 //!           (refusals answered here as JSON errors)
-//!        ─► upstream_peer: pool.select(tenant, tried) ─► provider's peer
-//!           fail_to_connect: nothing was sent ─► retry on a provider not yet tried
+//!        ─► upstream_peer: attempts::choose ─► the next provider by effective weight among the
+//!           healthy, admitted, untried ones taking the tenant and currency
+//!           fail_to_connect: nothing was sent ─► another provider
 //!        ─► upstream_request_filter: canonical tenant, request id, identity, credentials
-//!        ─► upstream_response_filter / response_filter: status noted, credentials stripped,
-//!           request id returned
+//!        ─► upstream_response_filter: outcome recorded; a 5xx to an idempotent request may be
+//!           discarded and retried elsewhere
+//!        ─► response_filter: credentials stripped, request id returned
+//!        ─► error_while_proxy: outcome recorded; retried only if idempotent
 //!        ─► fail_to_proxy: JSON error naming the provider
 //!        ─► logging: one JSON line, metrics
 //! ```
 
 mod access_log;
 mod admission;
+mod attempts;
 mod context;
 mod headers;
 mod upstream_errors;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use payedge_filters::request_id::accept_client_request_id;
-use payedge_upstreams::{Pool, ProviderSpec, SelectError, Selection};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -33,63 +35,13 @@ use pingora::{Error, ErrorType, Result};
 
 pub use context::RequestCtx;
 
-use crate::config::{Config, PoolSettings};
+use crate::config::Config;
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::providers::{PoolRuntime, Pools, ProviderEvents};
 use admission::{Admission, Refused};
 use headers::UpstreamIdentity;
-
-/// How long an idle upstream connection is kept for reuse.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct PoolRuntime {
-    pool: Pool,
-    peers: Vec<HttpPeer>,
-    credentials: Vec<Vec<(HeaderName, HeaderValue)>>,
-    credential_names: Vec<Vec<HeaderName>>,
-}
-
-impl PoolRuntime {
-    fn new(settings: &PoolSettings) -> std::result::Result<Self, payedge_upstreams::PoolError> {
-        let specs = settings
-            .providers
-            .iter()
-            .map(|p| ProviderSpec {
-                name: p.name.clone(),
-                address: p.address,
-                weight: p.weight,
-            })
-            .collect();
-        let peers = settings
-            .providers
-            .iter()
-            .map(|p| {
-                let mut peer = HttpPeer::new(p.address, false, String::new());
-                peer.options.connection_timeout = Some(settings.timeouts.connect);
-                peer.options.total_connection_timeout = Some(settings.timeouts.connect);
-                peer.options.read_timeout = Some(settings.timeouts.read);
-                peer.options.write_timeout = Some(settings.timeouts.write);
-                peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-                peer
-            })
-            .collect();
-        Ok(Self {
-            pool: Pool::new(settings.name.clone(), specs)?,
-            peers,
-            credentials: settings
-                .providers
-                .iter()
-                .map(|p| p.headers.clone())
-                .collect(),
-            credential_names: settings
-                .providers
-                .iter()
-                .map(|p| p.headers.iter().map(|(n, _)| n.clone()).collect())
-                .collect(),
-        })
-    }
-}
 
 pub struct Gateway {
     admission: Admission,
@@ -97,7 +49,8 @@ pub struct Gateway {
     terminates_auth: bool,
     route_prefixes: Vec<String>,
     route_pools: Vec<usize>,
-    pools: Vec<PoolRuntime>,
+    pools: Pools,
+    events: Arc<ProviderEvents>,
     metrics: Option<Arc<Metrics>>,
     request_logs: bool,
     lifecycle: &'static Lifecycle,
@@ -106,10 +59,12 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         config: &Config,
+        pools: Pools,
+        events: Arc<ProviderEvents>,
         metrics: Option<Arc<Metrics>>,
         lifecycle: &'static Lifecycle,
-    ) -> std::result::Result<Self, payedge_upstreams::PoolError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             admission: Admission::new(config),
             tenant_header: config.tenant_header.clone(),
             terminates_auth: config.auth.is_some(),
@@ -119,25 +74,20 @@ impl Gateway {
                 .map(|r| r.path_prefix.clone())
                 .collect(),
             route_pools: config.routes.iter().map(|r| r.pool).collect(),
-            pools: config
-                .pools
-                .iter()
-                .map(PoolRuntime::new)
-                .collect::<std::result::Result<_, _>>()?,
+            pools,
+            events,
             metrics,
             request_logs: config.analytics.request_logs_enabled(),
             lifecycle,
-        })
+        }
     }
 
-    /// The tenants the gateway knows, in the order metrics index them.
-    pub fn tenants(&self) -> &[Arc<str>] {
-        self.admission.tenants.tenants()
+    fn pool(&self, ctx: &RequestCtx) -> Option<&PoolRuntime> {
+        self.pools.get(ctx.pool?)
     }
 
     fn provider_name(&self, ctx: &RequestCtx) -> Option<&str> {
-        let pool = self.pools.get(ctx.pool?)?;
-        Some(pool.pool.provider(ctx.provider?)?.name.as_str())
+        Some(self.pool(ctx)?.provider_name(ctx.provider?))
     }
 
     async fn answer(
@@ -211,32 +161,18 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(pool_index), Some(tenant)) = (ctx.pool, ctx.tenant.as_ref()) else {
-            return Error::e_explain(ErrorType::InternalError, "no route was chosen");
+        let Some(pool) = self.pool(ctx) else {
+            return Error::e_explain(ErrorType::InternalError, "no pool was chosen");
         };
-        let Some(pool) = self.pools.get(pool_index) else {
-            return Error::e_explain(ErrorType::InternalError, "route names a missing pool");
-        };
-        let selection = Selection {
-            tenant: &tenant.name,
-            currency: None,
-            tried: ctx.tried,
-        };
-        match pool.pool.select(&selection) {
-            Ok(provider) => {
-                ctx.provider = Some(provider);
-                ctx.tried.insert(provider);
-                match pool.peers.get(provider) {
-                    Some(peer) => Ok(Box::new(peer.clone())),
-                    None => Error::e_explain(ErrorType::InternalError, "provider without a peer"),
-                }
-            }
-            Err(SelectError::NoneAvailable) => {
-                ctx.failure = Some(Failure::NoProviderAvailable);
-                Error::e_explain(ErrorType::HTTPStatus(503), "no provider available")
+        match attempts::choose(pool, session, ctx) {
+            Ok(peer) => Ok(Box::new(peer)),
+            Err(failure) => {
+                let status = failure.status();
+                ctx.failure = Some(failure);
+                Error::e_explain(ErrorType::HTTPStatus(status), "no attempt can be made")
             }
         }
     }
@@ -248,16 +184,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(metrics), Some(pool), Some(provider)) = (&self.metrics, ctx.pool, ctx.provider)
-        {
-            metrics.observe_upstream(pool, provider, None);
-        }
-        // Nothing reached the provider, so another one may take the request, whatever its method.
-        let untried_left = ctx
-            .pool
-            .and_then(|p| self.pools.get(p))
-            .is_some_and(|p| ctx.tried.len() < p.pool.providers().len());
-        e.set_retry(untried_left);
+        let retry = match self.pool(ctx) {
+            Some(pool) => attempts::connect_failed(pool, &self.events, ctx),
+            None => false,
+        };
+        e.set_retry(retry);
         e
     }
 
@@ -267,12 +198,8 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let credentials = match (ctx.pool, ctx.provider) {
-            (Some(pool), Some(provider)) => self
-                .pools
-                .get(pool)
-                .and_then(|p| p.credentials.get(provider))
-                .map_or(&[][..], Vec::as_slice),
+        let credentials = match (self.pool(ctx), ctx.provider) {
+            (Some(pool), Some(provider)) => pool.credentials(provider),
             _ => &[],
         };
         let tenant = ctx.tenant.as_ref().map_or("", |t| &t.name);
@@ -295,19 +222,26 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        if status >= 200 {
-            ctx.upstream_status = Some(status);
-            if let (Some(metrics), Some(pool), Some(provider)) =
-                (&self.metrics, ctx.pool, ctx.provider)
-            {
-                metrics.observe_upstream(pool, provider, Some(status));
-            }
+        if status < 200 {
+            return Ok(());
         }
+        let retry = match self.pools.get(ctx.pool.unwrap_or(usize::MAX)) {
+            Some(pool) => attempts::answered(pool, &self.events, session, ctx, status),
+            None => false,
+        };
+        if retry {
+            ctx.retrying_after_status = true;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "retrying on another provider",
+            );
+        }
+        ctx.upstream_status = Some(status);
         Ok(())
     }
 
@@ -317,12 +251,8 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let names = match (ctx.pool, ctx.provider) {
-            (Some(pool), Some(provider)) => self
-                .pools
-                .get(pool)
-                .and_then(|p| p.credential_names.get(provider))
-                .map_or(&[][..], Vec::as_slice),
+        let names = match (self.pool(ctx), ctx.provider) {
+            (Some(pool), Some(provider)) => pool.credential_names(provider),
             _ => &[],
         };
         headers::prepare_downstream_response(upstream_response, &ctx.request_id, names)
@@ -334,26 +264,21 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
-        if ctx.upstream_status.is_none() {
-            if let (Some(metrics), Some(pool), Some(provider)) =
-                (&self.metrics, ctx.pool, ctx.provider)
-            {
-                metrics.observe_upstream(pool, provider, None);
-            }
-        }
-        // Bytes may have reached the provider: never resend a non-idempotent request elsewhere.
         let mut e = e.more_context(format!(
             "provider {}",
             self.provider_name(ctx).unwrap_or("?")
         ));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
+        if std::mem::take(&mut ctx.retrying_after_status) {
+            e.set_retry(true);
+            return e;
         }
+        let retry = match self.pools.get(ctx.pool.unwrap_or(usize::MAX)) {
+            Some(pool) => attempts::broke(pool, &self.events, session, ctx, &e),
+            None => false,
+        };
+        e.set_retry(retry);
         e
     }
 
@@ -372,6 +297,7 @@ impl ProxyHttp for Gateway {
         let failure = ctx
             .failure
             .clone()
+            .or_else(|| ctx.last_attempt_failure.clone())
             .or_else(|| upstream_errors::classify(e, self.provider_name(ctx)));
         let Some(failure) = failure else {
             return FailToProxy {
@@ -415,11 +341,9 @@ impl ProxyHttp for Gateway {
             path: req.uri.path(),
             status,
             duration: elapsed,
-            pool: ctx
-                .pool
-                .and_then(|p| self.pools.get(p))
-                .map(|p| p.pool.name()),
+            pool: self.pool(ctx).map(PoolRuntime::name),
             provider: self.provider_name(ctx),
+            attempts: ctx.attempts,
             request_id: &ctx.request_id,
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),

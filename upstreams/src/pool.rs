@@ -1,9 +1,17 @@
-//! A pool of providers and the per-attempt choice among them.
+//! A pool of providers: who may take a request, who takes it, and what each attempt taught us.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::schedule::Schedule;
+use arc_swap::ArcSwap;
+use rust_decimal::Decimal;
+
+use crate::budget::RetryBudget;
+use crate::health::{Admission, Outcome, ProviderHealth, Transition};
+use crate::policy::{Cost, PoolPolicy};
+use crate::scoring::{ScoreInput, Scores, score};
+use crate::selector::Selector;
 
 pub const MAX_PROVIDERS: usize = 64;
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -13,14 +21,14 @@ pub struct ProviderSpec {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
+    pub cost: Cost,
+    /// ISO 4217 codes this provider takes; empty: any.
+    pub currencies: Vec<String>,
+    /// Tenants this provider serves; empty: any.
+    pub tenants: Vec<String>,
 }
 
-#[derive(Debug)]
-pub struct Provider {
-    pub name: String,
-    pub address: SocketAddr,
-    pub weight: u32,
-}
+pub type Provider = ProviderSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -32,6 +40,8 @@ pub enum PoolError {
     BadWeight(String),
     #[error("provider name {0:?} is used twice")]
     DuplicateName(String),
+    #[error("provider {0:?}: {1:?} is not an ISO 4217 currency code")]
+    BadCurrency(String, String),
 }
 
 /// The providers a request has already tried, by index (pools hold at most 64).
@@ -54,6 +64,11 @@ impl TriedSet {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// Bit i set: provider i was tried.
+    pub fn bits(self) -> u64 {
+        self.0
+    }
 }
 
 /// What the pool needs to know about one attempt.
@@ -66,26 +81,99 @@ pub struct Selection<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
-    #[error("no provider of the pool is available for this request")]
+    #[error("no provider of the pool is available for this request now")]
     NoneAvailable,
+    #[error("no provider of the pool takes this currency")]
+    CurrencyUnsupported,
+    #[error("no provider of the pool serves this tenant")]
+    TenantNotServed,
+}
+
+/// Why an attempt failed, for the retry decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// Nothing was sent: always safe to try another provider.
+    ConnectFailed,
+    TimedOut,
+    ServerError,
+    Broken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryVerdict {
+    Retry,
+    /// Bytes may have reached the provider and the method is not idempotent.
+    NotIdempotent,
+    AttemptsExhausted,
+    BudgetExhausted,
+}
+
+/// A provider as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderStatus {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub cost: Cost,
+    pub currencies: Vec<String>,
+    pub tenants: Vec<String>,
+    /// `admitted`, `unhealthy` (active checks fail), `ejected`, or `probing` (ejection over,
+    /// waiting for a successful probe).
+    pub state: &'static str,
+    pub ejected_for: Option<Duration>,
+    pub active_healthy: bool,
+    pub consecutive_failures: u32,
+    pub ejections: u32,
+    pub success_rate: Decimal,
+    pub latency_ms: Option<Decimal>,
+    pub score: Decimal,
+    pub effective_weight: u32,
+}
+
+type CurrencyCode = [u8; 3];
+
+fn currency_code(code: &str) -> Option<CurrencyCode> {
+    let bytes = code.trim().as_bytes();
+    if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    Some([
+        bytes[0].to_ascii_uppercase(),
+        bytes[1].to_ascii_uppercase(),
+        bytes[2].to_ascii_uppercase(),
+    ])
 }
 
 #[derive(Debug)]
 pub struct Pool {
     name: String,
     providers: Vec<Provider>,
-    schedule: Schedule,
-    cursor: AtomicUsize,
+    health: Vec<ProviderHealth>,
+    policy: PoolPolicy,
+    selector: ArcSwap<Selector>,
+    scores: ArcSwap<Scores>,
+    budget: RetryBudget,
+    currency_masks: HashMap<CurrencyCode, u64>,
+    any_currency: u64,
+    tenant_masks: HashMap<String, u64>,
+    any_tenant: u64,
 }
 
 impl Pool {
-    pub fn new(name: impl Into<String>, specs: Vec<ProviderSpec>) -> Result<Self, PoolError> {
+    pub fn new(
+        name: impl Into<String>,
+        specs: Vec<ProviderSpec>,
+        policy: PoolPolicy,
+    ) -> Result<Self, PoolError> {
         if specs.is_empty() {
             return Err(PoolError::Empty);
         }
         if specs.len() > MAX_PROVIDERS {
             return Err(PoolError::TooMany);
         }
+        let mut currency_masks: HashMap<CurrencyCode, u64> = HashMap::new();
+        let mut tenant_masks: HashMap<String, u64> = HashMap::new();
+        let (mut any_currency, mut any_tenant) = (0u64, 0u64);
         for (i, spec) in specs.iter().enumerate() {
             if spec.weight == 0 || spec.weight > MAX_WEIGHT {
                 return Err(PoolError::BadWeight(spec.name.clone()));
@@ -93,20 +181,36 @@ impl Pool {
             if specs[..i].iter().any(|s| s.name == spec.name) {
                 return Err(PoolError::DuplicateName(spec.name.clone()));
             }
+            let bit = 1u64 << i;
+            if spec.currencies.is_empty() {
+                any_currency |= bit;
+            }
+            for currency in &spec.currencies {
+                let code = currency_code(currency)
+                    .ok_or_else(|| PoolError::BadCurrency(spec.name.clone(), currency.clone()))?;
+                *currency_masks.entry(code).or_default() |= bit;
+            }
+            if spec.tenants.is_empty() {
+                any_tenant |= bit;
+            }
+            for tenant in &spec.tenants {
+                *tenant_masks.entry(tenant.to_ascii_lowercase()).or_default() |= bit;
+            }
         }
-        let weights: Vec<u32> = specs.iter().map(|s| s.weight).collect();
+        let health: Vec<ProviderHealth> = specs.iter().map(|_| ProviderHealth::default()).collect();
+        let scores = score(&score_inputs(&specs, &health), &policy.selection);
         Ok(Self {
             name: name.into(),
-            schedule: Schedule::new(&weights),
-            providers: specs
-                .into_iter()
-                .map(|s| Provider {
-                    name: s.name,
-                    address: s.address,
-                    weight: s.weight,
-                })
-                .collect(),
-            cursor: AtomicUsize::new(0),
+            selector: ArcSwap::from_pointee(Selector::new(scores.effective.clone())),
+            scores: ArcSwap::from_pointee(scores),
+            budget: RetryBudget::new(policy.retry.budget_percent),
+            providers: specs,
+            health,
+            policy,
+            currency_masks,
+            any_currency,
+            tenant_masks,
+            any_tenant,
         })
     }
 
@@ -122,114 +226,193 @@ impl Pool {
         self.providers.get(index)
     }
 
-    /// Picks the provider for one attempt: the next one in the weighted order that this request
-    /// has not tried yet.
+    pub fn policy(&self) -> &PoolPolicy {
+        &self.policy
+    }
+
+    /// Providers that may be chosen now, as a bitmask.
+    pub fn live_mask(&self) -> u64 {
+        self.health
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.selectable())
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// Picks the provider for one attempt: the next, by effective weight, among the providers
+    /// that are healthy and admitted, take the currency, serve the tenant and were not tried.
     pub fn select(&self, selection: &Selection<'_>) -> Result<usize, SelectError> {
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..self.schedule.len())
-            .filter_map(|step| self.schedule.at(start.wrapping_add(step)))
-            .find(|index| !selection.tried.contains(*index))
+        let tenant_mask = self
+            .tenant_masks
+            .get(selection.tenant)
+            .copied()
+            .unwrap_or(0)
+            | self.any_tenant;
+        if tenant_mask == 0 {
+            return Err(SelectError::TenantNotServed);
+        }
+        let currency_mask = match selection.currency {
+            None => u64::MAX,
+            Some(code) => {
+                let code = currency_code(code).ok_or(SelectError::CurrencyUnsupported)?;
+                self.currency_masks.get(&code).copied().unwrap_or(0) | self.any_currency
+            }
+        };
+        // Judged among the tenant's providers: none of those taking it is unsupported for them.
+        if currency_mask & tenant_mask == 0 {
+            return Err(SelectError::CurrencyUnsupported);
+        }
+        let mask = self.live_mask() & currency_mask & tenant_mask & !selection.tried.0;
+        self.selector
+            .load()
+            .pick(mask)
             .ok_or(SelectError::NoneAvailable)
+    }
+
+    /// Counts a request towards the retry budget.
+    pub fn on_request(&self) {
+        self.budget.on_request();
+    }
+
+    /// Whether an attempt that failed with `cause` may be retried on another provider, spending
+    /// the retry budget when it may. `attempts` counts the attempts made so far.
+    pub fn may_retry(&self, cause: RetryCause, idempotent: bool, attempts: u32) -> RetryVerdict {
+        if cause == RetryCause::ConnectFailed {
+            return RetryVerdict::Retry;
+        }
+        if !idempotent {
+            return RetryVerdict::NotIdempotent;
+        }
+        if attempts >= self.policy.retry.max_attempts {
+            return RetryVerdict::AttemptsExhausted;
+        }
+        if !self.budget.try_spend() {
+            return RetryVerdict::BudgetExhausted;
+        }
+        RetryVerdict::Retry
+    }
+
+    /// Records how an attempt at `provider` ended.
+    pub fn record(
+        &self,
+        provider: usize,
+        outcome: Outcome,
+        latency: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
+        let health = self.health.get(provider)?;
+        health.record_attempt(outcome, latency, now, &self.policy.outlier, || {
+            self.may_eject_one_more()
+        })
+    }
+
+    /// Records a probe of `provider`; `active` when it is a configured health check.
+    pub fn record_probe(
+        &self,
+        provider: usize,
+        success: bool,
+        now: Instant,
+        active: bool,
+    ) -> Vec<Transition> {
+        let Some(health) = self.health.get(provider) else {
+            return Vec::new();
+        };
+        health.record_probe(success, now, active.then_some(&self.policy.health))
+    }
+
+    pub fn awaits_probe(&self, provider: usize, now: Instant) -> bool {
+        self.health
+            .get(provider)
+            .is_some_and(|h| h.awaits_probe(now))
+    }
+
+    /// Recomputes the effective weights from the latest measurements; keeps the rotations (and
+    /// their positions) when nothing changed.
+    pub fn refresh(&self) {
+        let scores = score(
+            &score_inputs(&self.providers, &self.health),
+            &self.policy.selection,
+        );
+        if scores.effective != self.selector.load().weights() {
+            self.selector
+                .store(std::sync::Arc::new(Selector::new(scores.effective.clone())));
+        }
+        self.scores.store(std::sync::Arc::new(scores));
+    }
+
+    /// How long a client should wait before trying again when nothing is available.
+    pub fn retry_after(&self, now: Instant) -> Duration {
+        self.health
+            .iter()
+            .filter_map(|h| match h.snapshot().admission {
+                Admission::Ejected { until } => Some(until.saturating_duration_since(now)),
+                Admission::Admitted => None,
+            })
+            .min()
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+    }
+
+    pub fn status(&self, now: Instant) -> Vec<ProviderStatus> {
+        let scores = self.scores.load();
+        self.providers
+            .iter()
+            .zip(&self.health)
+            .enumerate()
+            .map(|(i, (p, h))| {
+                let s = h.snapshot();
+                let (state, ejected_for) = match s.admission {
+                    Admission::Ejected { until } if until > now => ("ejected", Some(until - now)),
+                    Admission::Ejected { .. } => ("probing", None),
+                    Admission::Admitted if !s.active_healthy => ("unhealthy", None),
+                    Admission::Admitted => ("admitted", None),
+                };
+                ProviderStatus {
+                    name: p.name.clone(),
+                    address: p.address,
+                    weight: p.weight,
+                    cost: p.cost,
+                    currencies: p.currencies.clone(),
+                    tenants: p.tenants.clone(),
+                    state,
+                    ejected_for,
+                    active_healthy: s.active_healthy,
+                    consecutive_failures: s.consecutive_failures,
+                    ejections: s.ejections,
+                    success_rate: (Decimal::from(s.success_ppm) / Decimal::from(1_000_000u32))
+                        .round_dp(4),
+                    latency_ms: s
+                        .latency_us
+                        .map(|us| (Decimal::from(us) / Decimal::ONE_THOUSAND).round_dp(3)),
+                    score: scores
+                        .scores
+                        .get(i)
+                        .copied()
+                        .unwrap_or_default()
+                        .round_dp(4),
+                    effective_weight: scores.effective.get(i).copied().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// At most `max_ejection_percent` of the pool is ejected at once, but one always may be.
+    fn may_eject_one_more(&self) -> bool {
+        let ejected = self.health.iter().filter(|h| !h.is_admitted()).count();
+        let percent = self.policy.outlier.max_ejection_percent as usize;
+        let allowed = (self.providers.len() * percent / 100).max(1);
+        ejected < allowed
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(weights: &[u32]) -> Pool {
-        let specs = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| ProviderSpec {
-                name: format!("p{i}"),
-                address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
-                weight: *w,
-            })
-            .collect();
-        Pool::new("cards", specs).unwrap()
-    }
-
-    fn counts(pool: &Pool, picks: usize) -> Vec<usize> {
-        let mut counts = vec![0; pool.providers().len()];
-        for _ in 0..picks {
-            counts[pool.select(&Selection::default()).unwrap()] += 1;
-        }
-        counts
-    }
-
-    #[test]
-    fn distribution_follows_weights_within_three_percent() {
-        let weights = [50, 30, 15, 5];
-        let p = pool(&weights);
-        let counts = counts(&p, 10_000);
-        for (count, weight) in counts.iter().zip(weights) {
-            let expected = 10_000.0 * f64::from(weight) / 100.0;
-            assert!(
-                (*count as f64 - expected).abs() <= expected * 0.03,
-                "{counts:?} against weights {weights:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_provider_exceeds_its_share_plus_one_in_any_window() {
-        let weights = [7, 3, 2];
-        let total: u32 = weights.iter().sum();
-        let p = pool(&weights);
-        let picks: Vec<usize> = (0..1_000)
-            .map(|_| p.select(&Selection::default()).unwrap())
-            .collect();
-        for window in picks.windows(total as usize) {
-            for (i, weight) in weights.iter().enumerate() {
-                let seen = window.iter().filter(|p| **p == i).count();
-                assert!(
-                    seen <= *weight as usize + 1,
-                    "provider {i}: {seen} in {window:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn tried_providers_are_skipped_until_none_is_left() {
-        let p = pool(&[1, 1, 1]);
-        let mut tried = TriedSet::default();
-        for _ in 0..3 {
-            let picked = p
-                .select(&Selection {
-                    tried,
-                    ..Selection::default()
-                })
-                .unwrap();
-            assert!(!tried.contains(picked));
-            tried.insert(picked);
-        }
-        assert_eq!(tried.len(), 3);
-        assert_eq!(
-            p.select(&Selection {
-                tried,
-                ..Selection::default()
-            }),
-            Err(SelectError::NoneAvailable)
-        );
-    }
-
-    #[test]
-    fn invalid_pools_are_refused() {
-        assert_eq!(Pool::new("x", vec![]).unwrap_err(), PoolError::Empty);
-        let spec = |name: &str, weight| ProviderSpec {
-            name: name.into(),
-            address: SocketAddr::from(([127, 0, 0, 1], 1)),
-            weight,
-        };
-        assert_eq!(
-            Pool::new("x", vec![spec("a", 0)]).unwrap_err(),
-            PoolError::BadWeight("a".into())
-        );
-        assert_eq!(
-            Pool::new("x", vec![spec("a", 1), spec("a", 2)]).unwrap_err(),
-            PoolError::DuplicateName("a".into())
-        );
-    }
+fn score_inputs(providers: &[Provider], health: &[ProviderHealth]) -> Vec<ScoreInput> {
+    providers
+        .iter()
+        .zip(health)
+        .map(|(p, h)| ScoreInput {
+            weight: p.weight,
+            cost: p.cost,
+            health: h.snapshot(),
+        })
+        .collect()
 }

@@ -1,41 +1,43 @@
-//! The admin service (its own Pingora service and port): `/healthz`, `/readyz` and the metrics
-//! path. It is an `HttpServerApp` rather than a `ServeHttp` so that later endpoints (the
-//! notification hub's WebSocket) can take over the connection.
+//! The admin service (its own Pingora service and port): `/healthz`, `/readyz`, the metrics path
+//! and `/admin/providers`. It is an `HttpServerApp` rather than a `ServeHttp` so that later
+//! endpoints (the notification hub's WebSocket) can take over the connection.
+
+mod operators;
+mod readiness;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use pingora::apps::http_app::ServeHttp;
 use pingora::apps::{HttpServerApp, ReusedHttpStream};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora_prometheus::PrometheusHttpApp;
+
+pub use operators::OperatorAuth;
+pub use readiness::ReadinessProbe;
 
 use crate::failure::Failure;
 use crate::lifecycle::Lifecycle;
+use crate::providers::{Pools, providers_json};
 
 /// Keep-alive granted to admin clients (Prometheus reuses its connection between scrapes).
 const KEEPALIVE_SECONDS: u64 = 60;
 
 pub struct AdminApp {
     /// `None` when analytics (and so metrics) are off.
-    metrics_path: Option<String>,
-    lifecycle: &'static Lifecycle,
+    pub metrics_path: Option<String>,
+    pub lifecycle: &'static Lifecycle,
+    pub pools: Pools,
+    /// `None` when no `auth.admin_role` is configured: the `/admin/` endpoints then refuse all.
+    pub operators: Option<OperatorAuth>,
 }
 
 impl AdminApp {
-    pub fn new(metrics_path: Option<String>, lifecycle: &'static Lifecycle) -> Self {
-        Self {
-            metrics_path,
-            lifecycle,
-        }
-    }
-
     async fn respond(&self, session: &mut ServerSession) -> pingora::Result<()> {
         let req = session.req_header();
         let path = req.uri.path().to_string();
@@ -52,6 +54,10 @@ impl AdminApp {
                 write_json(session, 503, r#"{"status":"draining"}"#).await
             }
             "/readyz" => write_json(session, 503, r#"{"status":"starting"}"#).await,
+            "/admin/providers" => match self.providers(session.req_header()) {
+                Ok(body) => write_body(session, 200, body).await,
+                Err(failure) => write_failure(session, &failure).await,
+            },
             p if Some(p) == self.metrics_path.as_deref() => {
                 let (parts, body) = PrometheusHttpApp.response(session).await.into_parts();
                 let header: ResponseHeader = parts.into();
@@ -61,6 +67,16 @@ impl AdminApp {
             _ => write_failure(session, &Failure::NotFound).await,
         }
     }
+
+    fn providers(&self, req: &RequestHeader) -> Result<Bytes, Failure> {
+        self.operators
+            .as_ref()
+            .ok_or(Failure::Forbidden)?
+            .check(req)?;
+        Ok(Bytes::from(
+            providers_json(&self.pools, Instant::now()).to_string(),
+        ))
+    }
 }
 
 async fn write_json(
@@ -68,14 +84,16 @@ async fn write_json(
     status: u16,
     body: &'static str,
 ) -> pingora::Result<()> {
+    write_body(session, status, Bytes::from_static(body.as_bytes())).await
+}
+
+async fn write_body(session: &mut ServerSession, status: u16, body: Bytes) -> pingora::Result<()> {
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     session.write_response_header(Box::new(header)).await?;
-    session
-        .write_response_body(Bytes::from_static(body.as_bytes()), true)
-        .await
+    session.write_response_body(body, true).await
 }
 
 async fn write_failure(session: &mut ServerSession, failure: &Failure) -> pingora::Result<()> {
@@ -113,45 +131,4 @@ impl HttpServerApp for AdminApp {
             Err(_) => None,
         }
     }
-}
-
-/// Marks the proxy as listening once its address accepts a TCP connection.
-pub struct ReadinessProbe {
-    pub proxy_addr: std::net::SocketAddr,
-    pub lifecycle: &'static Lifecycle,
-    pub on_ready: Option<crate::server::OnReady>,
-}
-
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
-
-#[async_trait]
-impl BackgroundService for ReadinessProbe {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let target = loopback_for(self.proxy_addr);
-        loop {
-            if tokio::net::TcpStream::connect(target).await.is_ok() {
-                self.lifecycle.mark_listening();
-                tracing::info!(listen = %self.proxy_addr, "proxy is accepting connections");
-                if let Some(on_ready) = &self.on_ready {
-                    on_ready();
-                }
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
-
-/// The address to reach a listener bound to `addr` from this host.
-fn loopback_for(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    std::net::SocketAddr::new(ip, addr.port())
 }

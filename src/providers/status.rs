@@ -1,0 +1,41 @@
+//! `GET /admin/providers`: each pool's providers with their state and the inputs of their score.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::Pools;
+
+pub fn providers_json(pools: &Pools, now: Instant) -> Value {
+    let pools: Vec<Value> = pools
+        .iter()
+        .map(|runtime| {
+            let providers: Vec<Value> = runtime
+                .pool
+                .status(now)
+                .into_iter()
+                .map(|p| {
+                    json!({
+                        "name": p.name,
+                        "address": p.address.to_string(),
+                        "state": p.state,
+                        "healthy": p.active_healthy,
+                        "ejected_for_ms": p.ejected_for.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        "ejections": p.ejections,
+                        "consecutive_failures": p.consecutive_failures,
+                        "success_rate": p.success_rate.to_string(),
+                        "latency_ms": p.latency_ms.map(|l| l.to_string()),
+                        "weight": p.weight,
+                        "cost": {"percent": p.cost.percent.to_string(), "fixed": p.cost.fixed.to_string()},
+                        "currencies": p.currencies,
+                        "tenants": p.tenants,
+                        "score": p.score.to_string(),
+                        "effective_weight": p.effective_weight,
+                    })
+                })
+                .collect();
+            json!({ "name": runtime.name(), "providers": providers })
+        })
+        .collect();
+    json!({ "pools": pools })
+}

@@ -1,0 +1,223 @@
+//! Attempts at providers: choosing one, learning from how it ended, and whether the request may
+//! move to another provider.
+//!
+//! The rule that keeps payments from being sent twice: a refused connection (nothing was sent)
+//! always moves to a provider not yet tried; once bytes may have reached a provider, only an
+//! idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, with its body still buffered) may, within
+//! `retry.max_attempts`, the retry budget and `timeouts.total_ms`.
+
+use std::time::{Duration, Instant};
+
+use payedge_upstreams::{Outcome, RetryCause, RetryVerdict, SelectError, Selection};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use super::RequestCtx;
+use super::upstream_errors;
+use crate::failure::Failure;
+use crate::metrics::FailoverReason;
+use crate::providers::{PoolRuntime, ProviderEvents};
+
+/// Picks the provider of the next attempt, or says why there is none.
+pub fn choose(
+    pool: &PoolRuntime,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Result<HttpPeer, Failure> {
+    if ctx.attempts == 0 {
+        pool.pool.on_request();
+    }
+    let remaining = remaining(pool, ctx);
+    if ctx.attempts > 0 && remaining.is_zero() {
+        return Err(ctx.last_attempt_failure.take().unwrap_or(Failure::Internal));
+    }
+    let tenant = ctx.tenant.as_ref().map_or("", |t| &*t.name);
+    let currency = session
+        .req_header()
+        .headers
+        .get(&pool.settings.currency_header)
+        .and_then(|v| v.to_str().ok());
+    let selection = Selection {
+        tenant,
+        currency,
+        tried: ctx.tried,
+    };
+    match pool.pool.select(&selection) {
+        Ok(provider) => {
+            let peer = pool.peer(provider, remaining).ok_or(Failure::Internal)?;
+            ctx.provider = Some(provider);
+            ctx.tried.insert(provider);
+            ctx.attempts += 1;
+            ctx.attempt_started = Some(Instant::now());
+            ctx.attempt_recorded = false;
+            Ok(peer)
+        }
+        Err(SelectError::CurrencyUnsupported) => Err(Failure::CurrencyUnsupported),
+        Err(SelectError::TenantNotServed) => Err(Failure::TenantNotServed),
+        Err(SelectError::NoneAvailable) => Err(match ctx.last_attempt_failure.take() {
+            Some(last) => last,
+            None => Failure::NoProviderAvailable {
+                retry_after_seconds: pool.pool.retry_after(Instant::now()).as_secs().max(1),
+            },
+        }),
+    }
+}
+
+/// The connection to the provider could not be made. Returns whether to try another provider.
+pub fn connect_failed(pool: &PoolRuntime, events: &ProviderEvents, ctx: &mut RequestCtx) -> bool {
+    let Some(provider) = ctx.provider else {
+        return false;
+    };
+    record(pool, events, ctx, provider, Outcome::ConnectFailed, None);
+    ctx.last_attempt_failure = Some(Failure::UpstreamUnavailable {
+        provider: pool.provider_name(provider).to_string(),
+    });
+    let retry = untried_left(pool, ctx) && !remaining(pool, ctx).is_zero();
+    if retry {
+        if let Some(m) = events.metrics() {
+            m.failover(pool.index, FailoverReason::ConnectError);
+        }
+    }
+    retry
+}
+
+/// The provider answered `status`. Returns whether to discard this answer and retry elsewhere.
+pub fn answered(
+    pool: &PoolRuntime,
+    events: &ProviderEvents,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+) -> bool {
+    let Some(provider) = ctx.provider else {
+        return false;
+    };
+    record(
+        pool,
+        events,
+        ctx,
+        provider,
+        Outcome::Answered(status),
+        Some(status),
+    );
+    if status < 500 || session.response_written().is_some() {
+        return false;
+    }
+    let retry = may_retry(pool, events, session, ctx, RetryCause::ServerError);
+    if retry {
+        ctx.last_attempt_failure = Some(Failure::UpstreamFailed {
+            provider: pool.provider_name(provider).to_string(),
+        });
+        if let Some(m) = events.metrics() {
+            m.failover(pool.index, FailoverReason::Status5xx);
+        }
+    }
+    retry
+}
+
+/// The exchange failed after the connection was made. Returns whether to try another provider.
+pub fn broke(
+    pool: &PoolRuntime,
+    events: &ProviderEvents,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    e: &Error,
+) -> bool {
+    let Some(provider) = ctx.provider else {
+        return false;
+    };
+    if e.esource() != &ErrorSource::Upstream {
+        return false;
+    }
+    let timed_out = matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    if !ctx.attempt_recorded {
+        let outcome = if timed_out {
+            Outcome::TimedOut
+        } else {
+            Outcome::Broken
+        };
+        record(pool, events, ctx, provider, outcome, None);
+    }
+    ctx.last_attempt_failure = upstream_errors::classify(e, Some(pool.provider_name(provider)));
+    if session.response_written().is_some() {
+        return false;
+    }
+    let cause = if timed_out {
+        RetryCause::TimedOut
+    } else {
+        RetryCause::Broken
+    };
+    let retry = may_retry(pool, events, session, ctx, cause);
+    if retry {
+        if let Some(m) = events.metrics() {
+            let reason = if timed_out {
+                FailoverReason::Timeout
+            } else {
+                FailoverReason::Broken
+            };
+            m.failover(pool.index, reason);
+        }
+    }
+    retry
+}
+
+fn may_retry(
+    pool: &PoolRuntime,
+    events: &ProviderEvents,
+    session: &Session,
+    ctx: &RequestCtx,
+    cause: RetryCause,
+) -> bool {
+    if !untried_left(pool, ctx) || remaining(pool, ctx).is_zero() {
+        return false;
+    }
+    let idempotent =
+        session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+    match pool.pool.may_retry(cause, idempotent, ctx.attempts) {
+        RetryVerdict::Retry => true,
+        RetryVerdict::BudgetExhausted => {
+            if let Some(m) = events.metrics() {
+                m.retry_budget_exhausted(pool.index);
+            }
+            false
+        }
+        RetryVerdict::NotIdempotent | RetryVerdict::AttemptsExhausted => false,
+    }
+}
+
+fn record(
+    pool: &PoolRuntime,
+    events: &ProviderEvents,
+    ctx: &mut RequestCtx,
+    provider: usize,
+    outcome: Outcome,
+    status: Option<u16>,
+) {
+    ctx.attempt_recorded = true;
+    let now = Instant::now();
+    let latency = ctx.attempt_started.map_or(Duration::ZERO, |s| now - s);
+    if let Some(m) = events.metrics() {
+        m.observe_upstream(pool.index, provider, status);
+        if status.is_some() {
+            m.observe_upstream_duration(pool.index, provider, latency);
+        }
+    }
+    if let Some(transition) = pool.pool.record(provider, outcome, latency, now) {
+        events.report(pool, provider, transition);
+    }
+}
+
+fn untried_left(pool: &PoolRuntime, ctx: &RequestCtx) -> bool {
+    pool.pool.live_mask() & !ctx.tried.bits() != 0
+}
+
+fn remaining(pool: &PoolRuntime, ctx: &RequestCtx) -> Duration {
+    pool.settings
+        .timeouts
+        .total
+        .saturating_sub(ctx.started.elapsed())
+}
