@@ -7,6 +7,7 @@
 pub mod client;
 pub mod mock;
 pub mod process;
+pub mod provider;
 
 #[allow(unused_imports)]
 pub use client::{Response, get, request};
@@ -14,6 +15,8 @@ pub use client::{Response, get, request};
 pub use mock::{MockResponse, MockUpstream, Recorded};
 #[allow(unused_imports)]
 pub use process::{Payedge, free_addr};
+#[allow(unused_imports)]
+pub use provider::ProviderProcess;
 
 use serde_json::{Value, json};
 
@@ -62,10 +65,20 @@ pub fn bearer(tenant: &str) -> String {
 /// A complete configuration: tenants blue and green by [host, header] under smartpay.com, JWT on
 /// /api, one route /api → pool `main` whose providers are `upstreams`.
 pub fn config(upstreams: &[&MockUpstream]) -> String {
-    let providers: String = upstreams
+    let providers: Vec<(String, std::net::SocketAddr)> = upstreams
         .iter()
         .enumerate()
-        .map(|(i, u)| format!("      - name: p{i}\n        address: {}\n", u.addr))
+        .map(|(i, u)| (format!("p{i}"), u.addr))
+        .collect();
+    config_for(&providers, "    timeouts:\n      read_ms: 2000\n")
+}
+
+/// The same configuration with named providers and `pool_settings` (YAML indented by four
+/// spaces: timeouts, selection, health_check, outlier, retry) for pool `main`.
+pub fn config_for(providers: &[(String, std::net::SocketAddr)], pool_settings: &str) -> String {
+    let providers: String = providers
+        .iter()
+        .map(|(name, addr)| format!("      - name: {name}\n        address: {addr}\n"))
         .collect();
     format!(
         r#"
@@ -88,11 +101,16 @@ routes:
     pool: main
 pools:
   main:
-    timeouts:
-      read_ms: 2000
-    providers:
+{pool_settings}    providers:
 {providers}"#
     )
+}
+
+/// A token for an operator (role admin) of tenant blue.
+pub fn admin_bearer() -> String {
+    let mut c = claims("blue");
+    c["roles"] = json!(["admin"]);
+    format!("Bearer {}", sign(&c))
 }
 
 /// The environment every test payedge gets.

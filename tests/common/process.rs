@@ -66,7 +66,7 @@ impl Payedge {
         let mut child = command.spawn().expect("cannot start payedge");
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
-        let payedge = Self {
+        let mut payedge = Self {
             child,
             proxy,
             admin,
@@ -78,9 +78,16 @@ impl Payedge {
         payedge
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "payedge exited ({status}) before it was ready\nstderr:\n{}",
+                    self.raw_stderr()
+                );
+            }
             if let Ok(resp) = super::client::request(self.admin, "GET", "/readyz", &[], b"") {
                 if resp.status == 200 {
                     return;

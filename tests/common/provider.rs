@@ -1,0 +1,121 @@
+//! A mock provider as its own process (tests/support/provider.py), so a test can kill it with
+//! SIGKILL like a crashed connector, start it again on the same port, or switch its mode. Its
+//! counts come from the JSON lines it flushes as it works, so they survive the kill.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct ProviderProcess {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ProviderProcess {
+    pub fn start(name: &str) -> Self {
+        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn spawn(name: &str, port: u16, events: Arc<Mutex<Vec<Value>>>) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/provider.py");
+        let mut child = Command::new("python3")
+            .args([script, "--name", name, "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for the provider processes");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["event"] == "listening" {
+                    let _ = tx.send(event["port"].as_u64().unwrap_or(0) as u16);
+                } else {
+                    sink.lock().unwrap().push(event);
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the provider process did not start");
+        Self {
+            name: name.to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: Some(child),
+            events,
+        }
+    }
+
+    /// Requests received on `/api/…` (health checks and mode switches excluded).
+    pub fn received(&self) -> Vec<Value> {
+        self.api_events("received")
+    }
+
+    /// Responses written to `/api/…` requests.
+    pub fn answered(&self) -> Vec<Value> {
+        self.api_events("answered")
+    }
+
+    fn api_events(&self, kind: &str) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["event"] == kind && e["path"].as_str().is_some_and(|p| p.starts_with("/api/"))
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn received_count(&self, method: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|e| e["method"] == method)
+            .count()
+    }
+
+    /// `ok`, `503`, `blackhole` or `slow:MS`.
+    pub fn set_mode(&self, mode: &str) {
+        let resp = super::client::get(self.addr, &format!("/_mock/mode?set={mode}"), &[]);
+        assert_eq!(resp.status, 200, "mode switch failed");
+    }
+
+    /// SIGKILL: the process dies with its connections, like a crashed connector.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the provider again on the same port, keeping its event log.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::spawn(&self.name, self.addr.port(), Arc::clone(&self.events));
+        self.child = Some(again.into_child());
+    }
+
+    fn into_child(mut self) -> Child {
+        self.child.take().expect("a running provider")
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""A mock payment provider for payedge's failover tests, run as its own process so a test can
+kill it like a real one.
+
+It prints one JSON line per event on stdout, flushed at once, so the counts survive a SIGKILL:
+  {"event":"listening","port":N}
+  {"event":"received","method":"POST","path":"/api/pay","mode":"ok","request_id":"…"}
+  {"event":"answered","method":"POST","path":"/api/pay","status":200,"request_id":"…"}
+
+Modes, switched with GET /_mock/mode?set=MODE (answered in every mode):
+  ok         200 {"provider": NAME, ...}
+  503        503 {"error": ...}
+  blackhole  accepts the request and never answers
+  slow:MS    answers 200 after MS milliseconds
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+LOCK = threading.Lock()
+STATE = {"mode": "ok"}
+
+
+def emit(**fields):
+    with LOCK:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mock-provider"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.handle_any()
+
+    def do_POST(self):
+        self.handle_any()
+
+    def do_PUT(self):
+        self.handle_any()
+
+    def do_DELETE(self):
+        self.handle_any()
+
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def handle_any(self):
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if url.path == "/_mock/mode":
+            STATE["mode"] = parse_qs(url.query).get("set", ["ok"])[0]
+            self.reply(200, {"mode": STATE["mode"]})
+            return
+        mode = STATE["mode"]
+        request_id = self.headers.get("X-Request-Id", "")
+        emit(event="received", method=self.command, path=url.path, mode=mode,
+             request_id=request_id, body=body.decode(errors="replace"))
+        if mode == "blackhole":
+            while True:
+                time.sleep(3600)
+        if mode.startswith("slow:"):
+            time.sleep(int(mode.split(":", 1)[1]) / 1000)
+        status = 503 if mode == "503" else 200
+        payload = {"provider": self.server.name, "path": url.path}
+        if status == 503:
+            payload = {"error": {"code": "provider_unavailable", "message": "try later"}}
+        self.reply(status, payload)
+        emit(event="answered", method=self.command, path=url.path, status=status,
+             request_id=request_id)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--mode", default="ok")
+    args = parser.parse_args()
+    STATE["mode"] = args.mode
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    server.name = args.name
+    emit(event="listening", port=server.server_address[1])
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
