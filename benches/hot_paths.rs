@@ -1,0 +1,148 @@
+//! Micro-benchmarks of the per-request decisions: provider selection, tenant resolution, JWT
+//! verification.
+//!
+//!     cargo bench --bench hot_paths
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use payedge_filters::auth::{JwtSettings, JwtVerifier, MintClaims, mint_hmac};
+use payedge_filters::tenant::{Strategy, TenancySettings, TenantInputs, TenantResolver};
+use payedge_upstreams::{Cost, Outcome, Pool, PoolPolicy, ProviderSpec, Selection, TriedSet};
+use rust_decimal::Decimal;
+
+fn ten_providers() -> Pool {
+    let specs = (0..10)
+        .map(|i| ProviderSpec {
+            name: format!("p{i}"),
+            address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+            weight: 1 + i as u32,
+            cost: Cost {
+                percent: Decimal::new(15 + i, 1),
+                fixed: Decimal::new(10, 2),
+            },
+            currencies: if i % 2 == 0 {
+                vec!["EUR".into(), "USD".into()]
+            } else {
+                vec!["EUR".into()]
+            },
+            tenants: Vec::new(),
+        })
+        .collect();
+    let pool = Pool::new("cards", specs, PoolPolicy::default()).expect("valid pool");
+    let now = Instant::now();
+    for p in 0..10 {
+        pool.record(
+            p,
+            Outcome::Answered(200),
+            Duration::from_millis(5 + p as u64),
+            now,
+        );
+    }
+    pool.refresh();
+    pool
+}
+
+fn selection(c: &mut Criterion) {
+    let pool = ten_providers();
+    c.bench_function("select among 10 providers", |b| {
+        b.iter(|| {
+            pool.select(black_box(&Selection {
+                tenant: "blue",
+                currency: None,
+                tried: TriedSet::default(),
+            }))
+        })
+    });
+    c.bench_function("select among 10 providers by currency", |b| {
+        b.iter(|| {
+            pool.select(black_box(&Selection {
+                tenant: "blue",
+                currency: Some("USD"),
+                tried: TriedSet::default(),
+            }))
+        })
+    });
+    c.bench_function("record an outcome", |b| {
+        let now = Instant::now();
+        b.iter(|| {
+            pool.record(
+                black_box(3),
+                Outcome::Answered(200),
+                Duration::from_millis(7),
+                now,
+            )
+        })
+    });
+}
+
+fn tenancy(c: &mut Criterion) {
+    let resolver = TenantResolver::new(&TenancySettings {
+        enabled: true,
+        strategies: vec![Strategy::Host, Strategy::Header],
+        base_domains: vec!["smartpay.com".into()],
+        tenants: (0..50)
+            .map(|i| format!("tenant{i}"))
+            .chain(["blue".into()])
+            .collect(),
+        default_tenant: "default".into(),
+    });
+    c.bench_function("resolve tenant from Host", |b| {
+        b.iter(|| {
+            resolver.resolve(black_box(TenantInputs {
+                host: Some(b"blue.smartpay.com:8080"),
+                header: None,
+            }))
+        })
+    });
+    c.bench_function("resolve tenant from header", |b| {
+        b.iter(|| {
+            resolver.resolve(black_box(TenantInputs {
+                host: Some(b"127.0.0.1:8080"),
+                header: Some(b"blue"),
+            }))
+        })
+    });
+}
+
+fn jwt(c: &mut Criterion) {
+    let secret = b"benchmark-secret-that-is-long-enough-for-hs256".to_vec();
+    let settings = JwtSettings {
+        algorithms: vec![jsonwebtoken::Algorithm::HS256],
+        hmac_secret: Some(secret.clone()),
+        public_key_pem: None,
+        jwks_json: None,
+        issuer: Some("bench".into()),
+        audience: Some("payedge".into()),
+        tenant_claim: "tenant".into(),
+        roles_claim: "roles".into(),
+        leeway_seconds: 30,
+    };
+    let verifier = JwtVerifier::new(&settings).expect("valid settings");
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = mint_hmac(
+        jsonwebtoken::Algorithm::HS256,
+        &secret,
+        &MintClaims {
+            sub: "user".into(),
+            tenant_claim: "tenant".into(),
+            tenant: Some("blue".into()),
+            roles_claim: "roles".into(),
+            roles: vec!["payer".into()],
+            iss: Some("bench".into()),
+            aud: Some("payedge".into()),
+            iat: now,
+            exp: now + 3600,
+        },
+    )
+    .expect("token");
+    let header = format!("Bearer {token}");
+    c.bench_function("verify an HS256 bearer token", |b| {
+        b.iter(|| verifier.verify_authorization(black_box(Some(header.as_bytes()))))
+    });
+}
+
+criterion_group!(benches, selection, tenancy, jwt);
+criterion_main!(benches);
