@@ -317,6 +317,15 @@ fn a_provider_answering_503_is_ejected_then_readmitted_when_it_recovers() {
     wait_for("cards-a ejected", Duration::from_secs(3), || {
         provider_state(&gw, "cards-a")["state"] != "admitted"
     });
+    let ejected = provider_state(&gw, "cards-a");
+    if ejected["state"] == "ejected" {
+        assert!(
+            ejected["ejected_until"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{ejected}"
+        );
+    }
     assert!(
         gw.metrics()
             .contains(r#"payedge_provider_ejections_total{pool="main",provider="cards-a"} 1"#)

@@ -1,8 +1,10 @@
 //! `GET /admin/providers`: each pool's providers with their state and the inputs of their score.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::Pools;
 
@@ -21,6 +23,7 @@ pub fn providers_json(pools: &Pools, now: Instant) -> Value {
                         "state": p.state,
                         "healthy": p.active_healthy,
                         "ejected_for_ms": p.ejected_for.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        "ejected_until": p.ejected_for.and_then(|d| rfc3339(SystemTime::now() + d)),
                         "ejections": p.ejections,
                         "consecutive_failures": p.consecutive_failures,
                         "success_rate": p.success_rate.to_string(),
@@ -38,4 +41,8 @@ pub fn providers_json(pools: &Pools, now: Instant) -> Value {
         })
         .collect();
     json!({ "pools": pools })
+}
+
+fn rfc3339(at: SystemTime) -> Option<String> {
+    OffsetDateTime::from(at).format(&Rfc3339).ok()
 }
