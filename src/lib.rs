@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod failure;
 pub mod lifecycle;
 pub mod logging;

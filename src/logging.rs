@@ -3,11 +3,12 @@
 //! The request path hands each line to a bounded queue and never waits: when the writer falls
 //! behind, lines are dropped and counted in `payedge_log_lines_dropped_total`.
 
-use std::sync::Mutex;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Metric, MetricFamily, MetricType};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Lines the queue holds before new ones are dropped.
@@ -16,6 +17,7 @@ const QUEUE_LINES: usize = 65_536;
 const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=warn,pingora=warn";
 
 static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static WRITER: OnceLock<NonBlocking> = OnceLock::new();
 
 /// Installs the JSON subscriber (also for Pingora's `log` records) and returns the counter of
 /// dropped lines. Call once, before the server starts.
@@ -26,6 +28,7 @@ pub fn init() -> ErrorCounter {
         .thread_name("payedge-log")
         .finish(std::io::stdout());
     let dropped = writer.error_counter();
+    let _ = WRITER.set(writer.clone());
     let filter =
         EnvFilter::try_from_env("PAYEDGE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let installed = tracing_subscriber::fmt()
@@ -43,6 +46,16 @@ pub fn init() -> ErrorCounter {
         }
     }
     dropped
+}
+
+/// Writes one JSON line through the same bounded queue as every other log line (for lines whose
+/// shape tracing cannot express, such as the business log's nested properties).
+pub fn write_line(line: &serde_json::Value) {
+    if let Some(writer) = WRITER.get() {
+        let mut text = line.to_string();
+        text.push('\n');
+        let _ = writer.clone().write_all(text.as_bytes());
+    }
 }
 
 /// Writes out what is queued and stops the writer; later lines are discarded. For process exit:

@@ -12,11 +12,12 @@ use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, OperatorAuth, ReadinessProbe};
 use crate::config::Config;
+use crate::events::{self, EventMetrics};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
 use crate::metrics::Metrics;
 use crate::providers::{HealthChecks, ProviderEvents, build_pools};
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, GatewayParts};
 
 /// Runtime services of the admin listener are light: one thread is plenty.
 const ADMIN_THREADS: usize = 1;
@@ -50,7 +51,7 @@ pub type OnReady = Box<dyn Fn() + Send + Sync>;
 
 /// Runs the gateway until it is stopped by a signal.
 pub fn serve(
-    config: Config,
+    mut config: Config,
     log_drops: tracing_appender::non_blocking::ErrorCounter,
     companions: Vec<Companion>,
     on_ready: Option<OnReady>,
@@ -77,14 +78,26 @@ pub fn serve(
     } else {
         None
     };
+    let triggers = Arc::new(std::mem::take(&mut config.triggers));
+    let event_metrics = if config.analytics.metrics_enabled() {
+        let names: Vec<&str> = triggers.iter().map(|t| t.rule.name()).collect();
+        Some(Arc::new(EventMetrics::register(&names)?))
+    } else {
+        None
+    };
+    let (sink, event_service) = events::build(&config, Arc::clone(&triggers), event_metrics);
     let pools = build_pools(&config.pools)?;
-    let events = Arc::new(ProviderEvents::new(metrics.clone()));
+    let events = Arc::new(ProviderEvents::new(metrics.clone(), sink.clone()));
     let gateway = Gateway::new(
         &config,
-        Arc::clone(&pools),
-        Arc::clone(&events),
-        metrics,
-        lifecycle,
+        GatewayParts {
+            pools: Arc::clone(&pools),
+            events: Arc::clone(&events),
+            metrics,
+            lifecycle,
+            triggers,
+            sink: sink.clone(),
+        },
     );
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
@@ -114,6 +127,7 @@ pub fn serve(
             lifecycle,
             pools: Arc::clone(&pools),
             operators: OperatorAuth::from_config(config.auth.as_ref()),
+            sink,
         },
     );
     admin.add_tcp(&config.server.admin_listen.to_string());
@@ -131,6 +145,8 @@ pub fn serve(
 
     let mut health_checks = background_service("health-checks", HealthChecks { pools, events });
     health_checks.threads = Some(1);
+    let mut event_service = background_service("events", event_service);
+    event_service.threads = Some(1);
 
     for companion in companions {
         server.add_boxed_service(companion.service);
@@ -139,7 +155,17 @@ pub fn serve(
     server.add_service(admin);
     server.add_service(readiness);
     server.add_service(health_checks);
+    server.add_service(event_service);
 
+    if let Some(longest) = config.pools.iter().map(|p| p.timeouts.total).max() {
+        if longest > config.server.grace_period {
+            tracing::warn!(
+                grace_period_seconds = config.server.grace_period.as_secs(),
+                longest_total_ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX),
+                "a request may outlast the SIGTERM grace period: it would be cut without an answer"
+            );
+        }
+    }
     tracing::info!(
         listen = %config.server.listen,
         admin_listen = %config.server.admin_listen,

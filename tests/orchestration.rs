@@ -232,3 +232,77 @@ fn failure_on_decides_what_ejects() {
             .contains(r#"payedge_provider_ejections_total{pool="main",provider="failing"} 1"#)
     );
 }
+
+#[test]
+fn a_retry_never_goes_to_a_provider_that_cannot_take_the_request() {
+    // Only `gbp` takes GBP; when it answers 503 there is nobody to retry on, so the client gets
+    // that 503 as is rather than a made-up error, and no failover is counted.
+    let gbp = MockUpstream::with("gbp", |_| MockResponse::json(503, json!({"error": "busy"})));
+    let other = MockUpstream::start("other");
+    let yaml = config_for(
+        &named(&[&gbp, &other]),
+        "    outlier:\n      consecutive_failures: 100\n",
+    );
+    let yaml = with_provider_settings(&yaml, "gbp", "        currencies: [GBP]\n");
+    let yaml = with_provider_settings(&yaml, "other", "        currencies: [EUR]\n");
+    let gw = Payedge::start(&yaml, &env());
+    let auth = bearer("blue");
+    let resp = get(
+        gw.proxy,
+        "/api/pay",
+        &[
+            ("X-Tenant", "blue"),
+            ("Authorization", &auth),
+            ("X-Currency", "GBP"),
+        ],
+    );
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "busy", "the provider's own answer");
+    assert_eq!(other.count(), 0);
+    assert!(
+        !gw.metrics()
+            .contains(r#"payedge_failovers_total{pool="main",reason="status_5xx"} 1"#)
+    );
+}
+
+#[test]
+fn retry_methods_decide_what_may_be_sent_again() {
+    let failing = MockUpstream::with("failing", |_| MockResponse::json(503, json!({})));
+    let healthy = MockUpstream::start("healthy");
+    let pool = "    retry:\n      methods: [GET]\n    outlier:\n      consecutive_failures: 100\n";
+    let gw = Payedge::start(&config_for(&named(&[&failing, &healthy]), pool), &env());
+    let auth = bearer("blue");
+    let headers = [("X-Tenant", "blue"), ("Authorization", auth.as_str())];
+    let puts: Vec<u16> = (0..4)
+        .map(|_| {
+            request(gw.proxy, "PUT", "/api/pay/1", &headers, b"{}")
+                .unwrap()
+                .status
+        })
+        .collect();
+    assert_eq!(
+        puts.iter().filter(|s| **s == 503).count(),
+        2,
+        "PUT is not retried: {puts:?}"
+    );
+    let gets: Vec<u16> = (0..4)
+        .map(|_| get(gw.proxy, "/api/pay/1", &headers).status)
+        .collect();
+    assert_eq!(gets, vec![200; 4], "GET is");
+    assert_eq!(
+        failing
+            .received()
+            .iter()
+            .filter(|r| r.method == "PUT")
+            .count(),
+        2
+    );
+    assert_eq!(
+        healthy
+            .received()
+            .iter()
+            .filter(|r| r.method == "PUT")
+            .count(),
+        2
+    );
+}

@@ -252,3 +252,25 @@ fn http2_cleartext_is_served() {
     assert!(text.ends_with("\n2 200"), "{text}");
     assert_eq!(upstream.last().header("x-tenant"), Some("blue"));
 }
+
+#[test]
+fn client_claims_about_earlier_hops_never_reach_the_provider() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let resp = get(
+        gw.proxy,
+        "/api/x",
+        &[
+            ("X-Tenant", "blue"),
+            ("Authorization", &bearer("blue")),
+            ("X-Forwarded-For", "8.8.8.8"),
+            ("Forwarded", "for=8.8.8.8"),
+            ("X-Real-IP", "8.8.8.8"),
+        ],
+    );
+    assert_eq!(resp.status, 200);
+    let seen = upstream.last();
+    assert_eq!(seen.headers_named("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert!(seen.headers_named("forwarded").is_empty());
+    assert!(seen.headers_named("x-real-ip").is_empty());
+}

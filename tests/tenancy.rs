@@ -590,3 +590,12 @@ fn rejections_are_counted_by_reason_and_never_labelled_with_client_values() {
         "a client-sent value became a metric label:\n{after}"
     );
 }
+
+#[test]
+fn the_default_tenant_is_no_tenant_while_tenancy_is_enabled() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let resp = pay(&gw, &[("X-Tenant", "default")], "default");
+    assert_refused(&resp, 404, "tenant_unknown", "X-Tenant: default");
+    assert_eq!(upstream.count(), 0);
+}

@@ -9,3 +9,4 @@ pub mod path;
 pub mod request_id;
 pub mod routing;
 pub mod tenant;
+pub mod triggers;

@@ -123,14 +123,17 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
 }
 
 impl TenantResolver {
-    /// Tenant names are lower-cased; the default tenant is added to the list when missing.
+    /// Tenant names are lower-cased. With tenancy disabled the default tenant is the only one;
+    /// with it enabled the default tenant is not a tenant at all (unless listed).
     pub fn new(settings: &TenancySettings) -> Self {
         let mut names: Vec<Arc<str>> = Vec::new();
         let mut by_name = HashMap::new();
-        let all = settings
-            .tenants
-            .iter()
-            .chain(std::iter::once(&settings.default_tenant));
+        let default = std::slice::from_ref(&settings.default_tenant);
+        let all = if settings.enabled {
+            settings.tenants.as_slice()
+        } else {
+            default
+        };
         for name in all {
             let name = name.to_ascii_lowercase();
             if !by_name.contains_key(&name) {
@@ -138,7 +141,10 @@ impl TenantResolver {
                 names.push(Arc::from(name));
             }
         }
-        let default_index = by_name[&settings.default_tenant.to_ascii_lowercase()];
+        let default_index = by_name
+            .get(&settings.default_tenant.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0);
         let mut base_domains = settings.base_domains.clone();
         base_domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
         Self {
@@ -317,6 +323,7 @@ mod tests {
             (&[Header], Some("blue.smartpay.com"), None, Err(Unresolved)),
             (&[Header], None, Some(""), Err(Unresolved)),
             (&[Header], None, Some("red"), Err(Unknown)),
+            (&[Header], None, Some("default"), Err(Unknown)),
             (&[Header], None, Some("blue;drop"), Err(MalformedTenant)),
             (&[Header], None, Some("-blue"), Err(MalformedTenant)),
             (
@@ -379,9 +386,14 @@ mod tests {
     fn indices_are_stable_and_lookup_is_case_insensitive() {
         let r = resolver(&[Strategy::Header]);
         let names: Vec<&str> = r.tenants().iter().map(|t| &**t).collect();
-        assert_eq!(names, ["blue", "green", "api", "default"]);
+        assert_eq!(names, ["blue", "green", "api"]);
         assert_eq!(r.lookup("GREEN").map(|t| t.index), Some(1));
         assert_eq!(r.lookup("red"), None);
+        assert_eq!(
+            r.lookup("default"),
+            None,
+            "the default tenant is not a tenant when enabled"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and `/admin/providers`. It is an `HttpServerApp` rather than a `ServeHttp` so that later
 //! endpoints (the notification hub's WebSocket) can take over the connection.
 
+mod alerts;
 mod operators;
 mod readiness;
 
@@ -21,12 +22,14 @@ use pingora_prometheus::PrometheusHttpApp;
 pub use operators::OperatorAuth;
 pub use readiness::ReadinessProbe;
 
+use crate::events::{Event, EventSink};
 use crate::failure::Failure;
 use crate::lifecycle::Lifecycle;
 use crate::providers::{Pools, providers_json};
 
 /// Keep-alive granted to admin clients (Prometheus reuses its connection between scrapes).
 const KEEPALIVE_SECONDS: u64 = 60;
+const MAX_ALERT_BODY: usize = 16 * 1024;
 
 pub struct AdminApp {
     /// `None` when analytics (and so metrics) are off.
@@ -35,6 +38,7 @@ pub struct AdminApp {
     pub pools: Pools,
     /// `None` when no `auth.admin_role` is configured: the `/admin/` endpoints then refuse all.
     pub operators: Option<OperatorAuth>,
+    pub sink: EventSink,
 }
 
 impl AdminApp {
@@ -42,10 +46,13 @@ impl AdminApp {
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let method = req.method.clone();
-        if method != Method::GET && method != Method::HEAD {
-            return write_failure(session, &Failure::MethodNotAllowed).await;
-        }
+        let read_only = method == Method::GET || method == Method::HEAD;
         match path.as_str() {
+            "/admin/alerts" if method == Method::POST => match self.alert(session).await {
+                Ok(body) => write_body(session, 202, body).await,
+                Err(failure) => write_failure(session, &failure).await,
+            },
+            _ if !read_only => write_failure(session, &Failure::MethodNotAllowed).await,
             "/healthz" => write_json(session, 200, r#"{"status":"ok"}"#).await,
             "/readyz" if self.lifecycle.is_ready() => {
                 write_json(session, 200, r#"{"status":"ready"}"#).await
@@ -68,14 +75,47 @@ impl AdminApp {
         }
     }
 
-    fn providers(&self, req: &RequestHeader) -> Result<Bytes, Failure> {
+    fn operator(&self, req: &RequestHeader) -> Result<(), Failure> {
         self.operators
             .as_ref()
             .ok_or(Failure::Forbidden)?
-            .check(req)?;
+            .check(req)
+    }
+
+    /// `POST /admin/alerts` `{"code": "...", "message": "...", "details": {...}}`: a
+    /// `system.alert` event from an operator.
+    async fn alert(&self, session: &mut ServerSession) -> Result<Bytes, Failure> {
+        self.operator(session.req_header())?;
+        let body = read_body(session, MAX_ALERT_BODY).await?;
+        let alert = alerts::parse(&body)?;
+        let event = Event::alert(
+            self.sink.source(),
+            &alert.code,
+            &alert.message,
+            alert.details,
+        );
+        let id = event.id.clone();
+        self.sink.publish(event);
+        Ok(Bytes::from(serde_json::json!({ "id": id }).to_string()))
+    }
+
+    fn providers(&self, req: &RequestHeader) -> Result<Bytes, Failure> {
+        self.operator(req)?;
         Ok(Bytes::from(
             providers_json(&self.pools, Instant::now()).to_string(),
         ))
+    }
+}
+
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= limit => body.extend_from_slice(&chunk),
+            Ok(Some(_)) => return Err(Failure::BadRequest),
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(Failure::BadRequest),
+        }
     }
 }
 

@@ -186,4 +186,5 @@ pub struct RouteEntry {
     pub pool: String,
 }
 
+pub use super::external_events::*;
 pub use super::external_pool::*;

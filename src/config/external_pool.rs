@@ -34,9 +34,13 @@ pub struct TimeoutsSection {
     pub read_ms: u64,
     #[serde(default = "default_write_ms")]
     pub write_ms: u64,
-    /// The whole request, every attempt included.
+    /// Until the response starts, every attempt included.
     #[serde(default = "default_total_ms")]
     pub total_ms: u64,
+    /// How long an idle connection to a provider is kept for reuse; keep it below the
+    /// provider's own keep-alive timeout so the provider never closes one as it is reused.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
 }
 
 impl Default for TimeoutsSection {
@@ -46,6 +50,7 @@ impl Default for TimeoutsSection {
             read_ms: default_read_ms(),
             write_ms: default_write_ms(),
             total_ms: default_total_ms(),
+            idle_ms: default_idle_ms(),
         }
     }
 }
@@ -60,7 +65,10 @@ fn default_write_ms() -> u64 {
     10_000
 }
 fn default_total_ms() -> u64 {
-    60_000
+    30_000
+}
+fn default_idle_ms() -> u64 {
+    4_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +208,9 @@ pub struct RetrySection {
     pub max_attempts: u32,
     #[serde(default = "default_budget_percent")]
     pub budget_percent: u32,
+    /// Methods that may be sent again after a provider got them (idempotent ones only).
+    #[serde(default = "default_retry_methods")]
+    pub methods: Vec<String>,
 }
 
 impl Default for RetrySection {
@@ -207,8 +218,15 @@ impl Default for RetrySection {
         Self {
             max_attempts: default_max_attempts(),
             budget_percent: default_budget_percent(),
+            methods: default_retry_methods(),
         }
     }
+}
+
+fn default_retry_methods() -> Vec<String> {
+    ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_max_attempts() -> u32 {

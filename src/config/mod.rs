@@ -2,11 +2,13 @@
 //! what the gateway runs with (`runtime`).
 
 mod external;
+mod external_events;
 mod external_pool;
 mod issues;
 mod lines;
 mod runtime;
 mod validate;
+mod validate_events;
 mod validate_pool;
 
 use std::path::Path;

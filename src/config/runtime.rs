@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use payedge_filters::auth::{JwtSettings, JwtVerifier};
 use payedge_filters::tenant::TenancySettings;
+use payedge_filters::triggers::TriggerRule;
 use payedge_upstreams::{Cost, PoolPolicy};
 
 #[derive(Debug)]
@@ -22,6 +23,31 @@ pub struct Config {
     pub analytics: AnalyticsSettings,
     pub routes: Vec<Route>,
     pub pools: Vec<PoolSettings>,
+    pub notifications: NotificationSettings,
+    /// The enabled triggers.
+    pub triggers: Vec<TriggerSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationSettings {
+    /// false: events are detected (metrics, business log) but not published.
+    pub enabled: bool,
+    pub bus: BusSettings,
+    pub queue_capacity: usize,
+    /// CloudEvents `source`: `payedge/{instance}`.
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum BusSettings {
+    InMemory,
+    Redis { url: String, channel_prefix: String },
+}
+
+#[derive(Debug)]
+pub struct TriggerSettings {
+    pub rule: TriggerRule,
+    pub log_message: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +109,8 @@ pub struct PoolSettings {
     /// The request header naming the payment's currency.
     pub currency_header: HeaderName,
     pub health_check: Option<HealthCheckSettings>,
+    /// Methods that may be sent to another provider after one got them.
+    pub retry_methods: Vec<http::Method>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +119,9 @@ pub struct Timeouts {
     /// Per attempt.
     pub read: Duration,
     pub write: Duration,
-    /// The whole request, every attempt included.
+    /// Until the response starts, every attempt included.
     pub total: Duration,
+    pub idle: Duration,
 }
 
 #[derive(Debug, Clone)]

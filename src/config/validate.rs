@@ -26,7 +26,16 @@ use super::runtime::*;
 /// process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-const SECTIONS: [&str; 6] = ["server", "tenancy", "auth", "analytics", "routes", "pools"];
+const SECTIONS: [&str; 8] = [
+    "server",
+    "tenancy",
+    "auth",
+    "analytics",
+    "notifications",
+    "triggers",
+    "routes",
+    "pools",
+];
 const MAX_THREADS: usize = 256;
 const MAX_GRACE_SECONDS: u64 = 3_600;
 
@@ -35,6 +44,8 @@ struct Sections {
     tenancy: TenancySection,
     auth: Option<AuthSection>,
     analytics: AnalyticsSection,
+    notifications: NotificationsSection,
+    triggers: Vec<TriggerEntry>,
     routes: Vec<RouteEntry>,
     pools: BTreeMap<String, PoolSection>,
 }
@@ -105,6 +116,8 @@ impl Validator<'_> {
         let tenancy = self.section(&mut root, "tenancy");
         let auth = self.section(&mut root, "auth");
         let analytics = self.section(&mut root, "analytics");
+        let notifications = self.section(&mut root, "notifications");
+        let triggers = self.section(&mut root, "triggers");
         let routes = self.section(&mut root, "routes");
         let pools = self.section(&mut root, "pools");
         if !self.issues.is_empty() {
@@ -117,6 +130,8 @@ impl Validator<'_> {
             tenancy: tenancy.flatten().unwrap_or_default(),
             auth: auth.flatten(),
             analytics: analytics.flatten().unwrap_or_default(),
+            notifications: notifications.flatten().unwrap_or_default(),
+            triggers: triggers.flatten().unwrap_or_default(),
             routes,
             pools,
         })
@@ -155,6 +170,8 @@ impl Validator<'_> {
         let analytics = self.analytics(&s.analytics);
         let pools = self.pools(&s.pools, &tenant_header, &tenancy.tenants);
         let routes = self.routes(&s.routes, &s.pools);
+        let notifications = self.notifications(&s.notifications);
+        let triggers = self.triggers(&s.triggers);
         Some(Config {
             source: self.file.to_path_buf(),
             server: server?,
@@ -164,6 +181,8 @@ impl Validator<'_> {
             analytics,
             routes,
             pools,
+            notifications,
+            triggers,
         })
     }
 

@@ -10,7 +10,7 @@ use payedge_filters::path::check_path;
 use payedge_filters::tenant::is_valid_tenant_id;
 use payedge_upstreams::{
     Cost, FailureKinds, HealthPolicy, MAX_PROVIDERS, MAX_WEIGHT, OutlierPolicy, PoolPolicy,
-    RetryPolicy, SelectionPolicy,
+    RetryPolicy, SelectionPolicy, currency_code,
 };
 use rust_decimal::Decimal;
 
@@ -118,6 +118,7 @@ impl Validator<'_> {
                 .health_check
                 .as_ref()
                 .map(|h| self.health_check(&key, h)),
+            retry_methods: self.retry_methods(&key, &pool.retry.methods),
         }
     }
 
@@ -155,7 +156,7 @@ impl Validator<'_> {
         }
         let mut currencies = Vec::new();
         for (i, code) in p.currencies.iter().enumerate() {
-            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            if currency_code(code).is_some() {
                 currencies.push(code.to_ascii_uppercase());
             } else {
                 self.issue(
@@ -198,6 +199,7 @@ impl Validator<'_> {
             ("read_ms", t.read_ms),
             ("write_ms", t.write_ms),
             ("total_ms", t.total_ms),
+            ("idle_ms", t.idle_ms),
         ] {
             self.bounded(&format!("{key}.timeouts.{field}"), ms, 1, MAX_TIMEOUT_MS);
         }
@@ -212,6 +214,7 @@ impl Validator<'_> {
             read: Duration::from_millis(t.read_ms),
             write: Duration::from_millis(t.write_ms),
             total: Duration::from_millis(t.total_ms),
+            idle: Duration::from_millis(t.idle_ms),
         }
     }
 
@@ -341,6 +344,22 @@ impl Validator<'_> {
             max_attempts: r.max_attempts,
             budget_percent: r.budget_percent,
         }
+    }
+
+    fn retry_methods(&mut self, key: &str, methods: &[String]) -> Vec<http::Method> {
+        let mut out = Vec::new();
+        for (i, name) in methods.iter().enumerate() {
+            match http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                Ok(m) if m.is_idempotent() && m != http::Method::TRACE => out.push(m),
+                _ => self.issue(
+                    format!("{key}.retry.methods[{i}]"),
+                    format!(
+                        "{name:?} is not an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS)"
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn bounded(&mut self, key: &str, value: u64, min: u64, max: u64) {

@@ -1,20 +1,23 @@
-//! What happens when a provider is ejected, re-admitted, or changes health: a warning log line
-//! and the provider metrics (and, once the event bus exists, a `system.alert` event).
+//! What happens when a provider is ejected, re-admitted, or changes health: a warning log line,
+//! the provider metrics, and a `system.alert` event.
 
 use std::sync::Arc;
 
 use payedge_upstreams::Transition;
+use serde_json::{Map, Value};
 
 use super::PoolRuntime;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 
 pub struct ProviderEvents {
     metrics: Option<Arc<Metrics>>,
+    sink: EventSink,
 }
 
 impl ProviderEvents {
-    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Option<Arc<Metrics>>, sink: EventSink) -> Self {
+        Self { metrics, sink }
     }
 
     pub fn metrics(&self) -> Option<&Metrics> {
@@ -60,6 +63,40 @@ impl ProviderEvents {
             ),
         }
         self.publish_health(pool);
+        self.alert(pool, name, transition);
+    }
+
+    fn alert(&self, pool: &PoolRuntime, provider: &str, transition: Transition) {
+        let (code, message) = match transition {
+            Transition::Ejected { .. } => (
+                "provider_ejected",
+                "provider ejected after consecutive failures",
+            ),
+            Transition::Readmitted => (
+                "provider_readmitted",
+                "provider re-admitted after a successful probe",
+            ),
+            Transition::BecameUnhealthy => {
+                ("provider_unhealthy", "provider failed its health checks")
+            }
+            Transition::BecameHealthy => (
+                "provider_healthy",
+                "provider passes its health checks again",
+            ),
+        };
+        let mut details = Map::new();
+        details.insert("pool".into(), Value::String(pool.name().to_string()));
+        details.insert("provider".into(), Value::String(provider.to_string()));
+        if let Transition::Ejected {
+            duration,
+            ejections,
+        } = transition
+        {
+            let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+            details.insert("ejected_for_ms".into(), ms.into());
+            details.insert("ejections".into(), ejections.into());
+        }
+        self.sink.alert(code, message, details);
     }
 
     /// Sets the health gauge of every provider of `pool` from its current state.

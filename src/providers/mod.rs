@@ -18,9 +18,6 @@ pub use status::providers_json;
 
 use crate::config::PoolSettings;
 
-/// How long an idle upstream connection is kept for reuse.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 pub struct PoolRuntime {
     /// Position in the configuration (and in the metrics tables).
     pub index: usize,
@@ -56,7 +53,7 @@ impl PoolRuntime {
                 peer.options.total_connection_timeout = Some(settings.timeouts.connect);
                 peer.options.read_timeout = Some(settings.timeouts.read);
                 peer.options.write_timeout = Some(settings.timeouts.write);
-                peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+                peer.options.idle_timeout = Some(settings.timeouts.idle);
                 peer
             })
             .collect();
@@ -90,6 +87,7 @@ impl PoolRuntime {
         peer.options.connection_timeout = Some(t.connect.min(remaining));
         peer.options.total_connection_timeout = Some(t.connect.min(remaining));
         peer.options.read_timeout = Some(t.read.min(remaining));
+        peer.options.write_timeout = Some(t.write.min(remaining));
         Some(peer)
     }
 

@@ -2,9 +2,10 @@
 //! move to another provider.
 //!
 //! The rule that keeps payments from being sent twice: a refused connection (nothing was sent)
-//! always moves to a provider not yet tried; once bytes may have reached a provider, only an
-//! idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, with its body still buffered) may, within
-//! `retry.max_attempts`, the retry budget and `timeouts.total_ms`.
+//! always moves to a provider not yet tried; once bytes may have reached a provider, only a
+//! request whose method is in `retry.methods` (idempotent ones: GET, HEAD, PUT, DELETE, OPTIONS by
+//! default) with its body still buffered may, within `retry.max_attempts`, the retry budget and
+//! `timeouts.total_ms`.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,11 @@ pub fn choose(
         currency,
         tried: ctx.tried,
     };
-    match pool.pool.select(&selection) {
+    let picked = pool.pool.candidates(&selection).and_then(|candidates| {
+        ctx.candidates = candidates;
+        pool.pool.select(&selection)
+    });
+    match picked {
         Ok(provider) => {
             let peer = pool.peer(provider, remaining).ok_or(Failure::Internal)?;
             ctx.provider = Some(provider);
@@ -51,6 +56,7 @@ pub fn choose(
             ctx.attempts += 1;
             ctx.attempt_started = Some(Instant::now());
             ctx.attempt_recorded = false;
+            ctx.last_attempt_failure = None;
             Ok(peer)
         }
         Err(SelectError::CurrencyUnsupported) => Err(Failure::CurrencyUnsupported),
@@ -58,7 +64,7 @@ pub fn choose(
         Err(SelectError::NoneAvailable) => Err(match ctx.last_attempt_failure.take() {
             Some(last) => last,
             None => Failure::NoProviderAvailable {
-                retry_after_seconds: pool.pool.retry_after(Instant::now()).as_secs().max(1),
+                retry_after_seconds: pool.pool.retry_after_seconds(Instant::now()),
             },
         }),
     }
@@ -175,9 +181,12 @@ fn may_retry(
     if !untried_left(pool, ctx) || remaining(pool, ctx).is_zero() {
         return false;
     }
-    let idempotent =
-        session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
-    match pool.pool.may_retry(cause, idempotent, ctx.attempts) {
+    let resendable = pool
+        .settings
+        .retry_methods
+        .contains(&session.req_header().method)
+        && !session.as_ref().retry_buffer_truncated();
+    match pool.pool.may_retry(cause, resendable, ctx.attempts) {
         RetryVerdict::Retry => true,
         RetryVerdict::BudgetExhausted => {
             if let Some(m) = events.metrics() {
@@ -211,8 +220,9 @@ fn record(
     }
 }
 
+/// Whether a provider that could take this request is up and was not tried yet.
 fn untried_left(pool: &PoolRuntime, ctx: &RequestCtx) -> bool {
-    pool.pool.live_mask() & !ctx.tried.bits() != 0
+    pool.pool.live_mask() & ctx.candidates & !ctx.tried.bits() != 0
 }
 
 fn remaining(pool: &PoolRuntime, ctx: &RequestCtx) -> Duration {

@@ -6,6 +6,7 @@ use payedge_filters::auth::Principal;
 use payedge_filters::tenant::Tenant;
 use payedge_upstreams::TriedSet;
 
+use super::capture::Capture;
 use crate::failure::Failure;
 use crate::lifecycle::InFlight;
 
@@ -20,6 +21,8 @@ pub struct RequestCtx {
     /// The provider of the current (last) attempt.
     pub provider: Option<usize>,
     pub tried: TriedSet,
+    /// The providers that may ever take this request (tenant and currency), as a bitmask.
+    pub candidates: u64,
     pub attempts: u32,
     pub attempt_started: Option<Instant>,
     /// Whether the current attempt's outcome was reported to the pool already.
@@ -30,7 +33,9 @@ pub struct RequestCtx {
     pub last_attempt_failure: Option<Failure>,
     /// The failure the gateway answered (or will answer) itself.
     pub failure: Option<Failure>,
-    pub upstream_status: Option<u16>,
+    /// Triggers whose method and path match this request.
+    pub trigger_candidates: Vec<usize>,
+    pub capture: Option<Capture>,
     pub _in_flight: InFlight,
 }
 
@@ -45,13 +50,15 @@ impl RequestCtx {
             pool: None,
             provider: None,
             tried: TriedSet::default(),
+            candidates: 0,
             attempts: 0,
             attempt_started: None,
             attempt_recorded: false,
             retrying_after_status: false,
             last_attempt_failure: None,
             failure: None,
-            upstream_status: None,
+            trigger_candidates: Vec::new(),
+            capture: None,
             _in_flight: in_flight,
         }
     }

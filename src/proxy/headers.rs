@@ -1,8 +1,8 @@
 //! Header hygiene: what goes to the provider and what comes back to the client.
 //!
 //! Towards the provider, the gateway's own headers are authoritative: any client-sent copy of the
-//! tenant header or the identity headers is removed before the canonical values are set, so a
-//! client can never choose its tenant or identity. Provider credentials are added per provider and
+//! tenant header, the identity headers or the forwarding headers is removed before the canonical
+//! values are set, so a client can never choose its tenant, identity or apparent address. Provider credentials are added per provider and
 //! removed from whatever the provider sends back.
 
 use http::HeaderName;
@@ -17,6 +17,8 @@ pub const X_TENANT: HeaderName = HeaderName::from_static("x-tenant");
 pub const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 pub const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 pub struct UpstreamIdentity<'a> {
     pub tenant_header: &'a HeaderName,
@@ -51,16 +53,12 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
             req.insert_header(X_AUTH_ROLES, roles)?;
         }
     }
+    // payedge is the edge: whatever a client claims about earlier hops is not passed on.
+    for claimed in [&X_FORWARDED_FOR, &FORWARDED, &X_REAL_IP] {
+        req.remove_header(claimed);
+    }
     if let Some(ip) = &id.client_ip {
-        let forwarded = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip.clone(),
-        };
-        req.insert_header(X_FORWARDED_FOR, forwarded)?;
+        req.insert_header(X_FORWARDED_FOR, ip.as_str())?;
     }
     for (name, value) in id.credentials {
         req.insert_header(name.clone(), value.clone())?;

@@ -10,7 +10,9 @@
 //!        ─► upstream_request_filter: canonical tenant, request id, identity, credentials
 //!        ─► upstream_response_filter: outcome recorded; a 5xx to an idempotent request may be
 //!           discarded and retried elsewhere
-//!        ─► response_filter: credentials stripped, request id returned
+//!        ─► response_filter: credentials stripped, request id returned; a response a trigger
+//!           matches starts a capped copy of its body
+//!        ─► response_body_filter: the copy grows; at the end it goes to the event pipeline
 //!        ─► error_while_proxy: outcome recorded; retried only if idempotent
 //!        ─► fail_to_proxy: JSON error naming the provider
 //!        ─► logging: one JSON line, metrics
@@ -19,6 +21,7 @@
 mod access_log;
 mod admission;
 mod attempts;
+mod capture;
 mod context;
 mod headers;
 mod upstream_errors;
@@ -35,7 +38,8 @@ use pingora::{Error, ErrorType, Result};
 
 pub use context::RequestCtx;
 
-use crate::config::Config;
+use crate::config::{Config, TriggerSettings};
+use crate::events::EventSink;
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RequestLabels};
@@ -54,16 +58,30 @@ pub struct Gateway {
     metrics: Option<Arc<Metrics>>,
     request_logs: bool,
     lifecycle: &'static Lifecycle,
+    triggers: Arc<Vec<TriggerSettings>>,
+    sink: EventSink,
+}
+
+/// What the gateway hands its phases besides the configuration.
+pub struct GatewayParts {
+    pub pools: Pools,
+    pub events: Arc<ProviderEvents>,
+    pub metrics: Option<Arc<Metrics>>,
+    pub lifecycle: &'static Lifecycle,
+    pub triggers: Arc<Vec<TriggerSettings>>,
+    pub sink: EventSink,
 }
 
 impl Gateway {
-    pub fn new(
-        config: &Config,
-        pools: Pools,
-        events: Arc<ProviderEvents>,
-        metrics: Option<Arc<Metrics>>,
-        lifecycle: &'static Lifecycle,
-    ) -> Self {
+    pub fn new(config: &Config, parts: GatewayParts) -> Self {
+        let GatewayParts {
+            pools,
+            events,
+            metrics,
+            lifecycle,
+            triggers,
+            sink,
+        } = parts;
         Self {
             admission: Admission::new(config),
             tenant_header: config.tenant_header.clone(),
@@ -79,7 +97,44 @@ impl Gateway {
             metrics,
             request_logs: config.analytics.request_logs_enabled(),
             lifecycle,
+            triggers,
+            sink,
         }
+    }
+
+    /// Starts a copy of the body when a trigger matches this response.
+    fn maybe_capture(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+        if ctx.trigger_candidates.is_empty() {
+            return;
+        }
+        let header = |name| resp.headers.get(name).map(|v| v.as_bytes());
+        let status = resp.status.as_u16();
+        let content_type = header(http::header::CONTENT_TYPE);
+        let matching: Vec<usize> = ctx
+            .trigger_candidates
+            .iter()
+            .copied()
+            .filter(|i| {
+                self.triggers
+                    .get(*i)
+                    .is_some_and(|t| t.rule.matches_response(status, content_type))
+            })
+            .collect();
+        let Some(limit) = matching
+            .iter()
+            .filter_map(|i| self.triggers.get(*i))
+            .map(|t| t.rule.max_body_bytes())
+            .max()
+        else {
+            return;
+        };
+        let encoding = header(http::header::CONTENT_ENCODING)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
+        let length = header(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse().ok());
+        ctx.capture = Some(capture::Capture::start(matching, limit, encoding, length));
     }
 
     fn pool(&self, ctx: &RequestCtx) -> Option<&PoolRuntime> {
@@ -145,6 +200,17 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match self.admission.admit(session.req_header()) {
             Ok(admitted) => {
+                if !self.triggers.is_empty() {
+                    let req = session.req_header();
+                    let (method, path) = (req.method.as_str(), req.uri.path());
+                    ctx.trigger_candidates = self
+                        .triggers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| t.rule.matches_request(method, path))
+                        .map(|(i, _)| i)
+                        .collect();
+                }
                 ctx.pool = self.route_pools.get(admitted.route).copied();
                 ctx.route = Some(admitted.route);
                 ctx.tenant = Some(admitted.tenant);
@@ -230,7 +296,7 @@ impl ProxyHttp for Gateway {
         if status < 200 {
             return Ok(());
         }
-        let retry = match self.pools.get(ctx.pool.unwrap_or(usize::MAX)) {
+        let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
             Some(pool) => attempts::answered(pool, &self.events, session, ctx, status),
             None => false,
         };
@@ -241,7 +307,6 @@ impl ProxyHttp for Gateway {
                 "retrying on another provider",
             );
         }
-        ctx.upstream_status = Some(status);
         Ok(())
     }
 
@@ -251,11 +316,37 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.maybe_capture(upstream_response, ctx);
         let names = match (self.pool(ctx), ctx.provider) {
             (Some(pool), Some(provider)) => pool.credential_names(provider),
             _ => &[],
         };
         headers::prepare_downstream_response(upstream_response, &ctx.request_id, names)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(capture) = ctx.capture.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                capture.push(chunk);
+            }
+            if end_of_stream {
+                if let (Some(capture), Some(tenant)) = (ctx.capture.take(), ctx.tenant.as_ref()) {
+                    let provider = self.provider_name(ctx).map(str::to_owned);
+                    self.sink.submit(capture.finish(
+                        Arc::clone(&tenant.name),
+                        ctx.request_id.clone(),
+                        provider,
+                    ));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn error_while_proxy(
@@ -274,7 +365,7 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        let retry = match self.pools.get(ctx.pool.unwrap_or(usize::MAX)) {
+        let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
             Some(pool) => attempts::broke(pool, &self.events, session, ctx, &e),
             None => false,
         };

@@ -115,12 +115,9 @@ impl ProviderHealth {
 
     pub fn snapshot(&self) -> HealthSnapshot {
         let latency = self.latency_us.load(Ordering::Relaxed);
-        let (admission, ejections) = match self.ejection.lock() {
-            Ok(e) => (e.admission, e.ejections),
-            Err(poisoned) => {
-                let e = poisoned.into_inner();
-                (e.admission, e.ejections)
-            }
+        let (admission, ejections) = {
+            let e = self.lock();
+            (e.admission, e.ejections)
         };
         HealthSnapshot {
             admission,
@@ -142,17 +139,22 @@ impl ProviderHealth {
         policy: &OutlierPolicy,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Transition> {
-        let failed = match outcome {
-            Outcome::Answered(status) => status >= 500 && policy.failure_kinds.status_5xx,
-            Outcome::ConnectFailed => policy.failure_kinds.connect_error,
-            Outcome::TimedOut => policy.failure_kinds.timeout,
-            Outcome::Broken => true,
+        let kinds = &policy.failure_kinds;
+        // A failure of a kind the policy does not count is neutral: neither a success nor a
+        // failure for the averages and the streak.
+        let (failure, counted) = match outcome {
+            Outcome::Answered(status) => (status >= 500, kinds.status_5xx),
+            Outcome::ConnectFailed | Outcome::Broken => (true, kinds.connect_error),
+            Outcome::TimedOut => (true, kinds.timeout),
         };
-        self.update_success_rate(!failed);
         if let Outcome::Answered(_) = outcome {
             self.update_latency(latency);
         }
-        if !failed {
+        if failure && !counted {
+            return None;
+        }
+        self.update_success_rate(!failure);
+        if !failure {
             if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
             }

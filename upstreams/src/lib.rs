@@ -25,7 +25,7 @@ pub use policy::{
 };
 pub use pool::{
     MAX_PROVIDERS, MAX_WEIGHT, Pool, PoolError, Provider, ProviderSpec, ProviderStatus, RetryCause,
-    RetryVerdict, SelectError, Selection, TriedSet,
+    RetryVerdict, SelectError, Selection, TriedSet, currency_code,
 };
 pub use schedule::Schedule;
 pub use selector::Selector;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -130,9 +131,10 @@ pub struct ProviderStatus {
     pub effective_weight: u32,
 }
 
-type CurrencyCode = [u8; 3];
+pub type CurrencyCode = [u8; 3];
 
-fn currency_code(code: &str) -> Option<CurrencyCode> {
+/// An ISO 4217-shaped code (three ASCII letters, any case), upper-cased.
+pub fn currency_code(code: &str) -> Option<CurrencyCode> {
     let bytes = code.trim().as_bytes();
     if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
         return None;
@@ -153,6 +155,9 @@ pub struct Pool {
     selector: ArcSwap<Selector>,
     scores: ArcSwap<Scores>,
     budget: RetryBudget,
+    /// Providers ejected now; changed only by compare-and-swap so concurrent failures can never
+    /// eject more than `max_ejection_percent` allows.
+    ejected: AtomicUsize,
     currency_masks: HashMap<CurrencyCode, u64>,
     any_currency: u64,
     tenant_masks: HashMap<String, u64>,
@@ -204,6 +209,7 @@ impl Pool {
             selector: ArcSwap::from_pointee(Selector::new(scores.effective.clone())),
             scores: ArcSwap::from_pointee(scores),
             budget: RetryBudget::new(policy.retry.budget_percent),
+            ejected: AtomicUsize::new(0),
             providers: specs,
             health,
             policy,
@@ -239,9 +245,9 @@ impl Pool {
             .fold(0, |mask, (i, _)| mask | 1 << i)
     }
 
-    /// Picks the provider for one attempt: the next, by effective weight, among the providers
-    /// that are healthy and admitted, take the currency, serve the tenant and were not tried.
-    pub fn select(&self, selection: &Selection<'_>) -> Result<usize, SelectError> {
+    /// The providers that may ever take this request: those serving its tenant and taking its
+    /// currency, health and earlier attempts aside.
+    pub fn candidates(&self, selection: &Selection<'_>) -> Result<u64, SelectError> {
         let tenant_mask = self
             .tenant_masks
             .get(selection.tenant)
@@ -262,7 +268,13 @@ impl Pool {
         if currency_mask & tenant_mask == 0 {
             return Err(SelectError::CurrencyUnsupported);
         }
-        let mask = self.live_mask() & currency_mask & tenant_mask & !selection.tried.0;
+        Ok(currency_mask & tenant_mask)
+    }
+
+    /// Picks the provider for one attempt: the next, by effective weight, among the
+    /// [`candidates`](Self::candidates) that are healthy and admitted and were not tried.
+    pub fn select(&self, selection: &Selection<'_>) -> Result<usize, SelectError> {
+        let mask = self.live_mask() & self.candidates(selection)? & !selection.tried.0;
         self.selector
             .load()
             .pick(mask)
@@ -275,12 +287,13 @@ impl Pool {
     }
 
     /// Whether an attempt that failed with `cause` may be retried on another provider, spending
-    /// the retry budget when it may. `attempts` counts the attempts made so far.
-    pub fn may_retry(&self, cause: RetryCause, idempotent: bool, attempts: u32) -> RetryVerdict {
+    /// the retry budget when it may. `resendable`: the request may be sent again once a provider
+    /// got it (an idempotent method, its body still buffered). `attempts` counts those made.
+    pub fn may_retry(&self, cause: RetryCause, resendable: bool, attempts: u32) -> RetryVerdict {
         if cause == RetryCause::ConnectFailed {
             return RetryVerdict::Retry;
         }
-        if !idempotent {
+        if !resendable {
             return RetryVerdict::NotIdempotent;
         }
         if attempts >= self.policy.retry.max_attempts {
@@ -302,7 +315,7 @@ impl Pool {
     ) -> Option<Transition> {
         let health = self.health.get(provider)?;
         health.record_attempt(outcome, latency, now, &self.policy.outlier, || {
-            self.may_eject_one_more()
+            self.reserve_ejection()
         })
     }
 
@@ -317,7 +330,11 @@ impl Pool {
         let Some(health) = self.health.get(provider) else {
             return Vec::new();
         };
-        health.record_probe(success, now, active.then_some(&self.policy.health))
+        let transitions = health.record_probe(success, now, active.then_some(&self.policy.health));
+        if transitions.contains(&Transition::Readmitted) {
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+        transitions
     }
 
     pub fn awaits_probe(&self, provider: usize, now: Instant) -> bool {
@@ -340,17 +357,21 @@ impl Pool {
         self.scores.store(std::sync::Arc::new(scores));
     }
 
-    /// How long a client should wait before trying again when nothing is available.
-    pub fn retry_after(&self, now: Instant) -> Duration {
-        self.health
+    /// How long a client should wait before trying again when nothing is available: until the
+    /// first ejection ends, in whole seconds rounded up, at least one.
+    pub fn retry_after_seconds(&self, now: Instant) -> u64 {
+        let wait = self
+            .health
             .iter()
             .filter_map(|h| match h.snapshot().admission {
                 Admission::Ejected { until } => Some(until.saturating_duration_since(now)),
                 Admission::Admitted => None,
             })
             .min()
-            .unwrap_or_default()
-            .max(Duration::from_secs(1))
+            .unwrap_or_default();
+        wait.as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0))
+            .max(1)
     }
 
     pub fn status(&self, now: Instant) -> Vec<ProviderStatus> {
@@ -396,12 +417,16 @@ impl Pool {
             .collect()
     }
 
-    /// At most `max_ejection_percent` of the pool is ejected at once, but one always may be.
-    fn may_eject_one_more(&self) -> bool {
-        let ejected = self.health.iter().filter(|h| !h.is_admitted()).count();
+    /// Takes one of the pool's ejection slots: at most `max_ejection_percent` of the pool is
+    /// ejected at once, but one provider always may be.
+    fn reserve_ejection(&self) -> bool {
         let percent = self.policy.outlier.max_ejection_percent as usize;
         let allowed = (self.providers.len() * percent / 100).max(1);
-        ejected < allowed
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < allowed).then_some(n + 1)
+            })
+            .is_ok()
     }
 }
 

@@ -31,9 +31,11 @@ impl Rotation {
             .enumerate()
             .map(|(i, w)| if mask & (1 << i) != 0 { *w } else { 0 })
             .collect();
+        // A random start: position 0 of a smooth rotation is always its heaviest provider, and
+        // rotations are rebuilt whenever weights change, so a fixed start would favour it.
         Self {
             schedule: Schedule::new(&masked),
-            cursor: AtomicUsize::new(0),
+            cursor: AtomicUsize::new(fastrand::usize(..)),
         }
     }
 

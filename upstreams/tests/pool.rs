@@ -223,8 +223,10 @@ fn cheaper_providers_are_preferred_when_cost_counts() {
     let pool = pool_of(vec![cheap.clone(), dear.clone()], policy);
     let split = counts(&pool, 1_000);
     assert!(split[0] > split[1], "{split:?}");
-    // fees on 100: 1.60 and 3.20 → dear's factor 1 − 0.5 × 1.60/3.20 = 0.75: a 4:3 split.
-    assert_eq!(split, vec![571, 429]);
+    // fees on 100: 1.60 and 3.20 → dear's factor 1 − 0.5 × 1.60/3.20 = 0.75: a 4:3 split
+    // (1,000 picks are 142 cycles of 7 and a part of one, wherever the rotation started).
+    assert!((571..=572).contains(&split[0]), "{split:?}");
+    assert_eq!(split[0] + split[1], 1_000);
 
     let mut neutral = PoolPolicy::default();
     neutral.selection.cost_weight = dec!(0);
@@ -282,7 +284,7 @@ fn ejected_providers_come_back_after_a_successful_probe() {
         panic!("not ejected");
     };
     assert_eq!(pool.status(now)[0].state, "ejected");
-    assert!(pool.retry_after(now) >= Duration::from_secs(1));
+    assert_eq!(pool.retry_after_seconds(now), duration.as_secs().max(1));
     let later = now + duration;
     assert!(pool.awaits_probe(0, later));
     assert_eq!(pool.status(later)[0].state, "probing");
@@ -357,4 +359,36 @@ fn invalid_pools_are_refused() {
         Pool::new("x", vec![bad], PoolPolicy::default()).unwrap_err(),
         PoolError::BadCurrency(..)
     ));
+}
+
+#[test]
+fn concurrent_failures_never_eject_more_than_allowed() {
+    for _ in 0..200 {
+        let mut policy = PoolPolicy::default();
+        policy.outlier.max_ejection_percent = 50;
+        policy.outlier.consecutive_failures = 1;
+        let pool = std::sync::Arc::new(pool_of((0..2).map(|i| spec(i, 1)).collect(), policy));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|provider| {
+                let (pool, barrier) = (pool.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    pool.record(
+                        provider,
+                        Outcome::ConnectFailed,
+                        Duration::ZERO,
+                        Instant::now(),
+                    )
+                })
+            })
+            .collect();
+        let ejected = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|t| matches!(t, Some(Transition::Ejected { .. })))
+            .count();
+        assert_eq!(ejected, 1, "one of two may be ejected at 50 %");
+        assert_eq!(pool.live_mask().count_ones(), 1);
+    }
 }

@@ -1,0 +1,167 @@
+//! Validation of the `notifications` and `triggers` sections.
+
+use payedge_filters::path::check_path;
+use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
+
+use super::external::*;
+use super::runtime::*;
+use super::validate::Validator;
+
+const MAX_QUEUE: usize = 1_000_000;
+const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
+
+impl Validator<'_> {
+    pub(super) fn notifications(&mut self, n: &NotificationsSection) -> NotificationSettings {
+        if n.queue_capacity == 0 || n.queue_capacity > MAX_QUEUE {
+            self.issue(
+                "notifications.queue_capacity",
+                format!("must be between 1 and {MAX_QUEUE}"),
+            );
+        }
+        let instance = match &n.instance {
+            Some(name) => {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                {
+                    self.issue(
+                        "notifications.instance",
+                        format!("{name:?} is not a name of letters, digits, '.', '_' or '-'"),
+                    );
+                }
+                name.clone()
+            }
+            None => default_instance(),
+        };
+        let bus = match n.provider {
+            BusProvider::InMemory => BusSettings::InMemory,
+            BusProvider::Redis => match &n.redis {
+                None => {
+                    self.issue(
+                        "notifications.redis",
+                        "the redis provider needs this section",
+                    );
+                    BusSettings::InMemory
+                }
+                Some(r) => self.redis(r),
+            },
+        };
+        NotificationSettings {
+            enabled: n.enabled,
+            bus,
+            queue_capacity: n.queue_capacity,
+            source: format!("payedge/{instance}"),
+        }
+    }
+
+    fn redis(&mut self, r: &RedisSection) -> BusSettings {
+        let url = match (&r.url, &r.url_env) {
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(name)) => self.env_secret("notifications.redis.url_env", name),
+            _ => {
+                self.issue("notifications.redis", "set exactly one of url and url_env");
+                None
+            }
+        };
+        if let Some(url) = &url {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                let key = if r.url.is_some() { "url" } else { "url_env" };
+                self.issue(
+                    format!("notifications.redis.{key}"),
+                    format!(
+                        "not a Redis URL: {}",
+                        e.to_string().replace(url.as_str(), "…")
+                    ),
+                );
+            }
+        }
+        if r.channel_prefix.is_empty() || r.channel_prefix.contains(char::is_whitespace) {
+            self.issue(
+                "notifications.redis.channel_prefix",
+                "must be a non-empty string without spaces",
+            );
+        }
+        BusSettings::Redis {
+            url: url.unwrap_or_default(),
+            channel_prefix: r.channel_prefix.clone(),
+        }
+    }
+
+    pub(super) fn triggers(&mut self, triggers: &[TriggerEntry]) -> Vec<TriggerSettings> {
+        let mut out = Vec::new();
+        for (i, t) in triggers.iter().enumerate() {
+            let key = format!("triggers[{i}]");
+            if triggers[..i].iter().any(|o| o.name == t.name) {
+                self.issue(format!("{key}.name"), format!("{:?} is used twice", t.name));
+            }
+            let m = &t.matcher;
+            let path = match (&m.path, &m.path_prefix) {
+                (Some(p), None) => Some((p, PathMatch::Exact(p.clone()), "path")),
+                (None, Some(p)) => Some((p, PathMatch::Prefix(p.clone()), "path_prefix")),
+                _ => {
+                    self.issue(
+                        format!("{key}.match"),
+                        "set exactly one of path and path_prefix",
+                    );
+                    None
+                }
+            };
+            if let Some((p, _, field)) = &path {
+                if check_path(p).is_err() {
+                    self.issue(
+                        format!("{key}.match.{field}"),
+                        format!("{p:?} is not an absolute path in normal form"),
+                    );
+                }
+            }
+            if let Some(method) = &m.method {
+                if http::Method::from_bytes(method.as_bytes()).is_err() {
+                    self.issue(
+                        format!("{key}.match.method"),
+                        format!("{method:?} is not a method"),
+                    );
+                }
+            }
+            if t.max_body_bytes > MAX_TRIGGER_BODY {
+                self.issue(
+                    format!("{key}.max_body_bytes"),
+                    format!("must be at most {MAX_TRIGGER_BODY}"),
+                );
+            }
+            let Some((_, path, _)) = path else { continue };
+            let spec = TriggerSpec {
+                name: t.name.clone(),
+                event: t.event.clone(),
+                method: m.method.as_ref().map(|s| s.to_ascii_uppercase()),
+                path,
+                statuses: m.status.clone(),
+                require_json: m.json,
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                required: t.required.clone(),
+                max_body_bytes: t.max_body_bytes,
+            };
+            match TriggerRule::new(spec) {
+                Ok(rule) if t.enabled => out.push(TriggerSettings {
+                    rule,
+                    log_message: t.log_message.clone(),
+                }),
+                Ok(_) => {}
+                Err(e) => self.issue(key, e.to_string()),
+            }
+        }
+        out
+    }
+}
+
+fn default_instance() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "payedge".into())
+}

@@ -1,0 +1,103 @@
+//! The event envelope: CloudEvents 1.0 in structured JSON mode, serialized once when the event
+//! is made and shared from then on (Redis, the hub, every subscriber get the same bytes).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub const SYSTEM_ALERT: &str = "system.alert";
+
+#[derive(Debug)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    /// `None` for system-wide events (delivered to everyone).
+    pub tenant: Option<Arc<str>>,
+    pub correlation_id: Option<String>,
+    pub data: Map<String, Value>,
+    /// The whole envelope as JSON text.
+    pub json: Arc<str>,
+}
+
+impl Event {
+    pub fn new(
+        source: &str,
+        kind: &str,
+        tenant: Option<Arc<str>>,
+        correlation_id: Option<String>,
+        data: Map<String, Value>,
+    ) -> Self {
+        let id = uuid::Uuid::now_v7().to_string();
+        let time = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let mut envelope = json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": source,
+            "type": kind,
+            "time": time,
+            "datacontenttype": "application/json",
+        });
+        if let Some(map) = envelope.as_object_mut() {
+            if let Some(t) = &tenant {
+                map.insert("tenant".into(), Value::String(t.to_string()));
+            }
+            if let Some(c) = &correlation_id {
+                map.insert("correlationid".into(), Value::String(c.clone()));
+            }
+            map.insert("data".into(), Value::Object(data.clone()));
+        }
+        Self {
+            id,
+            kind: kind.to_string(),
+            tenant,
+            correlation_id,
+            data,
+            json: Arc::from(envelope.to_string()),
+        }
+    }
+
+    /// A `system.alert` for operators: `code` is stable, `message` human.
+    pub fn alert(source: &str, code: &str, message: &str, details: Map<String, Value>) -> Self {
+        let mut data = Map::new();
+        data.insert("code".into(), code.into());
+        data.insert("message".into(), message.into());
+        data.extend(details);
+        Self::new(source, SYSTEM_ALERT, None, None, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_has_every_cloudevents_attribute() {
+        let mut data = Map::new();
+        data.insert("amount".into(), "1000.10".into());
+        let e = Event::new(
+            "payedge/a",
+            "fx.quote.created",
+            Some("blue".into()),
+            Some("req-1".into()),
+            data,
+        );
+        let v: Value = serde_json::from_str(&e.json).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["id"], e.id);
+        assert_eq!(v["source"], "payedge/a");
+        assert_eq!(v["type"], "fx.quote.created");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(v["tenant"], "blue");
+        assert_eq!(v["correlationid"], "req-1");
+        assert_eq!(v["data"]["amount"], "1000.10");
+        let alert = Event::alert("payedge/a", "provider_ejected", "ejected", Map::new());
+        let v: Value = serde_json::from_str(&alert.json).unwrap();
+        assert!(v.get("tenant").is_none());
+        assert_eq!(v["data"]["code"], "provider_ejected");
+    }
+}

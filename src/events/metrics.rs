@@ -1,0 +1,152 @@
+//! Metrics of the event path and the business metrics derived from events.
+
+use prometheus::core::Collector;
+use prometheus::{CounterVec, IntCounterVec, Opts};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+pub const TRIGGER_ERROR_REASONS: [&str; 5] = [
+    "too_large",
+    "not_json",
+    "missing_field",
+    "unsupported_encoding",
+    "bad_encoding",
+];
+pub const DROP_REASONS: [&str; 1] = ["queue_full"];
+const PAYMENT_OUTCOMES: [&str; 5] = ["succeeded", "failed", "pending", "declined", "refunded"];
+
+pub struct EventMetrics {
+    published: IntCounterVec,
+    dropped: IntCounterVec,
+    trigger_errors: IntCounterVec,
+    fx_quotes: IntCounterVec,
+    payments: IntCounterVec,
+    volume: CounterVec,
+}
+
+impl EventMetrics {
+    pub fn register(trigger_names: &[&str]) -> prometheus::Result<Self> {
+        let published = IntCounterVec::new(
+            Opts::new(
+                "payedge_events_published_total",
+                "Events handed to the bus provider.",
+            ),
+            &["type"],
+        )?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "payedge_events_dropped_total",
+                "Events dropped before publication (queue full).",
+            ),
+            &["reason"],
+        )?;
+        let trigger_errors = IntCounterVec::new(
+            Opts::new(
+                "payedge_trigger_errors_total",
+                "Matching responses that gave no event.",
+            ),
+            &["trigger", "reason"],
+        )?;
+        let fx_quotes = IntCounterVec::new(
+            Opts::new(
+                "payedge_fx_quotes_total",
+                "FX quotes created (fx.quote.created events).",
+            ),
+            &["tenant"],
+        )?;
+        let payments = IntCounterVec::new(
+            Opts::new(
+                "payedge_payments_total",
+                "Payments processed (payment.processed events), by outcome.",
+            ),
+            &["tenant", "provider", "outcome"],
+        )?;
+        let volume = CounterVec::new(
+            Opts::new(
+                "payedge_payment_volume",
+                "Sum of processed payment amounts, by currency (monitoring only: a float).",
+            ),
+            &["tenant", "currency"],
+        )?;
+        let registry = prometheus::default_registry();
+        let collectors: [Box<dyn Collector>; 6] = [
+            Box::new(published.clone()),
+            Box::new(dropped.clone()),
+            Box::new(trigger_errors.clone()),
+            Box::new(fx_quotes.clone()),
+            Box::new(payments.clone()),
+            Box::new(volume.clone()),
+        ];
+        for c in collectors {
+            registry.register(c)?;
+        }
+        for reason in DROP_REASONS {
+            dropped.with_label_values(&[reason]);
+        }
+        for trigger in trigger_names {
+            for reason in TRIGGER_ERROR_REASONS {
+                trigger_errors.with_label_values(&[trigger, reason]);
+            }
+        }
+        Ok(Self {
+            published,
+            dropped,
+            trigger_errors,
+            fx_quotes,
+            payments,
+            volume,
+        })
+    }
+
+    pub fn published(&self, kind: &str) {
+        self.published.with_label_values(&[kind]).inc();
+    }
+
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped.with_label_values(&[reason]).inc();
+    }
+
+    pub fn trigger_error(&self, trigger: &str, reason: &'static str) {
+        self.trigger_errors
+            .with_label_values(&[trigger, reason])
+            .inc();
+    }
+
+    pub fn fx_quote(&self, tenant: &str) {
+        self.fx_quotes.with_label_values(&[tenant]).inc();
+    }
+
+    pub fn payment(
+        &self,
+        tenant: &str,
+        provider: &str,
+        outcome: Option<&str>,
+        currency: Option<&str>,
+        amount: Option<Decimal>,
+    ) {
+        let outcome = outcome
+            .map(str::to_ascii_lowercase)
+            .filter(|o| PAYMENT_OUTCOMES.contains(&o.as_str()))
+            .unwrap_or_else(|| "other".into());
+        self.payments
+            .with_label_values(&[tenant, provider, &outcome])
+            .inc();
+        if let (Some(amount), Some(currency)) = (amount, currency) {
+            let currency = currency_label(currency);
+            if let Some(value) = amount.to_f64().filter(|v| *v >= 0.0) {
+                self.volume
+                    .with_label_values(&[tenant, &currency])
+                    .inc_by(value);
+            }
+        }
+    }
+}
+
+/// ISO 4217-shaped codes only, so a label never carries arbitrary client text.
+fn currency_label(code: &str) -> String {
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+        code.to_ascii_uppercase()
+    } else {
+        "other".into()
+    }
+}
