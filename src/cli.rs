@@ -9,7 +9,7 @@ use jsonwebtoken::AlgorithmFamily;
 use payedge_filters::auth::{MintClaims, mint_hmac};
 use payedge_filters::tenant::TenantResolver;
 
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::{self, BusSettings, Config, ConfigErrors};
 use crate::demo;
 use crate::server::{self, Companion, OnReady};
 
@@ -150,14 +150,21 @@ fn check(path: &Path) -> ExitCode {
                 Some(a) => format!("JWT on {} prefix(es)", a.required_path_prefixes.len()),
                 None => "no auth".into(),
             };
+            let events = match (&cfg.notifications.enabled, &cfg.notifications.bus) {
+                (false, _) => "events not published",
+                (true, BusSettings::InMemory) => "events in memory",
+                (true, BusSettings::Redis { .. }) => "events via Redis",
+            };
             println!(
-                "{}: ok: {} tenant(s), {} route(s), {} pool(s) with {} provider(s), {}",
+                "{}: ok: {} tenant(s), {} route(s), {} pool(s) with {} provider(s), {}, {} trigger(s), {}",
                 path.display(),
                 cfg.tenancy.tenants.len(),
                 cfg.routes.len(),
                 cfg.pools.len(),
                 providers,
-                auth
+                auth,
+                cfg.triggers.len(),
+                events
             );
             ExitCode::SUCCESS
         }

@@ -235,7 +235,7 @@ fn valid_config_prints_a_summary_and_exits_0() {
     assert_eq!(
         outcome.stdout,
         format!(
-            "{}: ok: 2 tenant(s), 2 route(s), 2 pool(s) with 3 provider(s), JWT on 1 prefix(es)\n",
+            "{}: ok: 2 tenant(s), 2 route(s), 2 pool(s) with 3 provider(s), JWT on 1 prefix(es), 0 trigger(s), events in memory\n",
             file.path.display()
         )
     );
@@ -254,7 +254,7 @@ fn valid_config_without_auth_says_no_auth() {
     assert_eq!(
         outcome.stdout,
         format!(
-            "{}: ok: 2 tenant(s), 2 route(s), 2 pool(s) with 3 provider(s), no auth\n",
+            "{}: ok: 2 tenant(s), 2 route(s), 2 pool(s) with 3 provider(s), no auth, 0 trigger(s), events in memory\n",
             file.path.display()
         )
     );
@@ -264,16 +264,24 @@ fn valid_config_without_auth_says_no_auth() {
 struct RepoConfig {
     path: PathBuf,
     text: String,
+    /// How `check` sums up the file's triggers and event bus.
+    events_summary: &'static str,
     jwt_var: &'static str,
     /// (provider index in pools.cards, variable)
     keys: [(usize, &'static str); 2],
 }
 
 impl RepoConfig {
-    fn load(name: &str, jwt_var: &'static str, keys: [(usize, &'static str); 2]) -> Self {
+    fn load(
+        name: &str,
+        events_summary: &'static str,
+        jwt_var: &'static str,
+        keys: [(usize, &'static str); 2],
+    ) -> Self {
         let path = repo_file(name);
         let text = std::fs::read_to_string(&path).unwrap();
         Self {
+            events_summary,
             path,
             text,
             jwt_var,
@@ -318,8 +326,9 @@ impl RepoConfig {
         assert_eq!(
             outcome.stdout,
             format!(
-                "{}: ok: 2 tenant(s), 2 route(s), 2 pool(s) with 3 provider(s), JWT on 1 prefix(es)\n",
-                self.path.display()
+                "{}: ok: 2 tenant(s), 2 route(s), 2 pool(s) with 3 provider(s), JWT on 1 prefix(es), {}\n",
+                self.path.display(),
+                self.events_summary
             )
         );
         assert_eq!(outcome.stderr, "");
@@ -337,6 +346,7 @@ impl RepoConfig {
 fn reference_config() -> RepoConfig {
     RepoConfig::load(
         "conf/payedge.yaml",
+        "2 trigger(s), events via Redis",
         "PAYEDGE_JWT_SECRET",
         [(0, "CARDS_ACME_API_KEY"), (1, "CARDS_GLOBEX_API_KEY")],
     )
@@ -353,6 +363,7 @@ fn demo_config_passes_with_its_secrets_and_names_each_missing_one() {
     // `payedge demo` and `payedge token`.
     RepoConfig::load(
         "conf/demo.yaml",
+        "2 trigger(s), events in memory",
         "PAYEDGE_DEMO_JWT_SECRET",
         [
             (0, "DEMO_CARDS_ACME_API_KEY"),
