@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Lines the queue holds before new ones are dropped.
 const QUEUE_LINES: usize = 65_536;
+const WRITE_BUFFER: usize = 64 * 1024;
 /// The filter used when `PAYEDGE_LOG` is unset: payedge at info, Pingora's internals at warn.
 const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=warn,pingora=warn";
 
@@ -26,7 +27,11 @@ pub fn init() -> ErrorCounter {
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("payedge-log")
-        .finish(std::io::stdout());
+        // Lines are written in batches: the worker flushes whenever its queue runs empty.
+        .finish(std::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            std::io::stdout(),
+        ));
     let dropped = writer.error_counter();
     let _ = WRITER.set(writer.clone());
     let filter =
@@ -48,13 +53,12 @@ pub fn init() -> ErrorCounter {
     dropped
 }
 
-/// Writes one JSON line through the same bounded queue as every other log line (for lines whose
-/// shape tracing cannot express, such as the business log's nested properties).
-pub fn write_line(line: &serde_json::Value) {
+/// Writes ready-made lines (each ending in a newline) through the same bounded queue as every
+/// other log line, in one message: for lines whose shape tracing cannot express, such as the
+/// business log's nested properties.
+pub fn write_lines(lines: &str) {
     if let Some(writer) = WRITER.get() {
-        let mut text = line.to_string();
-        text.push('\n');
-        let _ = writer.clone().write_all(text.as_bytes());
+        let _ = writer.clone().write_all(lines.as_bytes());
     }
 }
 

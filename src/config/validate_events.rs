@@ -6,6 +6,7 @@ use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
 use super::external::*;
 use super::runtime::*;
 use super::validate::Validator;
+use crate::events::MAX_TRIGGERS;
 
 const MAX_QUEUE: usize = 1_000_000;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
@@ -90,6 +91,12 @@ impl Validator<'_> {
 
     pub(super) fn triggers(&mut self, triggers: &[TriggerEntry]) -> Vec<TriggerSettings> {
         let mut out = Vec::new();
+        if triggers.iter().filter(|t| t.enabled).count() > MAX_TRIGGERS {
+            self.issue(
+                "triggers",
+                format!("at most {MAX_TRIGGERS} triggers can be enabled"),
+            );
+        }
         for (i, t) in triggers.iter().enumerate() {
             let key = format!("triggers[{i}]");
             if triggers[..i].iter().any(|o| o.name == t.name) {

@@ -18,7 +18,7 @@ pub fn observe(
     fields: &[(String, FieldValue)],
     provider: Option<&str>,
     metrics: Option<&EventMetrics>,
-    log: Option<&TriggerSettings>,
+    log: Option<(&TriggerSettings, &mut String)>,
 ) {
     let tenant = event.tenant.as_deref().unwrap_or("none");
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -43,9 +43,10 @@ pub fn observe(
             _ => {}
         }
     }
-    if let Some(trigger) = log {
+    if let Some((trigger, lines)) = log {
         let template = trigger.log_message.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        crate::logging::write_line(&log_line(event, fields, template));
+        lines.push_str(&log_line(event, fields, template).to_string());
+        lines.push('\n');
     }
 }
 
@@ -132,7 +133,7 @@ mod tests {
             "fx.quote.created",
             Some("blue".into()),
             Some("req-9".into()),
-            data,
+            &data,
         );
         let line = log_line(
             &event,

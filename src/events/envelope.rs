@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -16,9 +17,24 @@ pub struct Event {
     /// `None` for system-wide events (delivered to everyone).
     pub tenant: Option<Arc<str>>,
     pub correlation_id: Option<String>,
-    pub data: Map<String, Value>,
     /// The whole envelope as JSON text.
     pub json: Arc<str>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    time: &'a str,
+    datacontenttype: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlationid: Option<&'a str>,
+    data: &'a Map<String, Value>,
 }
 
 impl Event {
@@ -27,36 +43,30 @@ impl Event {
         kind: &str,
         tenant: Option<Arc<str>>,
         correlation_id: Option<String>,
-        data: Map<String, Value>,
+        data: &Map<String, Value>,
     ) -> Self {
         let id = uuid::Uuid::now_v7().to_string();
         let time = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
-        let mut envelope = json!({
-            "specversion": "1.0",
-            "id": id,
-            "source": source,
-            "type": kind,
-            "time": time,
-            "datacontenttype": "application/json",
-        });
-        if let Some(map) = envelope.as_object_mut() {
-            if let Some(t) = &tenant {
-                map.insert("tenant".into(), Value::String(t.to_string()));
-            }
-            if let Some(c) = &correlation_id {
-                map.insert("correlationid".into(), Value::String(c.clone()));
-            }
-            map.insert("data".into(), Value::Object(data.clone()));
-        }
+        let envelope = Envelope {
+            specversion: "1.0",
+            id: &id,
+            source,
+            kind,
+            time: &time,
+            datacontenttype: "application/json",
+            tenant: tenant.as_deref(),
+            correlationid: correlation_id.as_deref(),
+            data,
+        };
+        let json = serde_json::to_string(&envelope).unwrap_or_default();
         Self {
             id,
             kind: kind.to_string(),
             tenant,
             correlation_id,
-            data,
-            json: Arc::from(envelope.to_string()),
+            json: Arc::from(json),
         }
     }
 
@@ -66,7 +76,7 @@ impl Event {
         data.insert("code".into(), code.into());
         data.insert("message".into(), message.into());
         data.extend(details);
-        Self::new(source, SYSTEM_ALERT, None, None, data)
+        Self::new(source, SYSTEM_ALERT, None, None, &data)
     }
 }
 
@@ -83,7 +93,7 @@ mod tests {
             "fx.quote.created",
             Some("blue".into()),
             Some("req-1".into()),
-            data,
+            &data,
         );
         let v: Value = serde_json::from_str(&e.json).unwrap();
         assert_eq!(v["specversion"], "1.0");
@@ -98,6 +108,7 @@ mod tests {
         let alert = Event::alert("payedge/a", "provider_ejected", "ejected", Map::new());
         let v: Value = serde_json::from_str(&alert.json).unwrap();
         assert!(v.get("tenant").is_none());
+        assert!(v.get("correlationid").is_none());
         assert_eq!(v["data"]["code"], "provider_ejected");
     }
 }

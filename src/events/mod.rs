@@ -1,10 +1,11 @@
 //! The event path: responses that match a trigger become CloudEvents, which go to the bus.
 //!
 //! ```text
-//! response_body_filter ─► EventSink::submit (try_send, bounded) ─► pipeline task:
-//!    decompress, extract, envelope, business metrics and log ─► EventSink::publish (try_send,
-//!    bounded: notifications.queue_capacity) ─► publisher task: in-memory broadcast, or Redis
-//!    PUBLISH in pipelined batches with reconnects
+//! response_body_filter ─► EventSink::submit (try_send, bounded) ─► pipeline task (batches
+//!    under load): decompress, extract, envelope, business metrics and log ─► EventSink::publish
+//!    ─► in memory: a broadcast to this instance's hub (never blocks)
+//!    ─► redis: try_send (bounded: notifications.queue_capacity) ─► publisher task: PUBLISH in
+//!       pipelined batches, reconnecting with backoff
 //! ```
 //!
 //! The request path only copies body bytes and makes non-blocking sends; whatever does not fit
@@ -30,14 +31,17 @@ pub use metrics::EventMetrics;
 
 use crate::config::{BusSettings, Config, TriggerSettings};
 
+/// At most this many triggers can be enabled (they are addressed by a 64-bit mask).
+pub const MAX_TRIGGERS: usize = 64;
+
 /// Events a slow local subscriber may fall behind before it loses the oldest.
 const LOCAL_FANOUT_CAPACITY: usize = 4_096;
 
 /// A response captured for one or more triggers, handed over at the end of its body.
 #[derive(Debug)]
 pub struct TriggerHit {
-    /// Indices into the enabled triggers.
-    pub triggers: Vec<usize>,
+    /// The enabled triggers that matched, as a bitmask (bit i: trigger i).
+    pub triggers: u64,
     pub body: Bytes,
     /// The body was larger than the triggers allow: nothing was kept.
     pub too_large: bool,
@@ -50,16 +54,30 @@ pub struct TriggerHit {
 
 struct SinkInner {
     hits: mpsc::Sender<TriggerHit>,
-    outbox: Option<mpsc::Sender<Arc<Event>>>,
+    delivery: Delivery,
     metrics: Option<Arc<EventMetrics>>,
     source: String,
-    local: Option<broadcast::Sender<Arc<Event>>>,
+}
+
+/// Where published events go.
+enum Delivery {
+    /// Notifications are off.
+    Nowhere,
+    /// Straight to this instance's subscribers (the hub); never blocks.
+    Local(broadcast::Sender<Arc<Event>>),
+    /// To the Redis publisher task, through a bounded queue.
+    Redis(mpsc::Sender<Arc<Event>>),
 }
 
 /// Where the gateway hands events; cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct EventSink {
     inner: Arc<SinkInner>,
+}
+
+/// The indices of the bits set in `mask`.
+pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
+    (0..MAX_TRIGGERS).filter(move |i| mask & (1 << i) != 0)
 }
 
 impl EventSink {
@@ -72,9 +90,19 @@ impl EventSink {
 
     /// Publishes an event (a no-op when notifications are off).
     pub fn publish(&self, event: Event) {
-        if let Some(outbox) = &self.inner.outbox {
-            if outbox.try_send(Arc::new(event)).is_err() {
-                self.dropped();
+        match &self.inner.delivery {
+            Delivery::Nowhere => {}
+            Delivery::Local(local) => {
+                if let Some(m) = &self.inner.metrics {
+                    m.published(&event.kind);
+                }
+                // No subscriber is not an error: nobody is listening right now.
+                let _ = local.send(Arc::new(event));
+            }
+            Delivery::Redis(outbox) => {
+                if outbox.try_send(Arc::new(event)).is_err() {
+                    self.dropped();
+                }
             }
         }
     }
@@ -90,7 +118,10 @@ impl EventSink {
 
     /// With the in-memory provider: every published event, for the local hub.
     pub fn subscribe_local(&self) -> Option<broadcast::Receiver<Arc<Event>>> {
-        self.inner.local.as_ref().map(broadcast::Sender::subscribe)
+        match &self.inner.delivery {
+            Delivery::Local(local) => Some(local.subscribe()),
+            _ => None,
+        }
     }
 
     fn dropped(&self) {
@@ -119,22 +150,29 @@ pub fn build(
 ) -> (EventSink, EventService) {
     let capacity = config.notifications.queue_capacity;
     let (hits_tx, hits_rx) = mpsc::channel(capacity);
-    let (outbox_tx, outbox_rx) = mpsc::channel(capacity);
-    let publishing = config.notifications.enabled;
-    let local = (publishing && matches!(config.notifications.bus, BusSettings::InMemory))
-        .then(|| broadcast::channel(LOCAL_FANOUT_CAPACITY).0);
+    let mut outbox_rx = None;
+    let delivery = match (&config.notifications.enabled, &config.notifications.bus) {
+        (false, _) => Delivery::Nowhere,
+        (true, BusSettings::InMemory) => {
+            Delivery::Local(broadcast::channel(LOCAL_FANOUT_CAPACITY).0)
+        }
+        (true, BusSettings::Redis { .. }) => {
+            let (tx, rx) = mpsc::channel(capacity);
+            outbox_rx = Some(rx);
+            Delivery::Redis(tx)
+        }
+    };
     let sink = EventSink {
         inner: Arc::new(SinkInner {
             hits: hits_tx,
-            outbox: publishing.then_some(outbox_tx),
+            delivery,
             metrics: metrics.clone(),
             source: config.notifications.source.clone(),
-            local,
         }),
     };
     let service = EventService {
         hits: Mutex::new(Some(hits_rx)),
-        outbox: Mutex::new(publishing.then_some(outbox_rx)),
+        outbox: Mutex::new(outbox_rx),
         triggers,
         bus: config.notifications.bus.clone(),
         sink: sink.clone(),
@@ -157,26 +195,21 @@ impl BackgroundService for EventService {
                 self.business_log,
             ));
         }
-        if let Some(outbox) = self.outbox.lock().await.take() {
-            let metrics = self.metrics.clone();
-            match &self.bus {
-                BusSettings::InMemory => {
-                    let local = self.sink.inner.local.clone();
-                    tasks.spawn(publisher::in_memory(outbox, local, metrics));
-                }
-                BusSettings::Redis {
-                    url,
-                    channel_prefix,
-                } => {
-                    tasks.spawn(publisher::redis(
-                        url.clone(),
-                        channel_prefix.clone(),
-                        outbox,
-                        self.sink.source().to_string(),
-                        metrics,
-                    ));
-                }
-            }
+        if let (
+            Some(outbox),
+            BusSettings::Redis {
+                url,
+                channel_prefix,
+            },
+        ) = (self.outbox.lock().await.take(), &self.bus)
+        {
+            tasks.spawn(publisher::redis(
+                url.clone(),
+                channel_prefix.clone(),
+                outbox,
+                self.sink.source().to_string(),
+                self.metrics.clone(),
+            ));
         }
         let _ = shutdown.changed().await;
         tasks.abort_all();

@@ -1,5 +1,3 @@
-//! Delivery of published events: to the local hub (in memory), or to Redis.
-//!
 //! The Redis publisher takes what is queued (up to a batch) and sends it as one pipeline of
 //! PUBLISH commands to `{prefix}{tenant}` (`{prefix}_all` for system-wide events). When Redis
 //! cannot be reached it keeps the batch, reconnects with backoff, and lets the queue absorb what
@@ -11,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::{Event, EventMetrics};
 
@@ -21,22 +19,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub const ALL_TENANTS: &str = "_all";
-
-pub async fn in_memory(
-    mut outbox: mpsc::Receiver<Arc<Event>>,
-    local: Option<broadcast::Sender<Arc<Event>>>,
-    metrics: Option<Arc<EventMetrics>>,
-) {
-    while let Some(event) = outbox.recv().await {
-        if let Some(local) = &local {
-            // No subscriber is not an error: nobody is listening right now.
-            let _ = local.send(Arc::clone(&event));
-        }
-        if let Some(m) = &metrics {
-            m.published(&event.kind);
-        }
-    }
-}
 
 pub fn channel(prefix: &str, event: &Event) -> String {
     format!("{prefix}{}", event.tenant.as_deref().unwrap_or(ALL_TENANTS))

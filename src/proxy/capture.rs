@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use crate::events::TriggerHit;
 
 pub struct Capture {
-    triggers: Vec<usize>,
+    /// Bit i: trigger i matched.
+    triggers: u64,
     limit: usize,
     buf: BytesMut,
     too_large: bool,
@@ -18,7 +19,7 @@ pub struct Capture {
 impl Capture {
     /// `content_length` (when the provider sent one) lets an oversized body skip copying at once.
     pub fn start(
-        triggers: Vec<usize>,
+        triggers: u64,
         limit: usize,
         encoding: Option<String>,
         content_length: Option<usize>,
@@ -78,20 +79,20 @@ mod tests {
 
     #[test]
     fn copies_up_to_the_limit_then_gives_up() {
-        let mut c = Capture::start(vec![0], 10, None, None);
+        let mut c = Capture::start(1, 10, None, None);
         c.push(b"hello");
         c.push(b"world");
         let hit = c.finish("blue".into(), "r".into(), None);
         assert_eq!(&hit.body[..], b"helloworld");
         assert!(!hit.too_large);
 
-        let mut c = Capture::start(vec![0], 10, None, None);
+        let mut c = Capture::start(1, 10, None, None);
         c.push(b"hello");
         c.push(b"world!");
         let hit = c.finish("blue".into(), "r".into(), None);
         assert!(hit.too_large && hit.body.is_empty());
 
-        let c = Capture::start(vec![0], 10, Some("gzip".into()), Some(11));
+        let c = Capture::start(1, 10, Some("gzip".into()), Some(11));
         let hit = c.finish("blue".into(), "r".into(), None);
         assert!(hit.too_large);
         assert_eq!(hit.encoding.as_deref(), Some("gzip"));

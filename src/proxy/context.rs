@@ -33,8 +33,8 @@ pub struct RequestCtx {
     pub last_attempt_failure: Option<Failure>,
     /// The failure the gateway answered (or will answer) itself.
     pub failure: Option<Failure>,
-    /// Triggers whose method and path match this request.
-    pub trigger_candidates: Vec<usize>,
+    /// Triggers whose method and path match this request (bit i: trigger i).
+    pub trigger_candidates: u64,
     pub capture: Option<Capture>,
     pub _in_flight: InFlight,
 }
@@ -57,7 +57,7 @@ impl RequestCtx {
             retrying_after_status: false,
             last_attempt_failure: None,
             failure: None,
-            trigger_candidates: Vec::new(),
+            trigger_candidates: 0,
             capture: None,
             _in_flight: in_flight,
         }

@@ -39,7 +39,7 @@ use pingora::{Error, ErrorType, Result};
 pub use context::RequestCtx;
 
 use crate::config::{Config, TriggerSettings};
-use crate::events::EventSink;
+use crate::events::{EventSink, mask_indices};
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RequestLabels};
@@ -104,30 +104,25 @@ impl Gateway {
 
     /// Starts a copy of the body when a trigger matches this response.
     fn maybe_capture(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
-        if ctx.trigger_candidates.is_empty() {
+        if ctx.trigger_candidates == 0 {
             return;
         }
         let header = |name| resp.headers.get(name).map(|v| v.as_bytes());
         let status = resp.status.as_u16();
         let content_type = header(http::header::CONTENT_TYPE);
-        let matching: Vec<usize> = ctx
-            .trigger_candidates
-            .iter()
-            .copied()
-            .filter(|i| {
-                self.triggers
-                    .get(*i)
-                    .is_some_and(|t| t.rule.matches_response(status, content_type))
-            })
-            .collect();
-        let Some(limit) = matching
-            .iter()
-            .filter_map(|i| self.triggers.get(*i))
-            .map(|t| t.rule.max_body_bytes())
-            .max()
-        else {
+        let mut matching = 0u64;
+        let mut limit = 0;
+        for i in mask_indices(ctx.trigger_candidates) {
+            if let Some(t) = self.triggers.get(i) {
+                if t.rule.matches_response(status, content_type) {
+                    matching |= 1 << i;
+                    limit = limit.max(t.rule.max_body_bytes());
+                }
+            }
+        }
+        if matching == 0 {
             return;
-        };
+        }
         let encoding = header(http::header::CONTENT_ENCODING)
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned);
@@ -208,8 +203,7 @@ impl ProxyHttp for Gateway {
                         .iter()
                         .enumerate()
                         .filter(|(_, t)| t.rule.matches_request(method, path))
-                        .map(|(i, _)| i)
-                        .collect();
+                        .fold(0, |mask, (i, _)| mask | 1 << i);
                 }
                 ctx.pool = self.route_pools.get(admitted.route).copied();
                 ctx.route = Some(admitted.route);

@@ -8,6 +8,7 @@ pub mod client;
 pub mod mock;
 pub mod process;
 pub mod provider;
+pub mod redis;
 
 #[allow(unused_imports)]
 pub use client::{Response, get, request};

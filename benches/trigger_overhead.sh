@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# POST /api/fx/quote through payedge with the fx.quote.created trigger on and off, in the same
+# run: nginx (Debian) is the FX provider, wrk drives payedge, configurations alternate so machine
+# noise hits both alike. Prints requests/s per run, the median ratio on/off, and whether every
+# quote answered yielded an event (published count = responses).
+#
+#     benches/trigger_overhead.sh            (needs nginx and wrk; builds payedge --release)
+#
+# ROUNDS, DURATION, CONNECTIONS and THREADS override the defaults below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+
+cargo build --release --quiet
+bin=target/release/payedge
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+upstream=$(free_port)
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$upstream;
+    location /api/fx/quote {
+      default_type application/json;
+      return 201 '{"id":"fxq_01a2185da95e757083098cd5f63691f8","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892","converted_amount":"789.28","expires_at":"2026-11-26T15:00:00Z"}';
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
+write_config() { # $1 file, $2 trigger enabled (true/false)
+  cat > "$1" <<YAML
+server: { threads: 1, grace_period_seconds: 1 }
+tenancy: { strategy: header, tenants: [blue] }
+auth:
+  jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }
+  required_path_prefixes: [/api]
+analytics: { request_logging: false }
+notifications: { provider: in_memory, queue_capacity: 100000 }
+triggers:
+  - name: fx-quote-created
+    enabled: $2
+    event: fx.quote.created
+    match: { method: POST, path: /api/fx/quote, status: [201] }
+    fields: { quoteId: /id, fromCurrency: /from, toCurrency: /to, amount: /amount, rate: /rate }
+    required: [quoteId, amount]
+routes: [{ path_prefix: /api/fx, pool: fx }]
+pools:
+  fx:
+    providers: [{ name: nginx, address: "127.0.0.1:$upstream" }]
+YAML
+}
+write_config "$work/on.yaml" true
+write_config "$work/off.yaml" false
+token=$("$bin" token -c "$work/on.yaml" --tenant blue --ttl 3600)
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"from":"USD","to":"GBP","amount":"1000.10"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Tenant"] = "blue"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+
+run() { # $1 config name → prints "rps requests published"
+  local proxy admin pid out
+  proxy=$(free_port); admin=$(free_port)
+  "$bin" run -c "$work/$1.yaml" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/$1.log" 2>&1 &
+  pid=$!
+  until curl -sf "http://127.0.0.1:$admin/readyz" > /dev/null; do sleep 0.05; done
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/post.lua" "http://127.0.0.1:$proxy/api/fx/quote")
+  sleep 1
+  local rps requests non2xx published
+  rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+  requests=$(awk '/requests in/ {print $1}' <<< "$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<< "$out")
+  published=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^payedge_events_published_total\{type="fx.quote.created"\}/ {print $2}')
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$rps ${requests:-0} ${published:-0} ${non2xx:-0}"
+}
+
+printf '%-6s %-4s %12s %10s %10s %8s\n' round mode req/s responses events non-2xx
+on_rps=(); off_rps=(); every_quote=yes
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in on off; do
+    read -r rps requests published non2xx < <(run "$mode")
+    printf '%-6s %-4s %12s %10s %10s %8s\n' "$round" "$mode" "$rps" "$requests" "$published" "$non2xx"
+    if [ "$mode" = on ]; then
+      on_rps+=("$rps")
+      # wrk counts responses finished within its run; the requests still in flight when it stops
+      # (at most one per connection) are answered and yield events too.
+      awk -v p="$published" -v r="$requests" -v c="$CONNECTIONS" 'BEGIN { exit !(p >= r && p <= r + c) }' || every_quote=no
+    else
+      off_rps+=("$rps")
+    fi
+  done
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+on=$(median "${on_rps[@]}"); off=$(median "${off_rps[@]}")
+awk -v on="$on" -v off="$off" 'BEGIN { printf "median req/s: trigger on %.0f, off %.0f, on/off = %.3f (cost %.1f %%)\n", on, off, on/off, (1-on/off)*100 }'
+echo "every quote answered yielded one event: $every_quote"
