@@ -144,5 +144,48 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, tenancy, jwt);
+fn trigger(c: &mut Criterion) {
+    use payedge::events::{Event, FieldMap};
+    use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
+    let rule = TriggerRule::new(TriggerSpec {
+        name: "fx-quote-created".into(),
+        event: "fx.quote.created".into(),
+        method: Some("POST".into()),
+        path: PathMatch::Exact("/api/fx/quote".into()),
+        statuses: vec![200, 201],
+        require_json: true,
+        fields: [
+            ("quoteId", "/id"),
+            ("fromCurrency", "/from"),
+            ("toCurrency", "/to"),
+            ("amount", "/amount"),
+            ("rate", "/rate"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        required: vec!["quoteId".into(), "amount".into()],
+        max_body_bytes: 65_536,
+    })
+    .expect("valid rule");
+    let body = br#"{"id":"fxq_01a2185da95e757083098cd5f63691f8","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892","converted_amount":"789.28","expires_at":"2026-11-26T15:00:00Z"}"#;
+    c.bench_function("extract a quote's fields", |b| {
+        b.iter(|| rule.extract(black_box(body)))
+    });
+    let fields = rule.extract(body).expect("fields");
+    let tenant: std::sync::Arc<str> = "blue".into();
+    c.bench_function("build a quote's CloudEvent", |b| {
+        b.iter(|| {
+            Event::new(
+                "payedge/bench",
+                "fx.quote.created",
+                Some(tenant.clone()),
+                Some("01a2185d-a95e-7570-8309-8cd45c327cfe".into()),
+                &FieldMap(black_box(&fields)),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, selection, tenancy, jwt, trigger);
 criterion_main!(benches);

@@ -52,7 +52,7 @@ pub type OnReady = Box<dyn Fn() + Send + Sync>;
 /// Runs the gateway until it is stopped by a signal.
 pub fn serve(
     mut config: Config,
-    log_drops: tracing_appender::non_blocking::ErrorCounter,
+    log_drops: Arc<std::sync::atomic::AtomicU64>,
     companions: Vec<Companion>,
     on_ready: Option<OnReady>,
 ) -> Result<(), StartError> {

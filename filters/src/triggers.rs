@@ -141,6 +141,17 @@ impl FieldValue {
         }
     }
 
+    /// Writes the value as [`to_json`](Self::to_json) would, without building a `Value` for the
+    /// common cases.
+    pub fn serialize_json<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::String(s) | FieldValue::Number(s) => serializer.serialize_str(s),
+            FieldValue::Decimal(d) => serializer.collect_str(d),
+            FieldValue::Bool(b) => serializer.serialize_bool(*b),
+            FieldValue::Json(_) => serde::Serialize::serialize(&self.to_json(), serializer),
+        }
+    }
+
     /// Text for log properties and metric labels (decimals exact).
     pub fn as_text(&self) -> String {
         match self {
@@ -148,6 +159,12 @@ impl FieldValue {
             FieldValue::Decimal(d) => d.to_string(),
             FieldValue::Bool(b) => b.to_string(),
         }
+    }
+}
+
+impl serde::Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.serialize_json(serializer)
     }
 }
 

@@ -1,8 +1,11 @@
 //! What events mean for the business: counters, and one structured log line per event in the
 //! shape the platform's log pipeline reads (a message template and its properties).
 
+use std::borrow::Cow;
+
 use payedge_filters::triggers::FieldValue;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -18,7 +21,7 @@ pub fn observe(
     fields: &[(String, FieldValue)],
     provider: Option<&str>,
     metrics: Option<&EventMetrics>,
-    log: Option<(&TriggerSettings, &mut String)>,
+    log: Option<(&TriggerSettings, &mut Vec<u8>)>,
 ) {
     let tenant = event.tenant.as_deref().unwrap_or("none");
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -45,40 +48,87 @@ pub fn observe(
     }
     if let Some((trigger, lines)) = log {
         let template = trigger.log_message.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        lines.push_str(&log_line(event, fields, template).to_string());
-        lines.push('\n');
+        write_line(lines, event, fields, template);
     }
 }
 
-fn log_line(event: &Event, fields: &[(String, FieldValue)], template: &str) -> Value {
-    let mut properties = Map::new();
-    properties.insert("TenantId".into(), json!(event.tenant.as_deref()));
-    for (name, value) in fields {
-        properties.insert(pascal(name), Value::String(value.as_text()));
-    }
-    properties.insert("CorrelationId".into(), json!(event.correlation_id));
-    properties.insert("EventType".into(), json!(event.kind));
-    properties.insert("EventId".into(), json!(event.id));
-    json!({
-        "timestamp": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-        "level": "INFO",
-        "messageTemplate": template,
-        "message": render(template, &properties),
-        "properties": properties,
-        "target": "payedge::business",
-    })
+/// The properties of a business log line: TenantId, the fields (first letter upper-cased),
+/// CorrelationId, EventType and EventId.
+struct Properties<'a> {
+    event: &'a Event,
+    fields: &'a [(String, FieldValue)],
 }
 
-fn pascal(name: &str) -> String {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
+impl Properties<'_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            "TenantId" => self.event.tenant.as_deref().map(Cow::Borrowed),
+            "CorrelationId" => self.event.correlation_id.as_deref().map(Cow::Borrowed),
+            "EventType" => Some(Cow::Borrowed(&self.event.kind)),
+            "EventId" => Some(Cow::Borrowed(&self.event.id)),
+            _ => self
+                .fields
+                .iter()
+                .find(|(field, _)| pascal(field) == name)
+                .map(|(_, value)| Cow::Owned(value.as_text())),
+        }
+    }
+}
+
+impl Serialize for Properties<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.fields.len() + 4))?;
+        map.serialize_entry("TenantId", &self.event.tenant.as_deref())?;
+        for (name, value) in self.fields {
+            map.serialize_entry(&pascal(name), &value.as_text())?;
+        }
+        map.serialize_entry("CorrelationId", &self.event.correlation_id)?;
+        map.serialize_entry("EventType", &self.event.kind)?;
+        map.serialize_entry("EventId", &self.event.id)?;
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    timestamp: &'a str,
+    level: &'static str,
+    message_template: &'a str,
+    message: &'a str,
+    properties: &'a Properties<'a>,
+    target: &'static str,
+}
+
+fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(String, FieldValue)], template: &str) {
+    let properties = Properties { event, fields };
+    let timestamp = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let line = Line {
+        timestamp: &timestamp,
+        level: "INFO",
+        message_template: template,
+        message: &render(template, &properties),
+        properties: &properties,
+        target: "payedge::business",
+    };
+    if serde_json::to_writer(&mut *out, &line).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+fn pascal(name: &str) -> Cow<'_, str> {
+    match name.chars().next() {
+        Some(first) if !first.is_uppercase() => {
+            Cow::Owned(first.to_uppercase().chain(name.chars().skip(1)).collect())
+        }
+        _ => Cow::Borrowed(name),
     }
 }
 
 /// Fills `{Property}` placeholders; unknown ones stay as written.
-fn render(template: &str, properties: &Map<String, Value>) -> String {
+fn render(template: &str, properties: &Properties<'_>) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -88,13 +138,12 @@ fn render(template: &str, properties: &Map<String, Value>) -> String {
             Some(end) => {
                 let name = &after[..end];
                 match properties.get(name) {
-                    Some(Value::String(s)) => out.push_str(s),
-                    Some(Value::Null) | None => {
+                    Some(value) => out.push_str(&value),
+                    None => {
                         out.push('{');
                         out.push_str(name);
                         out.push('}');
                     }
-                    Some(other) => out.push_str(&other.to_string()),
                 }
                 rest = &after[end + 1..];
             }
@@ -111,6 +160,7 @@ fn render(template: &str, properties: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::FieldMap;
     use rust_decimal::Decimal;
     use std::str::FromStr;
 
@@ -124,26 +174,19 @@ mod tests {
                 FieldValue::Decimal(Decimal::from_str("1000.10").unwrap()),
             ),
         ];
-        let data = fields
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect();
         let event = Event::new(
             "payedge/x",
             "fx.quote.created",
             Some("blue".into()),
             Some("req-9".into()),
-            &data,
+            &FieldMap(&fields),
         );
-        let line = log_line(
-            &event,
-            &fields,
-            "FX quote created for tenant {TenantId}: {Amount} {FromCurrency} {Nope}",
-        );
-        assert_eq!(
-            line["messageTemplate"],
-            "FX quote created for tenant {TenantId}: {Amount} {FromCurrency} {Nope}"
-        );
+        let mut out = Vec::new();
+        let template = "FX quote created for tenant {TenantId}: {Amount} {FromCurrency} {Nope}";
+        write_line(&mut out, &event, &fields, template);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["messageTemplate"], template);
         assert_eq!(
             line["message"],
             "FX quote created for tenant blue: 1000.10 USD {Nope}"
@@ -154,6 +197,10 @@ mod tests {
         assert_eq!(p["FromCurrency"], "USD");
         assert_eq!(p["Amount"], "1000.10");
         assert_eq!(p["CorrelationId"], "req-9");
+        assert_eq!(p["EventId"], event.id.as_str());
         assert_eq!(line["target"], "payedge::business");
+        assert_eq!(line["level"], "INFO");
+        let envelope: serde_json::Value = serde_json::from_str(&event.json).unwrap();
+        assert_eq!(envelope["data"]["amount"], "1000.10");
     }
 }

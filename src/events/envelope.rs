@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use payedge_filters::triggers::FieldValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -22,7 +23,7 @@ pub struct Event {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, D: Serialize> {
     specversion: &'static str,
     id: &'a str,
     source: &'a str,
@@ -34,7 +35,21 @@ struct Envelope<'a> {
     tenant: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlationid: Option<&'a str>,
-    data: &'a Map<String, Value>,
+    data: &'a D,
+}
+
+/// Extracted fields as a JSON object, written straight from the values.
+pub struct FieldMap<'a>(pub &'a [(String, FieldValue)]);
+
+impl Serialize for FieldMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 impl Event {
@@ -43,7 +58,7 @@ impl Event {
         kind: &str,
         tenant: Option<Arc<str>>,
         correlation_id: Option<String>,
-        data: &Map<String, Value>,
+        data: &impl Serialize,
     ) -> Self {
         let id = uuid::Uuid::now_v7().to_string();
         let time = OffsetDateTime::now_utc()

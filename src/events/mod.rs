@@ -1,15 +1,18 @@
 //! The event path: responses that match a trigger become CloudEvents, which go to the bus.
 //!
 //! ```text
-//! response_body_filter ─► EventSink::submit (try_send, bounded) ─► pipeline task (batches
-//!    under load): decompress, extract, envelope, business metrics and log ─► EventSink::publish
+//! response_body_filter: a capped copy of the body (the client's bytes untouched)
+//! logging phase (the client has its whole response): EventSink::process ─► decompress,
+//!    extract, envelope, business metrics and log line ─► EventSink::publish
 //!    ─► in memory: a broadcast to this instance's hub (never blocks)
 //!    ─► redis: try_send (bounded: notifications.queue_capacity) ─► publisher task: PUBLISH in
 //!       pipelined batches, reconnecting with backoff
 //! ```
 //!
-//! The request path only copies body bytes and makes non-blocking sends; whatever does not fit
-//! a queue is dropped and counted in `payedge_events_dropped_total`.
+//! The work is done where the response was served, after the client got it: a few microseconds
+//! of parsing there cost less than handing each body to another thread (measured with
+//! `benches/trigger_overhead.sh`). Nothing on the way blocks; what does not fit the Redis queue
+//! is dropped and counted in `payedge_events_dropped_total`.
 
 mod business;
 mod envelope;
@@ -26,7 +29,7 @@ use pingora::services::background::BackgroundService;
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
-pub use envelope::{Event, SYSTEM_ALERT};
+pub use envelope::{Event, FieldMap, SYSTEM_ALERT};
 pub use metrics::EventMetrics;
 
 use crate::config::{BusSettings, Config, TriggerSettings};
@@ -37,7 +40,7 @@ pub const MAX_TRIGGERS: usize = 64;
 /// Events a slow local subscriber may fall behind before it loses the oldest.
 const LOCAL_FANOUT_CAPACITY: usize = 4_096;
 
-/// A response captured for one or more triggers, handed over at the end of its body.
+/// A response captured for one or more triggers, complete.
 #[derive(Debug)]
 pub struct TriggerHit {
     /// The enabled triggers that matched, as a bitmask (bit i: trigger i).
@@ -52,10 +55,16 @@ pub struct TriggerHit {
     pub provider: Option<String>,
 }
 
+/// The indices of the bits set in `mask`.
+pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
+    (0..MAX_TRIGGERS).filter(move |i| mask & (1 << i) != 0)
+}
+
 struct SinkInner {
-    hits: mpsc::Sender<TriggerHit>,
+    triggers: Arc<Vec<TriggerSettings>>,
     delivery: Delivery,
     metrics: Option<Arc<EventMetrics>>,
+    business_log: bool,
     source: String,
 }
 
@@ -75,17 +84,17 @@ pub struct EventSink {
     inner: Arc<SinkInner>,
 }
 
-/// The indices of the bits set in `mask`.
-pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
-    (0..MAX_TRIGGERS).filter(move |i| mask & (1 << i) != 0)
-}
-
 impl EventSink {
-    /// From the response-body filter: a captured response to turn into events.
-    pub fn submit(&self, hit: TriggerHit) {
-        if self.inner.hits.try_send(hit).is_err() {
-            self.dropped();
-        }
+    /// Turns a captured response into its events (called once the client has the response).
+    pub fn process(&self, hit: &TriggerHit) {
+        let inner = &self.inner;
+        pipeline::handle(
+            hit,
+            &inner.triggers,
+            self,
+            inner.metrics.as_deref(),
+            inner.business_log,
+        );
     }
 
     /// Publishes an event (a no-op when notifications are off).
@@ -101,7 +110,9 @@ impl EventSink {
             }
             Delivery::Redis(outbox) => {
                 if outbox.try_send(Arc::new(event)).is_err() {
-                    self.dropped();
+                    if let Some(m) = &self.inner.metrics {
+                        m.dropped("queue_full");
+                    }
                 }
             }
         }
@@ -123,23 +134,14 @@ impl EventSink {
             _ => None,
         }
     }
-
-    fn dropped(&self) {
-        if let Some(m) = &self.inner.metrics {
-            m.dropped("queue_full");
-        }
-    }
 }
 
-/// The background service that runs the pipeline and the publisher.
+/// The background service that publishes to Redis (nothing to do for the other providers).
 pub struct EventService {
-    hits: Mutex<Option<mpsc::Receiver<TriggerHit>>>,
     outbox: Mutex<Option<mpsc::Receiver<Arc<Event>>>>,
-    triggers: Arc<Vec<TriggerSettings>>,
     bus: BusSettings,
-    sink: EventSink,
+    source: String,
     metrics: Option<Arc<EventMetrics>>,
-    business_log: bool,
 }
 
 /// Builds the sink the gateway uses and the service that drains it.
@@ -148,8 +150,6 @@ pub fn build(
     triggers: Arc<Vec<TriggerSettings>>,
     metrics: Option<Arc<EventMetrics>>,
 ) -> (EventSink, EventService) {
-    let capacity = config.notifications.queue_capacity;
-    let (hits_tx, hits_rx) = mpsc::channel(capacity);
     let mut outbox_rx = None;
     let delivery = match (&config.notifications.enabled, &config.notifications.bus) {
         (false, _) => Delivery::Nowhere,
@@ -157,27 +157,25 @@ pub fn build(
             Delivery::Local(broadcast::channel(LOCAL_FANOUT_CAPACITY).0)
         }
         (true, BusSettings::Redis { .. }) => {
-            let (tx, rx) = mpsc::channel(capacity);
+            let (tx, rx) = mpsc::channel(config.notifications.queue_capacity);
             outbox_rx = Some(rx);
             Delivery::Redis(tx)
         }
     };
     let sink = EventSink {
         inner: Arc::new(SinkInner {
-            hits: hits_tx,
+            triggers,
             delivery,
             metrics: metrics.clone(),
+            business_log: config.analytics.enabled,
             source: config.notifications.source.clone(),
         }),
     };
     let service = EventService {
-        hits: Mutex::new(Some(hits_rx)),
         outbox: Mutex::new(outbox_rx),
-        triggers,
         bus: config.notifications.bus.clone(),
-        sink: sink.clone(),
+        source: config.notifications.source.clone(),
         metrics,
-        business_log: config.analytics.enabled,
     };
     (sink, service)
 }
@@ -185,33 +183,27 @@ pub fn build(
 #[async_trait]
 impl BackgroundService for EventService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        if let Some(hits) = self.hits.lock().await.take() {
-            tasks.spawn(pipeline::run(
-                hits,
-                Arc::clone(&self.triggers),
-                self.sink.clone(),
-                self.metrics.clone(),
-                self.business_log,
-            ));
-        }
-        if let (
+        let outbox = self.outbox.lock().await.take();
+        let (
             Some(outbox),
             BusSettings::Redis {
                 url,
                 channel_prefix,
             },
-        ) = (self.outbox.lock().await.take(), &self.bus)
-        {
-            tasks.spawn(publisher::redis(
-                url.clone(),
-                channel_prefix.clone(),
-                outbox,
-                self.sink.source().to_string(),
-                self.metrics.clone(),
-            ));
+        ) = (outbox, &self.bus)
+        else {
+            return;
+        };
+        let publisher = publisher::redis(
+            url.clone(),
+            channel_prefix.clone(),
+            outbox,
+            self.source.clone(),
+            self.metrics.clone(),
+        );
+        tokio::select! {
+            _ = publisher => {}
+            _ = shutdown.changed() => {}
         }
-        let _ = shutdown.changed().await;
-        tasks.abort_all();
     }
 }

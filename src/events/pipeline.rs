@@ -1,61 +1,24 @@
-//! Captured responses to events: decompress the copy, extract the trigger's fields, wrap them in
-//! an envelope, count and log them, publish.
+//! A captured response to events: decompress the copy, extract the trigger's fields, wrap them
+//! in an envelope, count and log them, publish.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
 
 use flate2::read::{MultiGzDecoder, ZlibDecoder};
-use serde_json::Map;
-use tokio::sync::mpsc;
 
-use super::{Event, EventMetrics, EventSink, TriggerHit, business, mask_indices};
+use super::{Event, EventMetrics, EventSink, FieldMap, TriggerHit, business, mask_indices};
 use crate::config::TriggerSettings;
 
-/// Under load, hits are taken in batches on this tick instead of one wake-up each: a wake-up of
-/// an idle thread costs more than the work, and a batch's log lines go out in one write.
-const BATCH_TICK: Duration = Duration::from_millis(1);
-
-pub async fn run(
-    mut hits: mpsc::Receiver<TriggerHit>,
-    triggers: Arc<Vec<TriggerSettings>>,
-    sink: EventSink,
-    metrics: Option<Arc<EventMetrics>>,
-    business_log: bool,
-) {
-    let mut log = business_log.then(String::new);
-    // Idle: wait for a hit and handle it at once. Busy: gather on the tick until one is empty.
-    while let Some(first) = hits.recv().await {
-        handle(&first, &triggers, &sink, metrics.as_deref(), log.as_mut());
-        loop {
-            flush_log(log.as_mut());
-            tokio::time::sleep(BATCH_TICK).await;
-            let mut handled = 0;
-            while let Ok(hit) = hits.try_recv() {
-                handle(&hit, &triggers, &sink, metrics.as_deref(), log.as_mut());
-                handled += 1;
-            }
-            if handled == 0 {
-                break;
-            }
-        }
-    }
-}
-
-fn flush_log(log: Option<&mut String>) {
-    if let Some(lines) = log.filter(|l| !l.is_empty()) {
-        crate::logging::write_lines(lines);
-        lines.clear();
-    }
-}
-
-fn handle(
+/// Turns one captured response into the events of its triggers.
+pub fn handle(
     hit: &TriggerHit,
     triggers: &[TriggerSettings],
     sink: &EventSink,
     metrics: Option<&EventMetrics>,
-    mut log: Option<&mut String>,
+    business_log: bool,
 ) {
+    let mut log = Vec::new();
     let limit = mask_indices(hit.triggers)
         .filter_map(|i| triggers.get(i))
         .map(|t| t.rule.max_body_bytes())
@@ -90,34 +53,37 @@ fn handle(
                 continue;
             }
         };
-        let data: Map<String, serde_json::Value> = fields
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect();
         let event = Event::new(
             sink.source(),
             trigger.rule.event(),
             Some(Arc::clone(&hit.tenant)),
             Some(hit.request_id.clone()),
-            &data,
+            &FieldMap(&fields),
         );
         business::observe(
             &event,
             &fields,
             hit.provider.as_deref(),
             metrics,
-            log.as_deref_mut().map(|lines| (trigger, lines)),
+            business_log.then_some((trigger, &mut log)),
         );
         sink.publish(event);
+    }
+    if !log.is_empty() {
+        crate::logging::write_lines(&log);
     }
 }
 
 /// The body as the upstream meant it, at most `limit` bytes once decoded.
-fn decode(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, &'static str> {
+fn decode<'a>(
+    body: &'a [u8],
+    encoding: Option<&str>,
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, &'static str> {
     let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
     let mut out = Vec::new();
     let read = match encoding.as_deref() {
-        None | Some("") | Some("identity") => return Ok(body.to_vec()),
+        None | Some("") | Some("identity") => return Ok(Cow::Borrowed(body)),
         Some("gzip") | Some("x-gzip") => MultiGzDecoder::new(body)
             .take(limit as u64 + 1)
             .read_to_end(&mut out),
@@ -128,7 +94,7 @@ fn decode(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, 
     };
     match read {
         Ok(_) if out.len() > limit => Err("too_large"),
-        Ok(_) => Ok(out),
+        Ok(_) => Ok(Cow::Owned(out)),
         Err(_) => Err("bad_encoding"),
     }
 }
@@ -149,8 +115,8 @@ mod tests {
     #[test]
     fn decodes_gzip_within_the_limit_and_refuses_bombs() {
         let body = br#"{"amount":"1000.10"}"#;
-        assert_eq!(decode(&gzip(body), Some("gzip"), 100).unwrap(), body);
-        assert_eq!(decode(body, None, 100).unwrap(), body);
+        assert_eq!(&*decode(&gzip(body), Some("gzip"), 100).unwrap(), body);
+        assert_eq!(&*decode(body, None, 100).unwrap(), body);
         let bomb = gzip(&vec![b'a'; 1_000_000]);
         assert!(bomb.len() < 5_000);
         assert_eq!(decode(&bomb, Some("gzip"), 64 * 1024), Err("too_large"));

@@ -7,6 +7,7 @@ use payedge_filters::tenant::Tenant;
 use payedge_upstreams::TriedSet;
 
 use super::capture::Capture;
+use crate::events::TriggerHit;
 use crate::failure::Failure;
 use crate::lifecycle::InFlight;
 
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     /// Triggers whose method and path match this request (bit i: trigger i).
     pub trigger_candidates: u64,
     pub capture: Option<Capture>,
+    /// A complete captured body, turned into events once the client has the response.
+    pub captured: Option<TriggerHit>,
     pub _in_flight: InFlight,
 }
 
@@ -59,6 +62,7 @@ impl RequestCtx {
             failure: None,
             trigger_candidates: 0,
             capture: None,
+            captured: None,
             _in_flight: in_flight,
         }
     }

@@ -12,7 +12,8 @@
 //!           discarded and retried elsewhere
 //!        ─► response_filter: credentials stripped, request id returned; a response a trigger
 //!           matches starts a capped copy of its body
-//!        ─► response_body_filter: the copy grows; at the end it goes to the event pipeline
+//!        ─► response_body_filter: the copy grows until the end of the body
+//!        ─► logging: the copy becomes events (the client has its response by now)
 //!        ─► error_while_proxy: outcome recorded; retried only if idempotent
 //!        ─► fail_to_proxy: JSON error naming the provider
 //!        ─► logging: one JSON line, metrics
@@ -332,7 +333,7 @@ impl ProxyHttp for Gateway {
             if end_of_stream {
                 if let (Some(capture), Some(tenant)) = (ctx.capture.take(), ctx.tenant.as_ref()) {
                     let provider = self.provider_name(ctx).map(str::to_owned);
-                    self.sink.submit(capture.finish(
+                    ctx.captured = Some(capture.finish(
                         Arc::clone(&tenant.name),
                         ctx.request_id.clone(),
                         provider,
@@ -400,6 +401,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(hit) = ctx.captured.take() {
+            self.sink.process(&hit);
+        }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         if let Some(metrics) = &self.metrics {
