@@ -10,6 +10,8 @@ use http::{HeaderName, HeaderValue};
 use payedge_filters::auth::{JwtSettings, JwtVerifier};
 use payedge_filters::tenant::TenancySettings;
 use payedge_filters::triggers::TriggerRule;
+
+use crate::events::LogFormat;
 use payedge_upstreams::{Cost, PoolPolicy};
 
 #[derive(Debug)]
@@ -47,7 +49,8 @@ pub enum BusSettings {
 #[derive(Debug)]
 pub struct TriggerSettings {
     pub rule: TriggerRule,
-    pub log_message: Option<String>,
+    /// The business log line's template and property names.
+    pub log: LogFormat,
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
 use super::external::*;
 use super::runtime::*;
 use super::validate::Validator;
-use crate::events::MAX_TRIGGERS;
+use crate::events::{LogFormat, MAX_TRIGGERS};
 
 const MAX_QUEUE: usize = 1_000_000;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
@@ -155,7 +155,7 @@ impl Validator<'_> {
             match TriggerRule::new(spec) {
                 Ok(rule) if t.enabled => out.push(TriggerSettings {
                     rule,
-                    log_message: t.log_message.clone(),
+                    log: LogFormat::new(t.log_message.as_deref(), t.fields.keys().cloned()),
                 }),
                 Ok(_) => {}
                 Err(e) => self.issue(key, e.to_string()),

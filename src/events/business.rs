@@ -3,18 +3,15 @@
 
 use std::borrow::Cow;
 
+use super::log_format::LogFormat;
+use super::{Event, EventMetrics};
+use crate::config::TriggerSettings;
 use payedge_filters::triggers::FieldValue;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
-use super::{Event, EventMetrics};
-use crate::config::TriggerSettings;
 
 const FX_QUOTE_CREATED: &str = "fx.quote.created";
 const PAYMENT_PROCESSED: &str = "payment.processed";
-const DEFAULT_TEMPLATE: &str = "{EventType} for tenant {TenantId}";
 
 pub fn observe(
     event: &Event,
@@ -47,16 +44,16 @@ pub fn observe(
         }
     }
     if let Some((trigger, lines)) = log {
-        let template = trigger.log_message.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        write_line(lines, event, fields, template);
+        write_line(lines, event, fields, &trigger.log);
     }
 }
 
-/// The properties of a business log line: TenantId, the fields (first letter upper-cased),
+/// The properties of a business log line: TenantId, the fields (by their property names),
 /// CorrelationId, EventType and EventId.
 struct Properties<'a> {
     event: &'a Event,
     fields: &'a [(String, FieldValue)],
+    format: &'a LogFormat,
 }
 
 impl Properties<'_> {
@@ -66,11 +63,13 @@ impl Properties<'_> {
             "CorrelationId" => self.event.correlation_id.as_deref().map(Cow::Borrowed),
             "EventType" => Some(Cow::Borrowed(&self.event.kind)),
             "EventId" => Some(Cow::Borrowed(&self.event.id)),
-            _ => self
-                .fields
-                .iter()
-                .find(|(field, _)| pascal(field) == name)
-                .map(|(_, value)| Cow::Owned(value.as_text())),
+            _ => {
+                let field = self.format.field_of(name)?;
+                self.fields
+                    .iter()
+                    .find(|(f, _)| f == field)
+                    .map(|(_, value)| Cow::Owned(value.as_text()))
+            }
         }
     }
 }
@@ -80,12 +79,27 @@ impl Serialize for Properties<'_> {
         let mut map = serializer.serialize_map(Some(self.fields.len() + 4))?;
         map.serialize_entry("TenantId", &self.event.tenant.as_deref())?;
         for (name, value) in self.fields {
-            map.serialize_entry(&pascal(name), &value.as_text())?;
+            map.serialize_entry(self.format.property_of(name), &Text(value))?;
         }
         map.serialize_entry("CorrelationId", &self.event.correlation_id)?;
         map.serialize_entry("EventType", &self.event.kind)?;
         map.serialize_entry("EventId", &self.event.id)?;
         map.end()
+    }
+}
+
+/// A field value as log text (decimals exact), written without an intermediate string.
+struct Text<'a>(&'a FieldValue);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => {
+                serializer.serialize_str(s)
+            }
+            FieldValue::Decimal(d) => serializer.collect_str(d),
+            FieldValue::Bool(b) => serializer.collect_str(b),
+        }
     }
 }
 
@@ -100,61 +114,29 @@ struct Line<'a> {
     target: &'static str,
 }
 
-fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(String, FieldValue)], template: &str) {
-    let properties = Properties { event, fields };
-    let timestamp = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
+fn write_line(
+    out: &mut Vec<u8>,
+    event: &Event,
+    fields: &[(String, FieldValue)],
+    format: &LogFormat,
+) {
+    let properties = Properties {
+        event,
+        fields,
+        format,
+    };
+    let message = format.render(|name| properties.get(name));
     let line = Line {
-        timestamp: &timestamp,
+        timestamp: &event.time,
         level: "INFO",
-        message_template: template,
-        message: &render(template, &properties),
+        message_template: format.template(),
+        message: &message,
         properties: &properties,
         target: "payedge::business",
     };
     if serde_json::to_writer(&mut *out, &line).is_ok() {
         out.push(b'\n');
     }
-}
-
-fn pascal(name: &str) -> Cow<'_, str> {
-    match name.chars().next() {
-        Some(first) if !first.is_uppercase() => {
-            Cow::Owned(first.to_uppercase().chain(name.chars().skip(1)).collect())
-        }
-        _ => Cow::Borrowed(name),
-    }
-}
-
-/// Fills `{Property}` placeholders; unknown ones stay as written.
-fn render(template: &str, properties: &Properties<'_>) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                match properties.get(name) {
-                    Some(value) => out.push_str(&value),
-                    None => {
-                        out.push('{');
-                        out.push_str(name);
-                        out.push('}');
-                    }
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -183,7 +165,8 @@ mod tests {
         );
         let mut out = Vec::new();
         let template = "FX quote created for tenant {TenantId}: {Amount} {FromCurrency} {Nope}";
-        write_line(&mut out, &event, &fields, template);
+        let format = LogFormat::new(Some(template), fields.iter().map(|(f, _)| f.clone()));
+        write_line(&mut out, &event, &fields, &format);
         assert_eq!(out.last(), Some(&b'\n'));
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["messageTemplate"], template);

@@ -15,6 +15,8 @@ pub const SYSTEM_ALERT: &str = "system.alert";
 pub struct Event {
     pub id: String,
     pub kind: String,
+    /// RFC 3339.
+    pub time: String,
     /// `None` for system-wide events (delivered to everyone).
     pub tenant: Option<Arc<str>>,
     pub correlation_id: Option<String>,
@@ -79,6 +81,7 @@ impl Event {
         Self {
             id,
             kind: kind.to_string(),
+            time,
             tenant,
             correlation_id,
             json: Arc::from(json),

@@ -16,6 +16,7 @@
 
 mod business;
 mod envelope;
+mod log_format;
 mod metrics;
 mod pipeline;
 mod publisher;
@@ -30,6 +31,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
 pub use envelope::{Event, FieldMap, SYSTEM_ALERT};
+pub use log_format::LogFormat;
 pub use metrics::EventMetrics;
 
 use crate::config::{BusSettings, Config, TriggerSettings};
