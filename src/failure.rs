@@ -37,6 +37,14 @@ pub enum Failure {
         provider: String,
     },
     BadRequest,
+    /// A request to the hub's path that is not a WebSocket upgrade.
+    HubNeedsWebSocket,
+    /// `?id=` names no pending negotiation.
+    HubConnectionUnknown,
+    /// `?id=` names a negotiation whose WebSocket was opened already.
+    HubConnectionTaken,
+    /// The hub needs `auth` in the configuration.
+    HubDisabled,
     NotFound,
     MethodNotAllowed,
     Forbidden,
@@ -46,11 +54,15 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> u16 {
         match self {
-            Self::PathInvalid | Self::BadRequest => 400,
+            Self::PathInvalid | Self::BadRequest | Self::HubNeedsWebSocket => 400,
             Self::Tenant(r) => r.http_status(),
             Self::Unauthorized(_) => 401,
             Self::TenantMismatch | Self::Forbidden | Self::TenantNotServed => 403,
-            Self::RouteNotFound | Self::NotFound => 404,
+            Self::RouteNotFound
+            | Self::NotFound
+            | Self::HubConnectionUnknown
+            | Self::HubDisabled => 404,
+            Self::HubConnectionTaken => 409,
             Self::MethodNotAllowed => 405,
             Self::CurrencyUnsupported => 422,
             Self::NoProviderAvailable { .. } => 503,
@@ -74,6 +86,10 @@ impl Failure {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::BadRequest => "bad_request",
+            Self::HubNeedsWebSocket => "websocket_required",
+            Self::HubConnectionUnknown => "connection_unknown",
+            Self::HubConnectionTaken => "connection_taken",
+            Self::HubDisabled => "hub_disabled",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Forbidden => "forbidden",
@@ -105,6 +121,12 @@ impl Failure {
                 "the exchange with provider {provider} failed; the outcome at the provider is unknown"
             ),
             Self::BadRequest => "the request could not be read".into(),
+            Self::HubNeedsWebSocket => {
+                "the hub speaks WebSockets only: negotiate, then open a WebSocket".into()
+            }
+            Self::HubConnectionUnknown => "no negotiated connection has this id".into(),
+            Self::HubConnectionTaken => "this connection id is in use already".into(),
+            Self::HubDisabled => "the notification hub needs an auth section".into(),
             Self::NotFound => "not found".into(),
             Self::MethodNotAllowed => "method not allowed".into(),
             Self::Forbidden => "this endpoint needs an operator token".into(),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod failure;
+pub mod hub;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -11,8 +11,10 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, OperatorAuth, ReadinessProbe};
+use crate::config::BusSettings;
 use crate::config::Config;
 use crate::events::{self, EventMetrics};
+use crate::hub::{Backplane, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
 use crate::metrics::Metrics;
@@ -120,6 +122,41 @@ pub fn serve(
         .analytics
         .metrics_enabled()
         .then(|| config.analytics.metrics_path.clone());
+    let hub = match &config.auth {
+        Some(auth) => {
+            let hub_metrics = if config.analytics.metrics_enabled() {
+                Some(Arc::new(HubMetrics::register()?))
+            } else {
+                None
+            };
+            let hub_auth = HubAuth::new(
+                Arc::clone(&auth.verifier),
+                payedge_filters::tenant::TenantResolver::new(&config.tenancy),
+                auth.admin_role.clone(),
+            );
+            Some(Arc::new(Hub::new(
+                config.notifications.hub.clone(),
+                hub_auth,
+                hub_metrics,
+                lifecycle,
+            )))
+        }
+        None => {
+            tracing::warn!("no auth section: the notification hub refuses every connection");
+            None
+        }
+    };
+    let redis_bus = match &config.notifications.bus {
+        BusSettings::Redis {
+            url,
+            channel_prefix,
+        } => Some((url.clone(), channel_prefix.clone())),
+        BusSettings::InMemory => None,
+    };
+    let hub_feed = hub.as_ref().map(|hub| HubFeed {
+        hub: Arc::clone(hub),
+        backplane: std::sync::Mutex::new(Some(Backplane::for_bus(&sink, redis_bus))),
+    });
     let mut admin = Service::new(
         "payedge-admin".to_string(),
         AdminApp {
@@ -128,6 +165,8 @@ pub fn serve(
             pools: Arc::clone(&pools),
             operators: OperatorAuth::from_config(config.auth.as_ref()),
             sink,
+            hub,
+            hub_path: config.notifications.hub.path.clone(),
         },
     );
     admin.add_tcp(&config.server.admin_listen.to_string());
@@ -156,6 +195,11 @@ pub fn serve(
     server.add_service(readiness);
     server.add_service(health_checks);
     server.add_service(event_service);
+    if let Some(feed) = hub_feed {
+        let mut feed = background_service("hub-feed", feed);
+        feed.threads = Some(1);
+        server.add_service(feed);
+    }
 
     if let Some(longest) = config.pools.iter().map(|p| p.timeouts.total).max() {
         if longest > config.server.grace_period {

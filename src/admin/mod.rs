@@ -24,6 +24,7 @@ pub use readiness::ReadinessProbe;
 
 use crate::events::{Event, EventSink};
 use crate::failure::Failure;
+use crate::hub::{Hub, HubRequest};
 use crate::lifecycle::Lifecycle;
 use crate::providers::{Pools, providers_json};
 
@@ -39,6 +40,9 @@ pub struct AdminApp {
     /// `None` when no `auth.admin_role` is configured: the `/admin/` endpoints then refuse all.
     pub operators: Option<OperatorAuth>,
     pub sink: EventSink,
+    /// `None` without an `auth` section.
+    pub hub: Option<Arc<Hub>>,
+    pub hub_path: String,
 }
 
 impl AdminApp {
@@ -136,7 +140,10 @@ async fn write_body(session: &mut ServerSession, status: u16, body: Bytes) -> pi
     session.write_response_body(body, true).await
 }
 
-async fn write_failure(session: &mut ServerSession, failure: &Failure) -> pingora::Result<()> {
+pub(crate) async fn write_failure(
+    session: &mut ServerSession,
+    failure: &Failure,
+) -> pingora::Result<()> {
     let request_id = uuid::Uuid::now_v7().to_string();
     let body = failure.body(&request_id);
     let header = failure.response_header(&request_id, body.len())?;
@@ -161,7 +168,27 @@ impl HttpServerApp for AdminApp {
         }
         let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_SECONDS);
         session.set_keepalive(keepalive);
-        if let Err(e) = self.respond(&mut session).await {
+        let hub_request = match &self.hub {
+            Some(hub) => hub.classify(session.req_header()),
+            None if session.req_header().uri.path().starts_with(&self.hub_path) => {
+                let _ = write_failure(&mut session, &Failure::HubDisabled).await;
+                return None;
+            }
+            None => HubRequest::NotHub,
+        };
+        let result = match (hub_request, &self.hub) {
+            (HubRequest::Connect, Some(hub)) => {
+                // The connection is the hub's from here on; it is never reused for HTTP.
+                hub.connect(session, shutdown).await;
+                return None;
+            }
+            (HubRequest::Negotiate, Some(hub)) => match hub.negotiate(session.req_header()) {
+                Ok(body) => write_body(&mut session, 200, Bytes::from(body)).await,
+                Err(failure) => write_failure(&mut session, &failure).await,
+            },
+            _ => self.respond(&mut session).await,
+        };
+        if let Err(e) = result {
             tracing::debug!(error = %e, "admin: cannot answer");
             return None;
         }

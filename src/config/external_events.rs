@@ -20,6 +20,21 @@ pub struct NotificationsSection {
     /// The `source` of every event is `payedge/{instance}`; default: the host name.
     #[serde(default)]
     pub instance: Option<String>,
+    /// Where the notification hub listens on the admin service.
+    #[serde(default = "default_hub_path")]
+    pub hub_path: String,
+    /// Messages waiting for one hub connection; a client that lets it fill is closed.
+    #[serde(default = "default_connection_queue")]
+    pub connection_queue: usize,
+    #[serde(default = "default_keepalive_ms")]
+    pub keepalive_interval_ms: u64,
+    #[serde(default = "default_client_timeout_ms")]
+    pub client_timeout_ms: u64,
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// The largest message a hub client may send.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
 }
 
 impl Default for NotificationsSection {
@@ -30,8 +45,33 @@ impl Default for NotificationsSection {
             redis: None,
             queue_capacity: default_queue_capacity(),
             instance: None,
+            hub_path: default_hub_path(),
+            connection_queue: default_connection_queue(),
+            keepalive_interval_ms: default_keepalive_ms(),
+            client_timeout_ms: default_client_timeout_ms(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            max_message_bytes: default_max_message_bytes(),
         }
     }
+}
+
+fn default_hub_path() -> String {
+    "/hubs/notifications".into()
+}
+fn default_connection_queue() -> usize {
+    256
+}
+fn default_keepalive_ms() -> u64 {
+    15_000
+}
+fn default_client_timeout_ms() -> u64 {
+    30_000
+}
+fn default_handshake_timeout_ms() -> u64 {
+    15_000
+}
+fn default_max_message_bytes() -> usize {
+    32 * 1024
 }
 
 fn yes() -> bool {

@@ -38,6 +38,17 @@ pub struct NotificationSettings {
     pub queue_capacity: usize,
     /// CloudEvents `source`: `payedge/{instance}`.
     pub source: String,
+    pub hub: HubSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub path: String,
+    pub connection_queue: usize,
+    pub keepalive: Duration,
+    pub client_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
 //! Validation of the `notifications` and `triggers` sections.
 
+use std::time::Duration;
+
 use payedge_filters::path::check_path;
 use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
 
@@ -9,6 +11,9 @@ use super::validate::Validator;
 use crate::events::{LogFormat, MAX_TRIGGERS};
 
 const MAX_QUEUE: usize = 1_000_000;
+const MAX_CONNECTION_QUEUE: usize = 65_536;
+const MAX_HUB_TIMER_MS: u64 = 3_600_000;
+const MAX_HUB_MESSAGE: usize = 1024 * 1024;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
 
 impl Validator<'_> {
@@ -53,6 +58,57 @@ impl Validator<'_> {
             bus,
             queue_capacity: n.queue_capacity,
             source: format!("payedge/{instance}"),
+            hub: self.hub(n),
+        }
+    }
+
+    fn hub(&mut self, n: &NotificationsSection) -> HubSettings {
+        if check_path(&n.hub_path).is_err() || n.hub_path == "/" {
+            self.issue(
+                "notifications.hub_path",
+                format!(
+                    "{:?} is not an absolute path like /hubs/notifications",
+                    n.hub_path
+                ),
+            );
+        }
+        if n.connection_queue == 0 || n.connection_queue > MAX_CONNECTION_QUEUE {
+            self.issue(
+                "notifications.connection_queue",
+                format!("must be between 1 and {MAX_CONNECTION_QUEUE}"),
+            );
+        }
+        for (key, ms) in [
+            ("keepalive_interval_ms", n.keepalive_interval_ms),
+            ("client_timeout_ms", n.client_timeout_ms),
+            ("handshake_timeout_ms", n.handshake_timeout_ms),
+        ] {
+            if ms == 0 || ms > MAX_HUB_TIMER_MS {
+                self.issue(
+                    format!("notifications.{key}"),
+                    format!("must be between 1 and {MAX_HUB_TIMER_MS}"),
+                );
+            }
+        }
+        if n.client_timeout_ms <= n.keepalive_interval_ms {
+            self.issue(
+                "notifications.client_timeout_ms",
+                "must be longer than keepalive_interval_ms, or healthy clients time out",
+            );
+        }
+        if n.max_message_bytes < 1024 || n.max_message_bytes > MAX_HUB_MESSAGE {
+            self.issue(
+                "notifications.max_message_bytes",
+                format!("must be between 1024 and {MAX_HUB_MESSAGE}"),
+            );
+        }
+        HubSettings {
+            path: n.hub_path.clone(),
+            connection_queue: n.connection_queue,
+            keepalive: Duration::from_millis(n.keepalive_interval_ms),
+            client_timeout: Duration::from_millis(n.client_timeout_ms),
+            handshake_timeout: Duration::from_millis(n.handshake_timeout_ms),
+            max_message_bytes: n.max_message_bytes,
         }
     }
 

@@ -2,6 +2,7 @@
 //! is made and shared from then on (Redis, the hub, every subscriber get the same bytes).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use payedge_filters::triggers::FieldValue;
 use serde::Serialize;
@@ -17,6 +18,8 @@ pub struct Event {
     pub kind: String,
     /// RFC 3339.
     pub time: String,
+    /// The same instant, for measuring how long delivery took.
+    pub created: SystemTime,
     /// `None` for system-wide events (delivered to everyone).
     pub tenant: Option<Arc<str>>,
     pub correlation_id: Option<String>,
@@ -63,7 +66,8 @@ impl Event {
         data: &impl Serialize,
     ) -> Self {
         let id = uuid::Uuid::now_v7().to_string();
-        let time = OffsetDateTime::now_utc()
+        let created = SystemTime::now();
+        let time = OffsetDateTime::from(created)
             .format(&Rfc3339)
             .unwrap_or_default();
         let envelope = Envelope {
@@ -82,6 +86,7 @@ impl Event {
             id,
             kind: kind.to_string(),
             time,
+            created,
             tenant,
             correlation_id,
             json: Arc::from(json),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod hub;
 pub mod mock;
 pub mod process;
 pub mod provider;

@@ -33,11 +33,19 @@ pub struct Payedge {
 impl Payedge {
     /// Starts `payedge run` with `yaml` and waits until /readyz says ready.
     pub fn start(yaml: &str, env: &[(&str, String)]) -> Self {
+        Self::start_on(yaml, env, free_addr(), free_addr())
+    }
+
+    /// Starts `payedge run` on the given addresses (to restart one in place).
+    pub fn start_on(
+        yaml: &str,
+        env: &[(&str, String)],
+        proxy: SocketAddr,
+        admin: SocketAddr,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("payedge.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let proxy = free_addr();
-        let admin = free_addr();
         let mut command = Command::new(binary());
         command.args(["run", "-c"]).arg(&path).args([
             "--listen",

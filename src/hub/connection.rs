@@ -1,0 +1,336 @@
+//! One hub connection, from the SignalR handshake to its close, in one task: it reads the
+//! client's messages and writes what the hub queued for it, pings when it has been silent, and
+//! closes on a protocol error, a silent client, an expired token, a full queue or shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::Hub;
+use super::groups::{ConnectionId, EventFrame, Member};
+use super::protocol::{self, ClientMessage, Framer};
+use super::session::Caller;
+
+type Sink = SplitSink<WebSocketStream<Stream>, Message>;
+type Source = SplitStream<WebSocketStream<Stream>>;
+
+/// Queued messages written before one flush.
+const WRITE_BATCH: usize = 64;
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+const JOIN: &str = "JoinTenantGroup";
+const SLOW: &str = "the connection fell too far behind its messages";
+const LEAVE: &str = "LeaveTenantGroup";
+
+enum End {
+    /// Say this in a Close message first.
+    Close(Option<String>, bool),
+    /// The client is gone or closed itself: nothing to say.
+    Quiet,
+}
+
+struct Connection {
+    hub: Arc<Hub>,
+    caller: Caller,
+    id: ConnectionId,
+    member: Member,
+    joined: Vec<Arc<str>>,
+    sink: Sink,
+    last_sent: Instant,
+}
+
+pub async fn serve(
+    hub: Arc<Hub>,
+    ws: WebSocketStream<Stream>,
+    caller: Caller,
+    shutdown: ShutdownWatch,
+) {
+    let (mut sink, mut source) = ws.split();
+    let mut framer = Framer::new(hub.settings.max_message_bytes);
+    let leftover = match handshake(&hub, &mut sink, &mut source, &mut framer).await {
+        Some(leftover) => leftover,
+        None => return,
+    };
+    let (tx, rx) = mpsc::channel(hub.settings.connection_queue);
+    let member = Member {
+        tx,
+        eviction: Arc::default(),
+    };
+    let id = hub.groups.connect(member.clone());
+    hub.groups.join(&caller.tenant, id, member.clone());
+    if let Some(m) = hub.metrics.as_deref() {
+        m.connected(&caller.tenant, 1);
+    }
+    let mut connection = Connection {
+        joined: vec![Arc::clone(&caller.tenant)],
+        hub: Arc::clone(&hub),
+        caller,
+        id,
+        member,
+        sink,
+        last_sent: Instant::now(),
+    };
+    let end = connection.run(source, framer, leftover, rx, shutdown).await;
+    connection.finish(end).await;
+}
+
+/// Reads the handshake, answers it; returns the messages that came after it in the same frames.
+async fn handshake(
+    hub: &Hub,
+    sink: &mut Sink,
+    source: &mut Source,
+    framer: &mut Framer,
+) -> Option<Vec<Vec<u8>>> {
+    let read = async {
+        loop {
+            let text = match source.next().await? {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Binary(_)) | Err(_) | Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+            };
+            let mut messages = framer.push(text.as_bytes()).ok()?;
+            if !messages.is_empty() {
+                let first = messages.remove(0);
+                return Some((first, messages));
+            }
+        }
+    };
+    let (first, rest) = tokio::time::timeout(hub.settings.handshake_timeout, read)
+        .await
+        .ok()
+        .flatten()?;
+    match protocol::check_handshake(&first) {
+        Ok(()) => {
+            sink.send(text(protocol::handshake_response(None)))
+                .await
+                .ok()?;
+            Some(rest)
+        }
+        Err(error) => {
+            let _ = sink
+                .send(text(protocol::handshake_response(Some(&error))))
+                .await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+            None
+        }
+    }
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        mut source: Source,
+        mut framer: Framer,
+        leftover: Vec<Vec<u8>>,
+        mut rx: mpsc::Receiver<Arc<EventFrame>>,
+        mut shutdown: ShutdownWatch,
+    ) -> End {
+        for message in leftover {
+            if let Some(end) = self.on_message(&message).await {
+                return end;
+            }
+        }
+        let settings = self.hub.settings.clone();
+        let expires = token_deadline(self.caller.expires_at);
+        let eviction = Arc::clone(&self.member.eviction);
+        let mut last_received = Instant::now();
+        loop {
+            let ping_at = self.last_sent + settings.keepalive;
+            let timeout_at = last_received + settings.client_timeout;
+            tokio::select! {
+                frame = source.next() => {
+                    last_received = Instant::now();
+                    let text = match frame {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => {
+                            return End::Close(Some("binary frames are not part of the json protocol".into()), false);
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Quiet,
+                        Some(Ok(_)) => continue,
+                    };
+                    let messages = match framer.push(text.as_bytes()) {
+                        Ok(messages) => messages,
+                        Err(e) => return End::Close(Some(e.to_string()), false),
+                    };
+                    for message in messages {
+                        if let Some(end) = self.on_message(&message).await {
+                            return end;
+                        }
+                    }
+                }
+                outgoing = rx.recv() => {
+                    let Some(first) = outgoing else { return End::Quiet };
+                    // A client that does not read blocks the write: eviction interrupts it.
+                    tokio::select! {
+                        written = self.write(first, &mut rx) => {
+                            if written.is_err() {
+                                return End::Quiet;
+                            }
+                        }
+                        _ = eviction.notify.notified() => return End::Close(Some(SLOW.into()), false),
+                    }
+                }
+                _ = tokio::time::sleep_until(ping_at.into()) => {
+                    if self.send(protocol::ping()).await.is_err() {
+                        return End::Quiet;
+                    }
+                }
+                _ = tokio::time::sleep_until(timeout_at.into()) => {
+                    return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), false);
+                }
+                _ = tokio::time::sleep_until(expires.into()) => {
+                    return End::Close(Some("the access token has expired".into()), false);
+                }
+                _ = eviction.notify.notified() => {
+                    return End::Close(Some(SLOW.into()), false);
+                }
+                _ = shutdown.changed() => {
+                    return End::Close(None, true);
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, then flushes once.
+    async fn write(
+        &mut self,
+        first: Arc<EventFrame>,
+        rx: &mut mpsc::Receiver<Arc<EventFrame>>,
+    ) -> Result<(), ()> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(frame) = next.take() {
+            if let Some(m) = self.hub.metrics.as_deref() {
+                m.delivered(
+                    SystemTime::now()
+                        .duration_since(frame.time)
+                        .unwrap_or_default(),
+                );
+            }
+            self.sink
+                .feed(Message::Text(frame.text.clone()))
+                .await
+                .map_err(|_| ())?;
+            written += 1;
+            if written < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        self.sink.flush().await.map_err(|_| ())?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    async fn send(&mut self, message: String) -> Result<(), ()> {
+        self.sink.send(text(message)).await.map_err(|_| ())?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Handles one client message; `Some` ends the connection.
+    async fn on_message(&mut self, message: &[u8]) -> Option<End> {
+        match protocol::parse(message) {
+            Err(e) => Some(End::Close(Some(format!("invalid message: {e}")), false)),
+            Ok(ClientMessage::Close) => Some(End::Quiet),
+            Ok(ClientMessage::Ping) | Ok(ClientMessage::Ignored(_)) => None,
+            Ok(ClientMessage::StreamInvocation { invocation_id }) => {
+                self.reply(
+                    invocation_id.as_deref(),
+                    Some("streaming invocations are not supported"),
+                )
+                .await
+            }
+            Ok(ClientMessage::Invocation {
+                invocation_id,
+                target,
+                arguments,
+            }) => {
+                let outcome = self.invoke(&target, &arguments);
+                self.reply(invocation_id.as_deref(), outcome.err().as_deref())
+                    .await
+            }
+        }
+    }
+
+    async fn reply(&mut self, invocation_id: Option<&str>, error: Option<&str>) -> Option<End> {
+        let id = invocation_id?;
+        self.send(protocol::completion(id, error))
+            .await
+            .err()
+            .map(|()| End::Quiet)
+    }
+
+    /// The hub's methods: join or leave a tenant's group (one's own; any with the admin role).
+    fn invoke(&mut self, target: &str, arguments: &[Value]) -> Result<(), String> {
+        let join = match target {
+            JOIN => true,
+            LEAVE => false,
+            other => return Err(format!("Unknown hub method '{other}'")),
+        };
+        let [Value::String(name)] = arguments else {
+            return Err(format!("{target} takes one argument: a tenant id"));
+        };
+        let allowed = self.caller.admin || name.eq_ignore_ascii_case(&self.caller.tenant);
+        let tenant = self.hub.auth.tenant(name).filter(|_| allowed);
+        let Some(tenant) = tenant else {
+            if let Some(m) = self.hub.metrics.as_deref() {
+                m.unauthorized();
+            }
+            return Err(format!(
+                "not allowed to {} the group of tenant '{name}'",
+                if join { "join" } else { "leave" }
+            ));
+        };
+        if join {
+            if !self.joined.contains(&tenant) {
+                self.hub.groups.join(&tenant, self.id, self.member.clone());
+                self.joined.push(tenant);
+            }
+        } else if let Some(i) = self.joined.iter().position(|t| *t == tenant) {
+            self.hub.groups.leave(&tenant, self.id);
+            self.joined.remove(i);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, end: End) {
+        for tenant in &self.joined {
+            self.hub.groups.leave(tenant, self.id);
+        }
+        self.hub.groups.disconnect(self.id);
+        if let Some(m) = self.hub.metrics.as_deref() {
+            m.connected(&self.caller.tenant, -1);
+        }
+        if let End::Close(error, allow_reconnect) = end {
+            let close = protocol::close(error.as_deref(), allow_reconnect);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = self.sink.send(text(close)).await;
+                let _ = self.sink.close().await;
+            })
+            .await;
+        }
+    }
+}
+
+/// When a token that expires at `exp` (seconds since the epoch) is over, as an `Instant`.
+fn token_deadline(exp: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let left = exp.saturating_sub(now);
+    // A far-future deadline (tokens without `exp` are refused earlier anyway).
+    Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
+}

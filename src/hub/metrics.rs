@@ -1,0 +1,84 @@
+//! The notification hub's metrics.
+
+use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts};
+
+const DELIVERY_BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+pub struct HubMetrics {
+    connections: IntGaugeVec,
+    sent: IntCounter,
+    delivery: Histogram,
+    slow: IntCounter,
+    unauthorized: IntCounter,
+}
+
+impl HubMetrics {
+    pub fn register() -> prometheus::Result<Self> {
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "payedge_hub_connections",
+                "Open hub connections, by tenant.",
+            ),
+            &["tenant"],
+        )?;
+        let sent = IntCounter::new(
+            "payedge_hub_messages_sent_total",
+            "Event messages written to hub connections.",
+        )?;
+        let delivery = Histogram::with_opts(
+            HistogramOpts::new(
+                "payedge_hub_delivery_seconds",
+                "From an event's time to its message written to a hub connection.",
+            )
+            .buckets(DELIVERY_BUCKETS.to_vec()),
+        )?;
+        let slow = IntCounter::new(
+            "payedge_hub_slow_consumers_total",
+            "Hub connections closed because they did not read their messages.",
+        )?;
+        let unauthorized = IntCounter::new(
+            "payedge_hub_unauthorized_total",
+            "Hub requests refused: a bad token, or a group of another tenant.",
+        )?;
+        let registry = prometheus::default_registry();
+        let collectors: [Box<dyn Collector>; 5] = [
+            Box::new(connections.clone()),
+            Box::new(sent.clone()),
+            Box::new(delivery.clone()),
+            Box::new(slow.clone()),
+            Box::new(unauthorized.clone()),
+        ];
+        for c in collectors {
+            registry.register(c)?;
+        }
+        Ok(Self {
+            connections,
+            sent,
+            delivery,
+            slow,
+            unauthorized,
+        })
+    }
+
+    pub fn connected(&self, tenant: &str, delta: i64) {
+        self.connections.with_label_values(&[tenant]).add(delta);
+    }
+
+    pub fn delivered(&self, latency: Duration) {
+        self.sent.inc();
+        self.delivery.observe(latency.as_secs_f64());
+    }
+
+    pub fn slow_consumer(&self) {
+        self.slow.inc();
+    }
+
+    pub fn unauthorized(&self) {
+        self.unauthorized.inc();
+    }
+}

@@ -1,0 +1,203 @@
+//! The notification hub: a SignalR-compatible WebSocket service on the admin listener.
+//!
+//! ```text
+//! POST {hub}/negotiate ─► a one-time connection token           (negotiate.rs)
+//! GET  {hub}?id=… (or none, skipNegotiation) ─► 101 ─► WebSocket   (this file)
+//!    handshake, then the connection joins tenant::{tenant of its token} (connection.rs)
+//! events: the in-memory bus, or Redis channels of the tenants with members here (backplane.rs)
+//!    ─► one message per event ─► each member's bounded queue (groups.rs) ─► its socket
+//! ```
+
+mod backplane;
+mod connection;
+mod groups;
+mod metrics;
+mod negotiate;
+pub mod protocol;
+mod session;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderValue, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+pub use crate::config::HubSettings;
+use crate::failure::Failure;
+use crate::lifecycle::Lifecycle;
+pub use backplane::{Backplane, HubFeed};
+use groups::{EventFrame, Groups};
+pub use metrics::HubMetrics;
+use negotiate::{Claim, Negotiations};
+pub use session::HubAuth;
+
+/// Bytes tungstenite reads at a time; small, because every idle connection holds its buffer.
+const READ_BUFFER: usize = 4 * 1024;
+
+pub struct Hub {
+    settings: HubSettings,
+    auth: HubAuth,
+    groups: Groups,
+    negotiations: Negotiations,
+    metrics: Option<Arc<HubMetrics>>,
+    lifecycle: &'static Lifecycle,
+}
+
+/// What the admin service does with a request under the hub's path.
+pub enum HubRequest {
+    Negotiate,
+    Connect,
+    NotHub,
+}
+
+impl Hub {
+    pub fn new(
+        settings: HubSettings,
+        auth: HubAuth,
+        metrics: Option<Arc<HubMetrics>>,
+        lifecycle: &'static Lifecycle,
+    ) -> Self {
+        Self {
+            settings,
+            auth,
+            groups: Groups::default(),
+            negotiations: Negotiations::default(),
+            metrics,
+            lifecycle,
+        }
+    }
+
+    pub fn classify(&self, req: &RequestHeader) -> HubRequest {
+        let path = req.uri.path().trim_end_matches('/');
+        let hub = self.settings.path.trim_end_matches('/');
+        match path.strip_prefix(hub) {
+            Some("") => HubRequest::Connect,
+            Some("/negotiate") => HubRequest::Negotiate,
+            _ => HubRequest::NotHub,
+        }
+    }
+
+    /// `POST {hub}/negotiate?negotiateVersion=1`: the JSON answer, or why not.
+    pub fn negotiate(&self, req: &RequestHeader) -> Result<String, Failure> {
+        if req.method != Method::POST {
+            return Err(Failure::MethodNotAllowed);
+        }
+        let caller = self.authenticate(req)?;
+        let version = session::query_param(req, "negotiateVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.negotiations
+            .create(caller, version)
+            .ok_or(Failure::NoProviderAvailable {
+                retry_after_seconds: 1,
+            })
+    }
+
+    fn authenticate(&self, req: &RequestHeader) -> Result<session::Caller, Failure> {
+        self.auth.authenticate(req).inspect_err(|_| {
+            if let Some(m) = self.metrics.as_deref() {
+                m.unauthorized();
+            }
+        })
+    }
+
+    /// `GET {hub}` with a WebSocket upgrade: checks everything before the 101, then serves the
+    /// connection until it ends. Errors are answered before any upgrade.
+    pub async fn connect(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) {
+        let checked = self.check_upgrade(session.req_header());
+        let (caller, accept) = match checked {
+            Ok(ok) => ok,
+            Err(failure) => {
+                let _ = crate::admin::write_failure(&mut session, &failure).await;
+                let _ = session.finish().await;
+                return;
+            }
+        };
+        let Ok(mut header) = ResponseHeader::build(101, Some(4)) else {
+            return;
+        };
+        let upgraded = header
+            .insert_header(http::header::UPGRADE, "websocket")
+            .is_ok()
+            && header
+                .insert_header(http::header::CONNECTION, "Upgrade")
+                .is_ok()
+            && header
+                .insert_header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
+                .is_ok();
+        if !upgraded
+            || session
+                .write_response_header(Box::new(header))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let ServerSession::H1(h1) = session else {
+            return;
+        };
+        let mut stream = h1.into_inner();
+        if stream.flush().await.is_err() {
+            return;
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.settings.max_message_bytes))
+            .max_frame_size(Some(self.settings.max_message_bytes));
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+        let _in_flight = self.lifecycle.request_started();
+        connection::serve(Arc::clone(self), ws, caller, shutdown.clone()).await;
+    }
+
+    fn check_upgrade(
+        &self,
+        req: &RequestHeader,
+    ) -> Result<(session::Caller, HeaderValue), Failure> {
+        let header = |name| {
+            req.headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let is_websocket = req.method == Method::GET
+            && header(http::header::UPGRADE).eq_ignore_ascii_case("websocket")
+            && header(http::header::CONNECTION)
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            && header(http::header::SEC_WEBSOCKET_VERSION) == "13";
+        let key = req.headers.get(http::header::SEC_WEBSOCKET_KEY);
+        let (true, Some(key)) = (is_websocket, key) else {
+            return Err(Failure::HubNeedsWebSocket);
+        };
+        let caller = self.authenticate(req)?;
+        if let Some(token) = session::query_param(req, "id") {
+            self.negotiations
+                .claim(&token, &caller)
+                .map_err(|claim| match claim {
+                    Claim::Unknown => Failure::HubConnectionUnknown,
+                    Claim::AlreadyUsed => Failure::HubConnectionTaken,
+                    Claim::NotYours => Failure::TenantMismatch,
+                })?;
+        }
+        let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .map_err(|_| Failure::BadRequest)?;
+        Ok((caller, accept))
+    }
+
+    /// Delivers one event to the connections of its tenant (everyone's when `tenant` is `None`).
+    pub fn deliver(&self, kind: &str, tenant: Option<&str>, envelope_json: &str, time: SystemTime) {
+        let frame = Arc::new(EventFrame {
+            text: Utf8Bytes::from(protocol::event_invocation(kind, envelope_json)),
+            time,
+        });
+        self.groups.deliver(tenant, &frame, self.metrics.as_deref());
+    }
+}

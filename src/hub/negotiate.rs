@@ -1,0 +1,137 @@
+//! `POST {hub}/negotiate`: a connection id and a one-time connection token for the WebSocket
+//! that follows (`{hub}?id=<token>`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::session::Caller;
+
+/// How long a negotiated connection waits for its WebSocket.
+const PENDING_TTL: Duration = Duration::from_secs(30);
+/// Pending negotiations kept at most (negotiating is cheap; this bounds the memory it costs).
+const MAX_PENDING: usize = 100_000;
+
+struct Pending {
+    connection_id: String,
+    caller: Caller,
+    created: Instant,
+    used: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Unknown,
+    AlreadyUsed,
+    /// The token was negotiated by another caller.
+    NotYours,
+}
+
+#[derive(Default)]
+pub struct Negotiations {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Negotiations {
+    /// Registers a negotiation; returns the JSON answer for negotiate version `version` (0 or
+    /// 1: version 0 clients use the connection id as the token).
+    pub fn create(&self, caller: Caller, version: u32) -> Option<String> {
+        let connection_id = uuid::Uuid::new_v4().simple().to_string();
+        let token = if version >= 1 {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            connection_id.clone()
+        };
+        let now = Instant::now();
+        let mut pending = self.pending.lock().ok()?;
+        pending.retain(|_, p| now.duration_since(p.created) < PENDING_TTL);
+        if pending.len() >= MAX_PENDING {
+            return None;
+        }
+        pending.insert(
+            token.clone(),
+            Pending {
+                connection_id: connection_id.clone(),
+                caller,
+                created: now,
+                used: false,
+            },
+        );
+        let transports = json!([{ "transport": "WebSockets", "transferFormats": ["Text"] }]);
+        let body = if version >= 1 {
+            json!({
+                "negotiateVersion": 1,
+                "connectionId": connection_id,
+                "connectionToken": token,
+                "availableTransports": transports,
+            })
+        } else {
+            json!({
+                "negotiateVersion": 0,
+                "connectionId": connection_id,
+                "availableTransports": transports,
+            })
+        };
+        Some(body.to_string())
+    }
+
+    /// Takes the negotiation of `token` for `caller`, once; returns its connection id.
+    pub fn claim(&self, token: &str, caller: &Caller) -> Result<String, Claim> {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().map_err(|_| Claim::Unknown)?;
+        let entry = pending
+            .get_mut(token)
+            .filter(|p| now.duration_since(p.created) < PENDING_TTL)
+            .ok_or(Claim::Unknown)?;
+        if entry.used {
+            return Err(Claim::AlreadyUsed);
+        }
+        if !entry.caller.same_identity(caller) {
+            return Err(Claim::NotYours);
+        }
+        entry.used = true;
+        Ok(entry.connection_id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(tenant: &str) -> Caller {
+        Caller::for_tests(tenant)
+    }
+
+    #[test]
+    fn a_token_is_claimed_once_by_whoever_negotiated_it() {
+        let n = Negotiations::default();
+        let answer: serde_json::Value =
+            serde_json::from_str(&n.create(caller("blue"), 1).unwrap()).unwrap();
+        assert_eq!(answer["negotiateVersion"], 1);
+        assert_eq!(answer["availableTransports"][0]["transport"], "WebSockets");
+        let token = answer["connectionToken"].as_str().unwrap();
+        assert_ne!(token, answer["connectionId"].as_str().unwrap());
+        assert_eq!(n.claim(token, &caller("green")), Err(Claim::NotYours));
+        assert_eq!(
+            n.claim(token, &caller("blue")).unwrap(),
+            answer["connectionId"].as_str().unwrap()
+        );
+        assert_eq!(n.claim(token, &caller("blue")), Err(Claim::AlreadyUsed));
+        assert_eq!(n.claim("nope", &caller("blue")), Err(Claim::Unknown));
+    }
+
+    #[test]
+    fn version_0_clients_use_the_connection_id() {
+        let n = Negotiations::default();
+        let answer: serde_json::Value =
+            serde_json::from_str(&n.create(caller("blue"), 0).unwrap()).unwrap();
+        assert_eq!(answer["negotiateVersion"], 0);
+        assert!(answer.get("connectionToken").is_none());
+        assert!(
+            n.claim(answer["connectionId"].as_str().unwrap(), &caller("blue"))
+                .is_ok()
+        );
+    }
+}

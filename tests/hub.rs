@@ -1,0 +1,372 @@
+//! The notification hub with the official SignalR client (`@microsoft/signalr` in Node): connect,
+//! receive the events of one's tenant, groups, reconnects, several instances on one Redis, and
+//! the transport's refusals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::hub::{NodeClient, hub_url};
+use common::redis::RedisServer;
+use common::*;
+use serde_json::{Value, json};
+
+fn fx_provider() -> MockUpstream {
+    MockUpstream::with("fx", |req| MockResponse {
+        status: 201,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: format!(
+            r#"{{"id":"fxq_{}","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892"}}"#,
+            req.header("x-request-id").unwrap_or("none")
+        )
+        .into_bytes(),
+        delay: Duration::ZERO,
+    })
+}
+
+const TRIGGERS: &str = r#"triggers:
+  - name: fx-quote-created
+    event: fx.quote.created
+    match: { method: POST, path: /api/fx/quote, status: [201] }
+    fields: { quoteId: /id, amount: /amount }
+"#;
+
+fn hub_config(fx: &MockUpstream, extra: &str) -> String {
+    config_for(&[("fx".into(), fx.addr)], "") + TRIGGERS + extra
+}
+
+fn quote(gw: &Payedge, tenant: &str, id: &str) {
+    let resp = request(
+        gw.proxy,
+        "POST",
+        "/api/fx/quote",
+        &[
+            ("X-Tenant", tenant),
+            ("Authorization", &bearer(tenant)),
+            ("X-Request-Id", id),
+        ],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 201);
+}
+
+fn admin_token() -> String {
+    let mut c = claims("blue");
+    c["roles"] = json!(["admin"]);
+    sign(&c)
+}
+
+#[test]
+fn a_client_that_negotiates_receives_its_tenants_quotes() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let client = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    quote(&gw, "blue", "blue-1");
+    let events = client.wait_messages(1);
+    let event = &events[0];
+    assert_eq!(event["type"], "fx.quote.created");
+    assert_eq!(event["tenant"], "blue");
+    assert_eq!(event["correlationid"], "blue-1");
+    assert_eq!(event["data"]["amount"], "1000.10");
+    let connected = client
+        .lines()
+        .into_iter()
+        .find(|l| l["event"] == "connected")
+        .unwrap();
+    assert!(
+        connected["connectionId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    let metrics = gw.metrics();
+    assert!(
+        metrics.contains(r#"payedge_hub_connections{tenant="blue"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payedge_hub_messages_sent_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payedge_hub_delivery_seconds_count 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_client_that_skips_negotiation_receives_its_tenants_quotes() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let client = NodeClient::connected(gw.admin, &token("green"), &["--skip-negotiation"]);
+    quote(&gw, "green", "green-1");
+    assert_eq!(client.wait_messages(1)[0]["correlationid"], "green-1");
+}
+
+#[test]
+fn joining_another_tenants_group_is_refused_and_counted() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let mut client = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    let own = client.invoke("join", "JoinTenantGroup", "blue");
+    assert_eq!(own["ok"], true, "{own}");
+    let other = client.invoke("join", "JoinTenantGroup", "green");
+    assert_eq!(other["ok"], false, "{other}");
+    assert!(
+        other["error"].as_str().unwrap().contains("not allowed"),
+        "{other}"
+    );
+    let unknown = client.invoke("invoke DropTables", "DropTables", "x");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown hub method"),
+        "{unknown}"
+    );
+    assert!(gw.metrics().contains("payedge_hub_unauthorized_total 1"));
+    // The refusal changed nothing: green's quotes still do not reach this client.
+    quote(&gw, "green", "green-1");
+    quote(&gw, "blue", "blue-1");
+    let messages = client.wait_messages(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let ids: Vec<Value> = client
+        .messages()
+        .iter()
+        .map(|m| m["correlationid"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("blue-1")], "{messages:?}");
+    let left = client.invoke("leave", "LeaveTenantGroup", "blue");
+    assert_eq!(left["ok"], true);
+    quote(&gw, "blue", "blue-2");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        client.messages().len(),
+        1,
+        "left the group: no more blue events"
+    );
+}
+
+#[test]
+fn an_admin_may_join_any_tenant() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let mut admin = NodeClient::connected(gw.admin, &admin_token(), &[]);
+    assert_eq!(admin.invoke("join", "JoinTenantGroup", "green")["ok"], true);
+    quote(&gw, "green", "green-1");
+    assert_eq!(admin.wait_messages(1)[0]["tenant"], "green");
+}
+
+#[test]
+fn tenants_receive_exactly_their_own_events_in_order() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let blues: Vec<NodeClient> = (0..3)
+        .map(|_| NodeClient::connected(gw.admin, &token("blue"), &[]))
+        .collect();
+    let greens: Vec<NodeClient> = (0..3)
+        .map(|_| NodeClient::connected(gw.admin, &token("green"), &["--skip-negotiation"]))
+        .collect();
+    let mut sent_blue = Vec::new();
+    let mut sent_green = Vec::new();
+    for i in 0..40 {
+        let (tenant, sent) = if i % 3 == 0 {
+            ("green", &mut sent_green)
+        } else {
+            ("blue", &mut sent_blue)
+        };
+        let id = format!("{tenant}-{i}");
+        quote(&gw, tenant, &id);
+        sent.push(id);
+    }
+    for (clients, sent) in [(&blues, &sent_blue), (&greens, &sent_green)] {
+        for client in clients {
+            let got: Vec<String> = client
+                .wait_messages(sent.len())
+                .iter()
+                .map(|m| m["correlationid"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(&got, sent);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for client in blues.iter().chain(&greens) {
+        let tenants: std::collections::HashSet<String> = client
+            .messages()
+            .iter()
+            .map(|m| m["tenant"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(tenants.len(), 1, "a client saw another tenant's events");
+    }
+}
+
+#[test]
+fn clients_reconnect_by_themselves_after_payedge_restarts() {
+    let fx = fx_provider();
+    let yaml = hub_config(&fx, "");
+    let mut gw = Payedge::start(&yaml, &env());
+    let (proxy, admin) = (gw.proxy, gw.admin);
+    let client = NodeClient::connected(admin, &token("blue"), &["--reconnect"]);
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    client.wait_for("reconnecting", |l| l["event"] == "reconnecting");
+    let gw = Payedge::start_on(&yaml, &env(), proxy, admin);
+    client.wait_for_within("reconnected", Duration::from_secs(15), |l| {
+        l["event"] == "reconnected"
+    });
+    quote(&gw, "blue", "after-restart");
+    let messages = client.wait_messages(1);
+    assert_eq!(messages.last().unwrap()["correlationid"], "after-restart");
+}
+
+#[test]
+fn two_instances_on_one_redis_form_one_hub() {
+    let redis = RedisServer::start();
+    let fx = fx_provider();
+    let bus = format!(
+        "notifications:\n  provider: redis\n  redis:\n    url: {}\n",
+        redis.url()
+    );
+    let yaml = hub_config(&fx, &bus);
+    let a = Payedge::start(&yaml, &env());
+    let b = Payedge::start(&yaml, &env());
+    let on_b = NodeClient::connected(b.admin, &token("blue"), &[]);
+    let green_on_b = NodeClient::connected(b.admin, &token("green"), &[]);
+    // Give B's backplane a moment to subscribe to the tenants that now have members there.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        quote(&a, "blue", "through-a");
+        if on_b
+            .messages()
+            .iter()
+            .any(|m| m["correlationid"] == "through-a")
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = on_b.wait_messages(1);
+    assert_eq!(got[0]["correlationid"], "through-a");
+    assert_eq!(got[0]["tenant"], "blue");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(green_on_b.messages().is_empty(), "green saw blue's event");
+}
+
+#[test]
+fn an_expired_token_closes_the_connection_with_an_error() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let mut c = claims("blue");
+    c["exp"] = json!(now() + 2);
+    let client = NodeClient::connected(gw.admin, &sign(&c), &["--skip-negotiation"]);
+    let closed = client.wait_for_within("closed", Duration::from_secs(10), |l| {
+        l["event"] == "closed"
+    });
+    assert!(
+        closed["error"].as_str().unwrap_or("").contains("expired"),
+        "{closed}"
+    );
+}
+
+#[test]
+fn the_transport_refuses_before_upgrading() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let auth = bearer("blue");
+    let upgrade = |path: &str, auth: Option<&str>| {
+        let mut headers = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        request(gw.admin, "GET", path, &headers, b"").unwrap()
+    };
+    let no_token = upgrade("/hubs/notifications", None);
+    assert_eq!(
+        (no_token.status, error_of(&no_token)["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    let bad_token = upgrade("/hubs/notifications?access_token=nope", None);
+    assert_eq!(bad_token.status, 401);
+    let unknown = upgrade("/hubs/notifications?id=nobody", Some(&auth));
+    assert_eq!(
+        (unknown.status, error_of(&unknown)["code"].clone()),
+        (404, json!("connection_unknown"))
+    );
+    let plain = get(gw.admin, "/hubs/notifications", &[("Authorization", &auth)]);
+    assert_eq!(
+        (plain.status, error_of(&plain)["code"].clone()),
+        (400, json!("websocket_required"))
+    );
+
+    let negotiated = request(
+        gw.admin,
+        "POST",
+        "/hubs/notifications/negotiate?negotiateVersion=1",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(negotiated.status, 200);
+    let token = negotiated.json()["connectionToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/hubs/notifications?id={token}");
+    let accepted = upgrade(&path, Some(&auth));
+    assert_eq!(accepted.status, 101);
+    assert_eq!(
+        accepted.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    let again = upgrade(&path, Some(&auth));
+    assert_eq!(
+        (again.status, error_of(&again)["code"].clone()),
+        (409, json!("connection_taken"))
+    );
+    let stolen_token = request(
+        gw.admin,
+        "POST",
+        "/hubs/notifications/negotiate?negotiateVersion=1",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap()
+    .json()["connectionToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let thief = upgrade(
+        &format!("/hubs/notifications?id={stolen_token}"),
+        Some(&bearer("green")),
+    );
+    assert_eq!(
+        thief.status, 403,
+        "another caller cannot use a negotiated connection"
+    );
+    let via_query = format!("/hubs/notifications?access_token={}", token_for_query());
+    assert_eq!(
+        upgrade(&via_query, None).status,
+        101,
+        "browsers send the token in the query"
+    );
+    let negotiate_unauthorized =
+        request(gw.admin, "POST", "/hubs/notifications/negotiate", &[], b"").unwrap();
+    assert_eq!(negotiate_unauthorized.status, 401);
+    assert!(
+        !gw.raw_stdout().contains(&token_for_query()),
+        "a token reached the logs"
+    );
+    let _ = hub_url(gw.admin);
+}
+
+fn token_for_query() -> String {
+    let mut c = claims("blue");
+    c["sub"] = json!("browser-user");
+    sign(&c)
+}

@@ -1,0 +1,236 @@
+//! The hub at the WebSocket level, with a raw client: protocol errors, the graceful stop, and a
+//! client that stops reading.
+
+mod common;
+
+use std::time::Duration;
+
+use common::hub::NodeClient;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+const RS: char = '\u{1e}';
+
+async fn open(gw: &Payedge, token: &str) -> Ws {
+    let mut request = format!("ws://{}/hubs/notifications", gw.admin)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade failed")
+        .0
+}
+
+async fn handshake(ws: &mut Ws) {
+    ws.send(Message::text(format!(
+        r#"{{"protocol":"json","version":1}}{RS}"#
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next_text(ws).await, format!("{{}}{RS}"));
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no text frame: {other:?}"),
+        }
+    }
+}
+
+/// The messages of the next text frames until one holds a message of `kind`.
+async fn next_of_type(ws: &mut Ws, kind: u64) -> Value {
+    loop {
+        for message in next_text(ws).await.split(RS).filter(|m| !m.is_empty()) {
+            let value: Value = serde_json::from_str(message).unwrap();
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_handshake_is_answered_with_an_error_then_closed() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    ws.send(Message::text(format!(
+        r#"{{"protocol":"messagepack","version":1}}{RS}"#
+    )))
+    .await
+    .unwrap();
+    let answer = next_text(&mut ws).await;
+    let v: Value = serde_json::from_str(answer.trim_end_matches(RS)).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("messagepack"),
+        "{answer}"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{end:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_and_batched_frames_work_and_malformed_json_closes_with_an_error() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    // One invocation split across two frames, then two messages in one frame.
+    ws.send(Message::text(
+        r#"{"type":1,"invocationId":"1","target":"JoinTe"#,
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::text(format!(r#"nantGroup","arguments":["blue"]}}{RS}{{"type":6}}{RS}{{"type":1,"invocationId":"2","target":"Nope","arguments":[]}}{RS}"#)))
+        .await
+        .unwrap();
+    let first = next_of_type(&mut ws, 3).await;
+    assert_eq!(first, json!({"type": 3, "invocationId": "1"}));
+    let second = next_of_type(&mut ws, 3).await;
+    assert_eq!(second["invocationId"], "2");
+    assert!(
+        second["error"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown hub method")
+    );
+    // An unknown message type is ignored, as the official clients do.
+    ws.send(Message::text(format!(r#"{{"type":42}}{RS}{{"type":1,"invocationId":"3","target":"LeaveTenantGroup","arguments":["blue"]}}{RS}"#)))
+        .await
+        .unwrap();
+    assert_eq!(next_of_type(&mut ws, 3).await["invocationId"], "3");
+    ws.send(Message::text(format!("{{not json{RS}")))
+        .await
+        .unwrap();
+    let close = next_of_type(&mut ws, 7).await;
+    assert!(
+        close["error"].as_str().unwrap().contains("invalid message"),
+        "{close}"
+    );
+    assert!(close.get("allowReconnect").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_message_closes_the_connection() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    let _ = ws.send(Message::text("x".repeat(40 * 1024))).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.contains(r#""type":7"#) => {
+                    return Some(t.to_string());
+                }
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the connection stayed open");
+    if let Some(close) = end {
+        assert!(close.contains("larger"), "{close}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_tells_clients_they_may_reconnect() {
+    let upstream = MockUpstream::start("p0");
+    let mut gw = Payedge::start(&config(&[&upstream]), &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    gw.signal("TERM");
+    let close = next_of_type(&mut ws, 7).await;
+    assert_eq!(close, json!({"type": 7, "allowReconnect": true}));
+    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_closed_without_slowing_the_others() {
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream]) + "notifications:\n  connection_queue: 64\n";
+    let gw = Payedge::start(&yaml, &env());
+    let mut stalled = open(&gw, &token("blue")).await;
+    handshake(&mut stalled).await;
+    let reader = NodeClient::connected(gw.admin, &token("green"), &[]);
+    let padding = "p".repeat(14_000);
+    let admin = admin_bearer();
+    let admin_addr = gw.admin;
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut sent = 0;
+        let started = std::time::Instant::now();
+        while sent < 3000 && started.elapsed() < Duration::from_secs(20) {
+            let body = json!({"code": "load", "message": format!("alert {sent}"), "details": {"padding": padding}});
+            let resp = request(admin_addr, "POST", "/admin/alerts", &[("Authorization", &admin)], body.to_string().as_bytes()).unwrap();
+            assert_eq!(resp.status, 202);
+            sent += 1;
+            // About a thousand alerts a second: a reading client keeps up, a stalled one's socket
+            // buffers and queue fill within seconds.
+            std::thread::sleep(Duration::from_millis(1));
+            if sent % 100 == 0 && slow_consumers(&get(admin_addr, "/metrics", &[]).text()) > 0 {
+                break;
+            }
+        }
+        sent
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        slow_consumers(&gw.metrics()),
+        1,
+        "not evicted after {sent} alerts"
+    );
+    // The reader got every alert, in order, while the other one stalled.
+    let (reader, messages) = tokio::task::spawn_blocking(move || {
+        let messages = reader.wait_messages(sent);
+        let texts: Vec<String> = messages
+            .iter()
+            .map(|m| m["data"]["message"].as_str().unwrap().to_string())
+            .collect();
+        (reader, texts)
+    })
+    .await
+    .unwrap();
+    let expected: Vec<String> = (0..sent).map(|i| format!("alert {i}")).collect();
+    assert_eq!(messages, expected);
+    let metrics = gw.metrics();
+    assert!(
+        metrics.contains(r#"payedge_hub_connections{tenant="blue"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"payedge_hub_connections{tenant="green"} 1"#),
+        "{metrics}"
+    );
+    drop(reader);
+}
+
+fn slow_consumers(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("payedge_hub_slow_consumers_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

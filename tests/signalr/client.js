@@ -1,0 +1,61 @@
+// A hub client built on the official @microsoft/signalr package, driven by payedge's tests.
+//
+//   node client.js <hub url> <token> [--skip-negotiation] [--reconnect] [--query-token]
+//
+// It prints one JSON line per thing that happens (connected, message, invoked, reconnecting,
+// reconnected, closed) and takes commands on stdin, one per line:
+//   join <tenant> | leave <tenant> | invoke <method> [argument] | stop
+"use strict";
+const signalR = require("@microsoft/signalr");
+const readline = require("node:readline");
+
+const [url, token, ...flags] = process.argv.slice(2);
+const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+
+const options = { accessTokenFactory: () => token };
+if (flags.includes("--skip-negotiation")) {
+  options.skipNegotiation = true;
+  options.transport = signalR.HttpTransportType.WebSockets;
+}
+let builder = new signalR.HubConnectionBuilder()
+  .withUrl(url, options)
+  .configureLogging(signalR.LogLevel.None);
+if (flags.includes("--reconnect")) {
+  builder = builder.withAutomaticReconnect([0, 200, 500, 1000, 1000, 1000, 2000, 2000, 2000]);
+}
+const connection = builder.build();
+
+for (const type of ["fx.quote.created", "payment.processed", "rate.updated", "user.activity", "system.alert"]) {
+  connection.on(type, (envelope) => say("message", { target: type, envelope }));
+}
+connection.onreconnecting((error) => say("reconnecting", { error: error ? String(error) : null }));
+connection.onreconnected((connectionId) => say("reconnected", { connectionId }));
+connection.onclose((error) => {
+  say("closed", { error: error ? String(error.message || error) : null });
+  process.exit(0);
+});
+
+async function invoke(method, argument) {
+  try {
+    await connection.invoke(method, ...(argument === undefined ? [] : [argument]));
+    say("invoked", { method, argument, ok: true });
+  } catch (error) {
+    say("invoked", { method, argument, ok: false, error: String(error.message || error) });
+  }
+}
+
+readline.createInterface({ input: process.stdin }).on("line", async (line) => {
+  const [command, first, second] = line.trim().split(/\s+/);
+  if (command === "join") await invoke("JoinTenantGroup", first);
+  else if (command === "leave") await invoke("LeaveTenantGroup", first);
+  else if (command === "invoke") await invoke(first, second);
+  else if (command === "stop") await connection.stop();
+});
+
+connection
+  .start()
+  .then(() => say("connected", { connectionId: connection.connectionId }))
+  .catch((error) => {
+    say("failed", { error: String(error.message || error), statusCode: error.statusCode ?? null });
+    process.exit(1);
+  });
