@@ -50,6 +50,20 @@ enum Command {
         #[command(flatten)]
         listen: ListenOverrides,
     },
+    /// Print the events of a tenant as the notification hub delivers them.
+    Watch {
+        #[arg(long)]
+        tenant: String,
+        /// The hub's URL.
+        #[arg(long, default_value = "http://127.0.0.1:8081/hubs/notifications")]
+        url: String,
+        /// A token to connect with (default: one minted like `payedge token`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Configuration whose auth.jwt settings and secret mint the token (default: the demo's).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Mint a token signed with the configuration's HMAC secret (the demo's by default).
     Token {
         #[arg(long)]
@@ -114,6 +128,40 @@ pub fn main() -> ExitCode {
                     start(cfg, connectors, Some(banner))
                 }
                 Err(errors) => config_failure(&errors),
+            }
+        }
+        Command::Watch {
+            tenant,
+            url,
+            token,
+            config,
+        } => {
+            let token = match token {
+                Some(token) => Ok(token),
+                None => {
+                    let loaded = match &config {
+                        Some(path) => config::load(path),
+                        None => demo::demo_config(),
+                    };
+                    match loaded {
+                        Ok(cfg) => mint(&cfg, &tenant, &[], 24 * 3600, "watch"),
+                        Err(errors) => return config_failure(&errors),
+                    }
+                }
+            };
+            let watched = token.and_then(|token| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(crate::watch::watch(&url, &token))
+            });
+            match watched {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("payedge watch: {message}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
             }
         }
         Command::Token {
@@ -265,6 +313,9 @@ curl -s http://{proxy}/api/fx/rates -H 'X-Tenant: green' -H 'Authorization: Bear
 # Metrics, health:
 curl -s http://{admin}/metrics | grep ^payedge_
 curl -s http://{admin}/readyz
+
+# Live events of a tenant, as the notification hub pushes them (another terminal):
+cargo run --release -- watch --tenant blue --url http://{admin}/hubs/notifications
 
 # More tokens: cargo run --release -- token --tenant blue [--role admin]
 "#

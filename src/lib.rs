@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod server;
+pub mod watch;

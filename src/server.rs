@@ -4,6 +4,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::ServiceWithDependents;
@@ -21,6 +23,8 @@ use crate::metrics::Metrics;
 use crate::providers::{HealthChecks, ProviderEvents, build_pools};
 use crate::proxy::{Gateway, GatewayParts};
 
+/// Bytes the admin listener reads at a time (Pingora's default is 64 KiB).
+const ADMIN_READ_BUFFER: usize = 2 * 1024;
 /// Runtime services of the admin listener are light: one thread is plenty.
 const ADMIN_THREADS: usize = 1;
 /// After the drain, how long Pingora's runtimes get to stop.
@@ -71,6 +75,11 @@ pub fn serve(
         TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })?;
     }
 
+    // Every hub client holds a socket: take the file descriptors the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let lifecycle = Lifecycle::leak();
     let metrics = if config.analytics.metrics_enabled() {
         let tenants = payedge_filters::tenant::TenantResolver::new(&config.tenancy);
@@ -169,7 +178,12 @@ pub fn serve(
             hub_path: config.notifications.hub.path.clone(),
         },
     );
-    admin.add_tcp(&config.server.admin_listen.to_string());
+    // Every hub client keeps its socket's read buffer for its whole life: small ones.
+    admin.add_listener(
+        ListenerConfig::tcp(config.server.admin_listen.to_string()).l4_buffer(
+            L4BufferSettings::new(ADMIN_READ_BUFFER, DEFAULT_L4_WRITE_BUFFER_SIZE),
+        ),
+    );
     admin.threads = Some(ADMIN_THREADS);
 
     let mut readiness = background_service(

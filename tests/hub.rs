@@ -370,3 +370,47 @@ fn token_for_query() -> String {
     c["sub"] = json!("browser-user");
     sign(&c)
 }
+
+#[test]
+fn payedge_watch_prints_each_event_as_one_line() {
+    let fx = fx_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let mut watch = std::process::Command::new(common::process::binary())
+        .args([
+            "watch",
+            "--tenant",
+            "blue",
+            "--url",
+            &hub_url(gw.admin),
+            "--token",
+            &token("blue"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // The watcher connects in the background: quote until its first line shows up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        quote(&gw, "blue", "watched");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "payedge watch printed nothing");
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(line.contains(" fx.quote.created tenant=blue "), "{line}");
+    assert!(line.contains(r#""amount":"1000.10""#), "{line}");
+}

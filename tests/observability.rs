@@ -90,36 +90,16 @@ fn metrics_count_requests_by_tenant_route_and_class() {
         404
     );
 
-    let text = gw.metrics();
-    let has = |line: &str| text.lines().any(|l| l == line);
-    assert!(
-        has(r#"payedge_http_requests_total{route="/api",status_class="2xx",tenant="blue"} 3"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"payedge_http_requests_total{route="/api",status_class="4xx",tenant="blue"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"payedge_http_requests_total{route="none",status_class="4xx",tenant="green"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"payedge_http_request_duration_seconds_count{route="/api",tenant="blue"} 4"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"payedge_upstream_requests_total{pool="main",provider="p0",status_class="2xx"} 3"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"payedge_auth_failures_total{reason="missing"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"payedge_tenant_rejections_total{reason="unknown"} 0"#),
-        "{text}"
-    );
+    let expected = [
+        r#"payedge_http_requests_total{route="/api",status_class="2xx",tenant="blue"} 3"#,
+        r#"payedge_http_requests_total{route="/api",status_class="4xx",tenant="blue"} 1"#,
+        r#"payedge_http_requests_total{route="none",status_class="4xx",tenant="green"} 1"#,
+        r#"payedge_http_request_duration_seconds_count{route="/api",tenant="blue"} 4"#,
+        r#"payedge_upstream_requests_total{pool="main",provider="p0",status_class="2xx"} 3"#,
+        r#"payedge_auth_failures_total{reason="missing"} 1"#,
+        r#"payedge_tenant_rejections_total{reason="unknown"} 0"#,
+    ];
+    let text = gw.wait_for_metrics(|text| expected.iter().all(|e| text.lines().any(|l| l == *e)));
     assert!(text.contains("payedge_log_lines_dropped_total 0"), "{text}");
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
 }
@@ -164,6 +144,11 @@ fn request_logging_off_writes_no_request_lines_but_keeps_metrics() {
     let mut gw = Payedge::start(&yaml, &env());
     assert_eq!(call(&gw, "GET", "/api/x", b"").status, 200);
     assert_eq!(get(gw.proxy, "/api/x", &[("X-Tenant", "blue")]).status, 401);
+    gw.wait_for_metrics(|text| {
+        text.contains(
+            r#"payedge_http_requests_total{route="/api",status_class="4xx",tenant="blue"} 1"#,
+        )
+    });
     assert!(gw.metrics().contains(
         r#"payedge_http_requests_total{route="/api",status_class="2xx",tenant="blue"} 1"#
     ));

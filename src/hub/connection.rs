@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -19,8 +18,7 @@ use super::groups::{ConnectionId, EventFrame, Member};
 use super::protocol::{self, ClientMessage, Framer};
 use super::session::Caller;
 
-type Sink = SplitSink<WebSocketStream<Stream>, Message>;
-type Source = SplitStream<WebSocketStream<Stream>>;
+type Ws = WebSocketStream<Stream>;
 
 /// Queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -43,19 +41,13 @@ struct Connection {
     id: ConnectionId,
     member: Member,
     joined: Vec<Arc<str>>,
-    sink: Sink,
+    ws: Ws,
     last_sent: Instant,
 }
 
-pub async fn serve(
-    hub: Arc<Hub>,
-    ws: WebSocketStream<Stream>,
-    caller: Caller,
-    shutdown: ShutdownWatch,
-) {
-    let (mut sink, mut source) = ws.split();
+pub async fn serve(hub: Arc<Hub>, mut ws: Ws, caller: Caller, shutdown: ShutdownWatch) {
     let mut framer = Framer::new(hub.settings.max_message_bytes);
-    let leftover = match handshake(&hub, &mut sink, &mut source, &mut framer).await {
+    let leftover = match handshake(&hub, &mut ws, &mut framer).await {
         Some(leftover) => leftover,
         None => return,
     };
@@ -75,23 +67,18 @@ pub async fn serve(
         caller,
         id,
         member,
-        sink,
+        ws,
         last_sent: Instant::now(),
     };
-    let end = connection.run(source, framer, leftover, rx, shutdown).await;
+    let end = connection.run(framer, leftover, rx, shutdown).await;
     connection.finish(end).await;
 }
 
 /// Reads the handshake, answers it; returns the messages that came after it in the same frames.
-async fn handshake(
-    hub: &Hub,
-    sink: &mut Sink,
-    source: &mut Source,
-    framer: &mut Framer,
-) -> Option<Vec<Vec<u8>>> {
+async fn handshake(hub: &Hub, ws: &mut Ws, framer: &mut Framer) -> Option<Vec<Vec<u8>>> {
     let read = async {
         loop {
-            let text = match source.next().await? {
+            let text = match ws.next().await? {
                 Ok(Message::Text(text)) => text,
                 Ok(Message::Binary(_)) | Err(_) | Ok(Message::Close(_)) => return None,
                 Ok(_) => continue,
@@ -109,16 +96,16 @@ async fn handshake(
         .flatten()?;
     match protocol::check_handshake(&first) {
         Ok(()) => {
-            sink.send(text(protocol::handshake_response(None)))
+            ws.send(text(protocol::handshake_response(None)))
                 .await
                 .ok()?;
             Some(rest)
         }
         Err(error) => {
-            let _ = sink
+            let _ = ws
                 .send(text(protocol::handshake_response(Some(&error))))
                 .await;
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
             None
         }
     }
@@ -131,7 +118,6 @@ fn text(s: String) -> Message {
 impl Connection {
     async fn run(
         &mut self,
-        mut source: Source,
         mut framer: Framer,
         leftover: Vec<Vec<u8>>,
         mut rx: mpsc::Receiver<Arc<EventFrame>>,
@@ -145,12 +131,23 @@ impl Connection {
         let settings = self.hub.settings.clone();
         let expires = token_deadline(self.caller.expires_at);
         let eviction = Arc::clone(&self.member.eviction);
+        // Made once and polled again and again: a future made per loop turn costs a timer or
+        // waiter registration per message.
+        let evicted = eviction.notify.notified();
+        let stopping = shutdown.changed();
         let mut last_received = Instant::now();
+        // One timer for the three deadlines (ping, client timeout, token expiry), re-armed when it
+        // fires rather than whenever a message moves a deadline.
+        let deadline = |last_sent: Instant, last_received: Instant| {
+            (last_sent + settings.keepalive)
+                .min(last_received + settings.client_timeout)
+                .min(expires)
+        };
+        let timer = tokio::time::sleep_until(deadline(self.last_sent, last_received).into());
+        tokio::pin!(evicted, stopping, timer);
         loop {
-            let ping_at = self.last_sent + settings.keepalive;
-            let timeout_at = last_received + settings.client_timeout;
             tokio::select! {
-                frame = source.next() => {
+                frame = self.ws.next() => {
                     last_received = Instant::now();
                     let text = match frame {
                         Some(Ok(Message::Text(text))) => text,
@@ -179,24 +176,26 @@ impl Connection {
                                 return End::Quiet;
                             }
                         }
-                        _ = eviction.notify.notified() => return End::Close(Some(SLOW.into()), false),
+                        _ = &mut evicted => return End::Close(Some(SLOW.into()), false),
                     }
                 }
-                _ = tokio::time::sleep_until(ping_at.into()) => {
-                    if self.send(protocol::ping()).await.is_err() {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires {
+                        return End::Close(Some("the access token has expired".into()), false);
+                    }
+                    if now >= last_received + settings.client_timeout {
+                        return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), false);
+                    }
+                    if now >= self.last_sent + settings.keepalive && self.send(protocol::ping()).await.is_err() {
                         return End::Quiet;
                     }
+                    timer.as_mut().reset(deadline(self.last_sent, last_received).into());
                 }
-                _ = tokio::time::sleep_until(timeout_at.into()) => {
-                    return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), false);
-                }
-                _ = tokio::time::sleep_until(expires.into()) => {
-                    return End::Close(Some("the access token has expired".into()), false);
-                }
-                _ = eviction.notify.notified() => {
+                _ = &mut evicted => {
                     return End::Close(Some(SLOW.into()), false);
                 }
-                _ = shutdown.changed() => {
+                _ = &mut stopping => {
                     return End::Close(None, true);
                 }
             }
@@ -219,7 +218,7 @@ impl Connection {
                         .unwrap_or_default(),
                 );
             }
-            self.sink
+            self.ws
                 .feed(Message::Text(frame.text.clone()))
                 .await
                 .map_err(|_| ())?;
@@ -228,13 +227,13 @@ impl Connection {
                 next = rx.try_recv().ok();
             }
         }
-        self.sink.flush().await.map_err(|_| ())?;
+        self.ws.flush().await.map_err(|_| ())?;
         self.last_sent = Instant::now();
         Ok(())
     }
 
     async fn send(&mut self, message: String) -> Result<(), ()> {
-        self.sink.send(text(message)).await.map_err(|_| ())?;
+        self.ws.send(text(message)).await.map_err(|_| ())?;
         self.last_sent = Instant::now();
         Ok(())
     }
@@ -316,8 +315,8 @@ impl Connection {
         if let End::Close(error, allow_reconnect) = end {
             let close = protocol::close(error.as_deref(), allow_reconnect);
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                let _ = self.sink.send(text(close)).await;
-                let _ = self.sink.close().await;
+                let _ = self.ws.send(text(close)).await;
+                let _ = self.ws.close(None).await;
             })
             .await;
         }

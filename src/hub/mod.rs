@@ -39,7 +39,7 @@ use negotiate::{Claim, Negotiations};
 pub use session::HubAuth;
 
 /// Bytes tungstenite reads at a time; small, because every idle connection holds its buffer.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 512;
 
 pub struct Hub {
     settings: HubSettings,
@@ -153,8 +153,14 @@ impl Hub {
             .max_message_size(Some(self.settings.max_message_bytes))
             .max_frame_size(Some(self.settings.max_message_bytes));
         let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-        let _in_flight = self.lifecycle.request_started();
-        connection::serve(Arc::clone(self), ws, caller, shutdown.clone()).await;
+        let in_flight = self.lifecycle.request_started();
+        let (hub, shutdown) = (Arc::clone(self), shutdown.clone());
+        // A task of its own: the connection lives long, and should not keep the memory of the
+        // HTTP request that opened it.
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            connection::serve(hub, ws, caller, shutdown).await;
+        });
     }
 
     fn check_upgrade(

@@ -110,6 +110,10 @@ impl Payedge {
         );
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every JSON line payedge wrote to stdout so far.
     pub fn logs(&self) -> Vec<Value> {
         self.stdout
@@ -154,6 +158,20 @@ impl Payedge {
 
     pub fn metrics(&self) -> String {
         super::client::get(self.admin, "/metrics", &[]).text()
+    }
+
+    /// Polls /metrics until `predicate` holds: request counters are written in the logging
+    /// phase, just after the client has its response.
+    pub fn wait_for_metrics(&self, predicate: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.metrics();
+            if predicate(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "metrics never matched:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn signal(&self, signal: &str) {

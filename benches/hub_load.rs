@@ -1,0 +1,285 @@
+//! The notification hub under load: N WebSocket clients over T tenants (the project's own
+//! client code: tokio-tungstenite and the SignalR JSON protocol), events published to Redis at a
+//! steady rate per tenant, then a burst to everyone. Prints connections held, deliveries/s,
+//! delivery latency (p50/p99/max, from publication to the client reading it) and payedge's
+//! memory per connection.
+//!
+//!     cargo bench --bench hub_load
+//!     CONNECTIONS=10000 TENANTS=100 RATE=1000 PEAK_RATE=20 SECONDS=10 cargo bench --bench hub_load
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::redis::RedisServer;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Latencies are counted in buckets of 100 µs up to 10 s.
+const BUCKET_US: u64 = 100;
+const BUCKETS: usize = 100_000;
+
+/// What every client records.
+struct Tally {
+    delivered: AtomicU64,
+    latency_buckets: Vec<AtomicU64>,
+    open: AtomicUsize,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            delivered: AtomicU64::new(0),
+            latency_buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    fn record(&self, latency_us: u64) {
+        let bucket = ((latency_us / BUCKET_US) as usize).min(BUCKETS - 1);
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        self.delivered.store(0, Ordering::Relaxed);
+        self.latency_buckets
+            .iter()
+            .for_each(|b| b.store(0, Ordering::Relaxed));
+    }
+
+    /// (p50, p99, max) in milliseconds, to the bucket.
+    fn latencies_ms(&self) -> (f64, f64, f64) {
+        let counts: Vec<u64> = self
+            .latency_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let at = |p: f64| {
+            let target = (total as f64 * p).ceil() as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= target.max(1) {
+                    return ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0;
+                }
+            }
+            0.0
+        };
+        let max = counts
+            .iter()
+            .rposition(|c| *c > 0)
+            .map_or(0.0, |i| ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0);
+        (at(0.5), at(0.99), max)
+    }
+}
+
+async fn client(
+    admin: std::net::SocketAddr,
+    token: String,
+    tally: Arc<Tally>,
+    ready: Arc<tokio::sync::Barrier>,
+) {
+    let mut request = format!("ws://{admin}/hubs/notifications")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let connected = tokio_tungstenite::connect_async(request).await;
+    let Ok((mut ws, _)) = connected else {
+        ready.wait().await;
+        return;
+    };
+    let _ = ws
+        .send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await;
+    let _ = ws.next().await;
+    tally.open.fetch_add(1, Ordering::Relaxed);
+    ready.wait().await;
+    let mut ping = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let Some(Ok(Message::Text(text))) = frame else { break };
+                let now = now_us();
+                for message in text.split('\u{1e}') {
+                    if let Some(sent) = message.find("\"sent_us\":").and_then(|i| {
+                        let digits: String = message[i + 10..].chars().take_while(char::is_ascii_digit).collect();
+                        digits.parse::<u64>().ok()
+                    }) {
+                        tally.record(now.saturating_sub(sent));
+                        tally.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if ws.send(Message::text("{\"type\":6}\u{1e}")).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tally.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn publish(redis_url: &str, rate: u64, seconds: u64, channels: Vec<String>) -> u64 {
+    let client = ::redis::Client::open(redis_url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        let mut pipe = ::redis::pipe();
+        while sent < due {
+            let channel = &channels[(sent as usize) % channels.len()];
+            let tenant = channel.rsplit(':').next().unwrap_or("_all");
+            let envelope = format!(
+                r#"{{"specversion":"1.0","id":"{sent}","source":"payedge/bench","type":"fx.quote.created","time":"2026-11-26T00:00:00Z","tenant":"{tenant}","data":{{"amount":"1000.10","sent_us":{}}}}}"#,
+                now_us()
+            );
+            pipe.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
+            sent += 1;
+        }
+        let _: Result<(), _> = pipe.query_async(&mut con).await;
+    }
+    sent
+}
+
+async fn phase(
+    name: &str,
+    tally: &Tally,
+    redis: &str,
+    rate: u64,
+    seconds: u64,
+    channels: Vec<String>,
+    pid: u32,
+) {
+    tally.reset();
+    let started = Instant::now();
+    let published = publish(redis, rate, seconds, channels).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (p50, p99, max) = tally.latencies_ms();
+    println!(
+        "{name:<26} {:>9} {:>8} {:>12.0} {:>8.1} {:>8.1} {:>8.1} {:>10}",
+        published,
+        tally.open.load(Ordering::Relaxed),
+        tally.delivered.load(Ordering::Relaxed) as f64 / elapsed,
+        p50,
+        p99,
+        max,
+        rss_kib(pid),
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("hub_load: bench");
+        return;
+    }
+    let connections = setting("CONNECTIONS", 10_000) as usize;
+    let tenants = setting("TENANTS", 100) as usize;
+    let rate = setting("RATE", 1_000);
+    let peak_rate = setting("PEAK_RATE", 20);
+    let seconds = setting("SECONDS", 10);
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+
+    let redis = RedisServer::start();
+    let fx = MockUpstream::start("fx");
+    let names: Vec<String> = (0..tenants).map(|i| format!("t{i}")).collect();
+    let yaml = config_for(&[("fx".into(), fx.addr)], "").replace(
+        "tenants: [blue, green]",
+        &format!("tenants: [{}]", names.join(", ")),
+    ) + &format!(
+        "notifications:\n  provider: redis\n  redis:\n    url: {}\n  connection_queue: 1024\n",
+        redis.url()
+    );
+    let gw = Payedge::start(&yaml, &env());
+    let pid = gw.pid();
+    let idle_rss = rss_kib(pid);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tally = Arc::new(Tally::new());
+        let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
+        let connect_started = Instant::now();
+        let gate = Arc::new(tokio::sync::Semaphore::new(256));
+        for i in 0..connections {
+            let token = token(&names[i % tenants]);
+            let (tally, ready, gate) = (tally.clone(), ready.clone(), gate.clone());
+            let admin = gw.admin;
+            tokio::spawn(async move {
+                let permit = gate.acquire_owned().await;
+                let handle = client(admin, token, tally, ready);
+                drop(permit);
+                handle.await;
+            });
+        }
+        ready.wait().await;
+        let connected_in = connect_started.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = tally.open.load(Ordering::Relaxed);
+        let loaded_rss = rss_kib(pid);
+        println!(
+            "\nhub load: {held} of {connections} connections held over {tenants} tenants (connected in {:.1} s)",
+            connected_in.as_secs_f64()
+        );
+        println!(
+            "payedge RSS: {idle_rss} KiB idle, {loaded_rss} KiB with the connections: {:.1} KiB per connection\n",
+            (loaded_rss.saturating_sub(idle_rss)) as f64 / held.max(1) as f64
+        );
+        println!(
+            "{:<26} {:>9} {:>8} {:>12} {:>8} {:>8} {:>8} {:>10}",
+            "phase", "events", "held", "deliveries/s", "p50 ms", "p99 ms", "max ms", "RSS KiB"
+        );
+        let tenant_channels: Vec<String> = names.iter().map(|t| format!("payedge:events:{t}")).collect();
+        phase(&format!("{rate} events/s to tenants"), &tally, &redis.url(), rate, seconds, tenant_channels, pid).await;
+        phase(
+            &format!("{peak_rate} events/s to everyone"),
+            &tally,
+            &redis.url(),
+            peak_rate,
+            seconds,
+            vec!["payedge:events:_all".into()],
+            pid,
+        )
+        .await;
+    });
+}
