@@ -45,6 +45,48 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `payedge_hub_delivery_seconds` as (upper bound in ms, cumulative count) pairs.
+fn server_delivery_buckets(admin: std::net::SocketAddr) -> Vec<(f64, u64)> {
+    let text = get(admin, "/metrics", &[]).text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("payedge_hub_delivery_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse::<f64>().ok()? * 1000.0
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The smallest bucket bound that holds 99 % of what was written between `before` and `after`.
+fn server_p99_bound_ms(before: &[(f64, u64)], after: &[(f64, u64)]) -> f64 {
+    let deltas: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before.iter().map(|b| b.1).chain(std::iter::repeat(0)))
+        .map(|((le, a), b)| (*le, a.saturating_sub(b)))
+        .collect();
+    let total = deltas.last().map_or(0, |d| d.1);
+    deltas
+        .iter()
+        .find(|(_, count)| *count as f64 >= total as f64 * 0.99)
+        .map_or(f64::NAN, |d| d.0)
+}
+
+/// Pins every thread of process `pid` to `cpus` (taskset's list syntax).
+fn pin(pid: u32, cpus: &str) {
+    let pinned = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !matches!(pinned, Ok(s) if s.success()) {
+        eprintln!("taskset failed: the processes are not pinned");
+    }
+}
+
 /// Latencies are counted in buckets of 100 µs up to 10 s.
 const BUCKET_US: u64 = 100;
 const BUCKETS: usize = 100_000;
@@ -166,8 +208,11 @@ async fn publish(redis_url: &str, rate: u64, seconds: u64, channels: Vec<String>
         while sent < due {
             let channel = &channels[(sent as usize) % channels.len()];
             let tenant = channel.rsplit(':').next().unwrap_or("_all");
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
             let envelope = format!(
-                r#"{{"specversion":"1.0","id":"{sent}","source":"payedge/bench","type":"fx.quote.created","time":"2026-11-26T00:00:00Z","tenant":"{tenant}","data":{{"amount":"1000.10","sent_us":{}}}}}"#,
+                r#"{{"specversion":"1.0","id":"{sent}","source":"payedge/bench","type":"fx.quote.created","time":"{time}","tenant":"{tenant}","data":{{"amount":"1000.10","sent_us":{}}}}}"#,
                 now_us()
             );
             pipe.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
@@ -186,21 +231,25 @@ async fn phase(
     seconds: u64,
     channels: Vec<String>,
     pid: u32,
+    admin: std::net::SocketAddr,
 ) {
     tally.reset();
+    let before = server_delivery_buckets(admin);
     let started = Instant::now();
     let published = publish(redis, rate, seconds, channels).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let (p50, p99, max) = tally.latencies_ms();
+    let server_p99 = server_p99_bound_ms(&before, &server_delivery_buckets(admin));
     println!(
-        "{name:<26} {:>9} {:>8} {:>12.0} {:>8.1} {:>8.1} {:>8.1} {:>10}",
+        "{name:<26} {:>9} {:>8} {:>12.0} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>10}",
         published,
         tally.open.load(Ordering::Relaxed),
         tally.delivered.load(Ordering::Relaxed) as f64 / elapsed,
         p50,
         p99,
         max,
+        format!("<= {server_p99}"),
         rss_kib(pid),
     );
 }
@@ -229,6 +278,11 @@ fn main() {
     );
     let gw = Payedge::start(&yaml, &env());
     let pid = gw.pid();
+    // PIN=1: payedge on CPU 0, this load generator on CPU 1, so neither preempts the other.
+    if setting("PIN", 0) == 1 {
+        pin(pid, "0");
+        pin(std::process::id(), "1");
+    }
     let idle_rss = rss_kib(pid);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -266,11 +320,11 @@ fn main() {
             (loaded_rss.saturating_sub(idle_rss)) as f64 / held.max(1) as f64
         );
         println!(
-            "{:<26} {:>9} {:>8} {:>12} {:>8} {:>8} {:>8} {:>10}",
-            "phase", "events", "held", "deliveries/s", "p50 ms", "p99 ms", "max ms", "RSS KiB"
+            "{:<26} {:>9} {:>8} {:>12} {:>8} {:>8} {:>8} {:>12} {:>10}",
+            "phase", "events", "held", "deliveries/s", "p50 ms", "p99 ms", "max ms", "written p99", "RSS KiB"
         );
         let tenant_channels: Vec<String> = names.iter().map(|t| format!("payedge:events:{t}")).collect();
-        phase(&format!("{rate} events/s to tenants"), &tally, &redis.url(), rate, seconds, tenant_channels, pid).await;
+        phase(&format!("{rate} events/s to tenants"), &tally, &redis.url(), rate, seconds, tenant_channels, pid, gw.admin).await;
         phase(
             &format!("{peak_rate} events/s to everyone"),
             &tally,
@@ -279,6 +333,7 @@ fn main() {
             seconds,
             vec!["payedge:events:_all".into()],
             pid,
+            gw.admin,
         )
         .await;
     });

@@ -11,7 +11,7 @@ use pingora::server::ShutdownWatch;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Hub;
 use super::groups::{ConnectionId, EventFrame, Member};
@@ -153,6 +153,10 @@ impl Connection {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
                             return End::Close(Some("binary frames are not part of the json protocol".into()), false);
+                        }
+                        Some(Err(WsError::Capacity(_))) => {
+                            let max = settings.max_message_bytes;
+                            return End::Close(Some(format!("a message larger than {max} bytes")), false);
                         }
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Quiet,
                         Some(Ok(_)) => continue,
