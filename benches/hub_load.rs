@@ -223,16 +223,23 @@ async fn publish(redis_url: &str, rate: u64, seconds: u64, channels: Vec<String>
     sent
 }
 
-async fn phase(
-    name: &str,
-    tally: &Tally,
-    redis: &str,
-    rate: u64,
-    seconds: u64,
-    channels: Vec<String>,
+/// What a phase publishes to and measures.
+struct Rig<'a> {
+    tally: &'a Tally,
+    redis: String,
     pid: u32,
     admin: std::net::SocketAddr,
-) {
+    seconds: u64,
+}
+
+async fn phase(rig: &Rig<'_>, name: &str, rate: u64, channels: Vec<String>) {
+    let Rig {
+        tally,
+        ref redis,
+        pid,
+        admin,
+        seconds,
+    } = *rig;
     tally.reset();
     let before = server_delivery_buckets(admin);
     let started = Instant::now();
@@ -324,16 +331,13 @@ fn main() {
             "phase", "events", "held", "deliveries/s", "p50 ms", "p99 ms", "max ms", "written p99", "RSS KiB"
         );
         let tenant_channels: Vec<String> = names.iter().map(|t| format!("payedge:events:{t}")).collect();
-        phase(&format!("{rate} events/s to tenants"), &tally, &redis.url(), rate, seconds, tenant_channels, pid, gw.admin).await;
+        let rig = Rig { tally: &tally, redis: redis.url(), pid, admin: gw.admin, seconds };
+        phase(&rig, &format!("{rate} events/s to tenants"), rate, tenant_channels).await;
         phase(
+            &rig,
             &format!("{peak_rate} events/s to everyone"),
-            &tally,
-            &redis.url(),
             peak_rate,
-            seconds,
             vec!["payedge:events:_all".into()],
-            pid,
-            gw.admin,
         )
         .await;
     });
