@@ -96,4 +96,10 @@ fn demo_serves_quotes_and_payments_through_the_proxy() {
         stdout.contains(&format!("curl -s -X POST http://{proxy}/api/fx/quote")),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(&format!(
+            "watch --tenant blue --url http://{admin}/hubs/notifications"
+        )),
+        "{stdout}"
+    );
 }

@@ -159,6 +159,53 @@ fn close_has_error(frame: &str, words: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idle_client_gets_pings_and_a_silent_one_is_closed_after_the_client_timeout() {
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream])
+        + "notifications:\n  keepalive_interval_ms: 300\n  client_timeout_ms: 2000\n";
+    let gw = Payedge::start(&yaml, &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    let started = std::time::Instant::now();
+    assert_eq!(next_of_type(&mut ws, 6).await, json!({"type": 6}));
+    assert_eq!(next_of_type(&mut ws, 6).await, json!({"type": 6}));
+    // The client has said nothing since its handshake: closed once client_timeout_ms is over.
+    let close = next_of_type(&mut ws, 7).await;
+    assert!(started.elapsed() >= Duration::from_millis(1500), "{close}");
+    assert!(
+        close["error"].as_str().unwrap().contains("Server timeout"),
+        "{close}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_pings_stays_connected_past_the_client_timeout() {
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream])
+        + "notifications:\n  keepalive_interval_ms: 300\n  client_timeout_ms: 1000\n";
+    let gw = Payedge::start(&yaml, &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    let until = std::time::Instant::now() + Duration::from_millis(3000);
+    while std::time::Instant::now() < until {
+        ws.send(Message::text(format!(r#"{{"type":6}}{RS}"#)))
+            .await
+            .unwrap();
+        let ping = next_of_type(&mut ws, 6).await;
+        assert_eq!(ping, json!({"type": 6}));
+    }
+    ws.send(Message::text(format!(
+        r#"{{"type":1,"invocationId":"1","target":"JoinTenantGroup","arguments":["blue"]}}{RS}"#
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_of_type(&mut ws, 3).await,
+        json!({"type": 3, "invocationId": "1"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_tells_clients_they_may_reconnect() {
     let upstream = MockUpstream::start("p0");
     let mut gw = Payedge::start(&config(&[&upstream]), &env());
