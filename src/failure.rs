@@ -45,6 +45,8 @@ pub enum Failure {
     HubConnectionTaken,
     /// The hub needs `auth` in the configuration.
     HubDisabled,
+    /// Too many negotiations wait for their WebSocket (for the hub, or for this caller).
+    HubBusy,
     NotFound,
     MethodNotAllowed,
     Forbidden,
@@ -65,7 +67,7 @@ impl Failure {
             Self::HubConnectionTaken => 409,
             Self::MethodNotAllowed => 405,
             Self::CurrencyUnsupported => 422,
-            Self::NoProviderAvailable { .. } => 503,
+            Self::NoProviderAvailable { .. } | Self::HubBusy => 503,
             Self::UpstreamUnavailable { .. } | Self::UpstreamFailed { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
             Self::Internal => 500,
@@ -90,6 +92,7 @@ impl Failure {
             Self::HubConnectionUnknown => "connection_unknown",
             Self::HubConnectionTaken => "connection_taken",
             Self::HubDisabled => "hub_disabled",
+            Self::HubBusy => "hub_busy",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Forbidden => "forbidden",
@@ -127,6 +130,9 @@ impl Failure {
             Self::HubConnectionUnknown => "no negotiated connection has this id".into(),
             Self::HubConnectionTaken => "this connection id is in use already".into(),
             Self::HubDisabled => "the notification hub needs an auth section".into(),
+            Self::HubBusy => {
+                "too many negotiations wait for their connection; open them or retry".into()
+            }
             Self::NotFound => "not found".into(),
             Self::MethodNotAllowed => "method not allowed".into(),
             Self::Forbidden => "this endpoint needs an operator token".into(),
@@ -170,6 +176,9 @@ impl Failure {
                 retry_after_seconds,
             } => {
                 header.insert_header(RETRY_AFTER, retry_after_seconds.max(&1).to_string())?;
+            }
+            Self::HubBusy => {
+                header.insert_header(RETRY_AFTER, "1")?;
             }
             _ => {}
         }

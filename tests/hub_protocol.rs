@@ -206,6 +206,70 @@ async fn a_client_that_pings_stays_connected_past_the_client_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_invokes_but_never_reads_is_dropped_after_the_client_timeout() {
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream])
+        + "notifications:\n  keepalive_interval_ms: 500\n  client_timeout_ms: 2000\n";
+    let gw = Payedge::start(&yaml, &env());
+    let ws = open(&gw, &token("blue")).await;
+    let (mut sink, _never_read) = ws.split();
+    sink.send(Message::text(format!(
+        r#"{{"protocol":"json","version":1}}{RS}"#
+    )))
+    .await
+    .unwrap();
+    // Each reply carries its 30 KB invocation id back: the replies fill the socket buffers.
+    let flood = tokio::spawn(async move {
+        let id = "i".repeat(30_000);
+        for n in 0..1000 {
+            let invocation = format!(
+                r#"{{"type":1,"invocationId":"{id}{n}","target":"JoinTenantGroup","arguments":["blue"]}}{RS}"#
+            );
+            if sink.send(Message::text(invocation)).await.is_err() {
+                break;
+            }
+        }
+        sink
+    });
+    let connections = r#"payedge_hub_connections{tenant="blue"}"#;
+    let admin = gw.admin;
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !get(admin, "/metrics", &[])
+            .text()
+            .contains(&format!("{connections} 1"))
+        {
+            assert!(std::time::Instant::now() < deadline, "never connected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    // Blocked on its replies, the connection still ends within about the client timeout.
+    tokio::task::spawn_blocking(move || {
+        gw.wait_for_metrics(|text| text.contains(&format!("{connections} 0")));
+    })
+    .await
+    .unwrap();
+    flood.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_token_closes_with_an_error_and_allows_reconnecting() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let mut c = claims("blue");
+    c["exp"] = json!(now() + 2);
+    let mut ws = open(&gw, &sign(&c)).await;
+    handshake(&mut ws).await;
+    let close = next_of_type(&mut ws, 7).await;
+    assert_eq!(
+        close,
+        json!({"type": 7, "error": "the access token has expired", "allowReconnect": true})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_tells_clients_they_may_reconnect() {
     let upstream = MockUpstream::start("p0");
     let mut gw = Payedge::start(&config(&[&upstream]), &env());

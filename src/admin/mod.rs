@@ -162,7 +162,8 @@ impl HttpServerApp for AdminApp {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
-                tracing::debug!(error = %e, "admin: cannot read request");
+                // Only the kind: the error's context can quote the raw request, tokens included.
+                tracing::debug!(error = e.etype().as_str(), "admin: cannot read request");
                 return None;
             }
         }
@@ -189,7 +190,7 @@ impl HttpServerApp for AdminApp {
             _ => self.respond(&mut session).await,
         };
         if let Err(e) = result {
-            tracing::debug!(error = %e, "admin: cannot answer");
+            tracing::debug!(error = e.etype().as_str(), "admin: cannot answer");
             return None;
         }
         let settings = pingora::apps::HttpPersistentSettings::for_session(&session);

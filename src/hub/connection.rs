@@ -29,7 +29,8 @@ const SLOW: &str = "the connection fell too far behind its messages";
 const LEAVE: &str = "LeaveTenantGroup";
 
 enum End {
-    /// Say this in a Close message first.
+    /// Say this in a Close message first: the error, and whether the client may reconnect
+    /// (yes, unless it broke the protocol: a new token or a reader that catches up can succeed).
     Close(Option<String>, bool),
     /// The client is gone or closed itself: nothing to say.
     Quiet,
@@ -166,7 +167,16 @@ impl Connection {
                         Err(e) => return End::Close(Some(e.to_string()), false),
                     };
                     for message in messages {
-                        if let Some(end) = self.on_message(&message).await {
+                        // A reply can block on a client that does not read: bounded, and
+                        // interrupted by eviction and shutdown like any write.
+                        let handled = tokio::select! {
+                            end = tokio::time::timeout(settings.client_timeout, self.on_message(&message)) => {
+                                end.unwrap_or(Some(End::Quiet))
+                            }
+                            _ = &mut evicted => Some(End::Close(Some(SLOW.into()), true)),
+                            _ = &mut stopping => Some(End::Close(None, true)),
+                        };
+                        if let Some(end) = handled {
                             return end;
                         }
                     }
@@ -180,24 +190,34 @@ impl Connection {
                                 return End::Quiet;
                             }
                         }
-                        _ = &mut evicted => return End::Close(Some(SLOW.into()), false),
+                        _ = &mut evicted => return End::Close(Some(SLOW.into()), true),
+                        _ = &mut stopping => return End::Close(None, true),
                     }
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
                     if now >= expires {
-                        return End::Close(Some("the access token has expired".into()), false);
+                        return End::Close(Some("the access token has expired".into()), true);
                     }
                     if now >= last_received + settings.client_timeout {
-                        return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), false);
+                        return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), true);
                     }
-                    if now >= self.last_sent + settings.keepalive && self.send(protocol::ping()).await.is_err() {
-                        return End::Quiet;
+                    if now >= self.last_sent + settings.keepalive {
+                        let pinged = tokio::select! {
+                            sent = tokio::time::timeout(settings.client_timeout, self.send(protocol::ping())) => {
+                                matches!(sent, Ok(Ok(())))
+                            }
+                            _ = &mut evicted => return End::Close(Some(SLOW.into()), true),
+                            _ = &mut stopping => return End::Close(None, true),
+                        };
+                        if !pinged {
+                            return End::Quiet;
+                        }
                     }
                     timer.as_mut().reset(deadline(self.last_sent, last_received).into());
                 }
                 _ = &mut evicted => {
-                    return End::Close(Some(SLOW.into()), false);
+                    return End::Close(Some(SLOW.into()), true);
                 }
                 _ = &mut stopping => {
                     return End::Close(None, true);

@@ -126,7 +126,12 @@ impl Groups {
         metrics: Option<&HubMetrics>,
     ) {
         let offer = |member: &Member| {
-            if member.tx.try_send(Arc::clone(frame)).is_err() && member.eviction.evict() {
+            let full = matches!(
+                member.tx.try_send(Arc::clone(frame)),
+                Err(mpsc::error::TrySendError::Full(_))
+            );
+            // A closed queue is a connection already ending, not a slow one.
+            if full && member.eviction.evict() {
                 if let Some(m) = metrics {
                     m.slow_consumer();
                 }

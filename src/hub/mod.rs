@@ -95,9 +95,7 @@ impl Hub {
             .unwrap_or(0);
         self.negotiations
             .create(caller, version)
-            .ok_or(Failure::NoProviderAvailable {
-                retry_after_seconds: 1,
-            })
+            .ok_or(Failure::HubBusy)
     }
 
     fn authenticate(&self, req: &RequestHeader) -> Result<session::Caller, Failure> {

@@ -2,7 +2,7 @@
 //! that follows (`{hub}?id=<token>`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,6 +13,11 @@ use super::session::Caller;
 const PENDING_TTL: Duration = Duration::from_secs(30);
 /// Pending negotiations kept at most (negotiating is cheap; this bounds the memory it costs).
 const MAX_PENDING: usize = 100_000;
+/// Unclaimed negotiations one caller (tenant and subject) may hold, so that one caller cannot
+/// take the whole table from everyone else.
+const MAX_PENDING_PER_CALLER: usize = 64;
+/// Expired negotiations are swept at most this often, not on every negotiate.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 struct Pending {
     connection_id: String,
@@ -31,7 +36,49 @@ pub enum Claim {
 
 #[derive(Default)]
 pub struct Negotiations {
-    pending: Mutex<HashMap<String, Pending>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    pending: HashMap<String, Pending>,
+    /// Unclaimed negotiations by caller identity.
+    unclaimed: HashMap<(Arc<str>, Option<String>), usize>,
+    last_sweep: Option<Instant>,
+}
+
+impl Table {
+    fn sweep(&mut self, now: Instant) {
+        let due = self
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) >= SWEEP_EVERY);
+        if !due && self.pending.len() < MAX_PENDING {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let unclaimed = &mut self.unclaimed;
+        self.pending.retain(|_, p| {
+            let keep = now.duration_since(p.created) < PENDING_TTL;
+            if !keep && !p.used {
+                release(unclaimed, &p.caller);
+            }
+            keep
+        });
+    }
+}
+
+fn identity(caller: &Caller) -> (Arc<str>, Option<String>) {
+    (Arc::clone(&caller.tenant), caller.subject.clone())
+}
+
+fn release(unclaimed: &mut HashMap<(Arc<str>, Option<String>), usize>, caller: &Caller) {
+    let key = identity(caller);
+    if let Some(count) = unclaimed.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            unclaimed.remove(&key);
+        }
+    }
 }
 
 impl Negotiations {
@@ -45,12 +92,18 @@ impl Negotiations {
             connection_id.clone()
         };
         let now = Instant::now();
-        let mut pending = self.pending.lock().ok()?;
-        pending.retain(|_, p| now.duration_since(p.created) < PENDING_TTL);
-        if pending.len() >= MAX_PENDING {
+        let mut table = self.table.lock().ok()?;
+        table.sweep(now);
+        let mine = table.unclaimed.entry(identity(&caller)).or_default();
+        if *mine >= MAX_PENDING_PER_CALLER {
             return None;
         }
-        pending.insert(
+        *mine += 1;
+        if table.pending.len() >= MAX_PENDING {
+            release(&mut table.unclaimed, &caller);
+            return None;
+        }
+        table.pending.insert(
             token.clone(),
             Pending {
                 connection_id: connection_id.clone(),
@@ -80,7 +133,10 @@ impl Negotiations {
     /// Takes the negotiation of `token` for `caller`, once; returns its connection id.
     pub fn claim(&self, token: &str, caller: &Caller) -> Result<String, Claim> {
         let now = Instant::now();
-        let mut pending = self.pending.lock().map_err(|_| Claim::Unknown)?;
+        let mut table = self.table.lock().map_err(|_| Claim::Unknown)?;
+        let Table {
+            pending, unclaimed, ..
+        } = &mut *table;
         let entry = pending
             .get_mut(token)
             .filter(|p| now.duration_since(p.created) < PENDING_TTL)
@@ -92,6 +148,7 @@ impl Negotiations {
             return Err(Claim::NotYours);
         }
         entry.used = true;
+        release(unclaimed, &entry.caller);
         Ok(entry.connection_id.clone())
     }
 }
@@ -120,6 +177,27 @@ mod tests {
         );
         assert_eq!(n.claim(token, &caller("blue")), Err(Claim::AlreadyUsed));
         assert_eq!(n.claim("nope", &caller("blue")), Err(Claim::Unknown));
+    }
+
+    #[test]
+    fn one_caller_cannot_hold_more_than_its_share_of_negotiations() {
+        let n = Negotiations::default();
+        let tokens: Vec<String> = (0..MAX_PENDING_PER_CALLER)
+            .map(|_| {
+                let answer: serde_json::Value =
+                    serde_json::from_str(&n.create(caller("blue"), 1).unwrap()).unwrap();
+                answer["connectionToken"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert!(n.create(caller("blue"), 1).is_none());
+        assert!(
+            n.create(caller("green"), 1).is_some(),
+            "others are not affected"
+        );
+        // Claiming one frees a place.
+        n.claim(&tokens[0], &caller("blue")).unwrap();
+        assert!(n.create(caller("blue"), 1).is_some());
+        assert!(n.create(caller("blue"), 1).is_none());
     }
 
     #[test]

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Side-by-side performance on this machine, one command:
+#
+#     benches/run.sh [proxy|trigger|hub|failover|all]      (default: proxy)
+#
+# proxy     wrk against one static JSON upstream (an nginx returning a fixed body, keep-alive):
+#           directly, through nginx as a reverse proxy (upstream keep-alive, access log to a file),
+#           and through payedge with its full chain (tenant from the header, JWT, metrics, request
+#           log to a file). ROUNDS rounds, the three configurations interleaved in each; one table
+#           of medians: req/s, p50, p99, p99.9, the proxy's CPU seconds and peak RSS, and the
+#           payedge/nginx ratios.
+# trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
+# hub       the hub load run (benches/hub_load.rs) at 1,000 and 10,000 connections and at HUB_MAX.
+# failover  the failover run (benches/failover.rs).
+#
+# Needs nginx, wrk, curl and python3 (Debian: apt-get install nginx wrk curl python3).
+# ROUNDS (3), DURATION (10s), CONNECTIONS (32), THREADS (1: wrk threads), WORKERS (1: nginx
+# worker processes and payedge proxy threads) and HUB_MAX (20000) override the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+WORKERS=${WORKERS:-1}
+HUB_MAX=${HUB_MAX:-20000}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# CPU seconds (user + system) of a process and its children that are still running.
+cpu_seconds() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+# Peak resident memory (VmHWM) in MiB, summed over processes.
+peak_rss_mib() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")))
+  done
+  awk -v k="$total" 'BEGIN { printf "%.1f", k / 1024 }'
+}
+
+proxy_bench() {
+  cargo build --release --quiet
+  local bin=target/release/payedge work
+  work=$(mktemp -d)
+  local pids=()
+  # shellcheck disable=SC2064
+  trap "for p in \${pids[@]+\"\${pids[@]}\"}; do kill \$p 2>/dev/null || true; done; rm -rf '$work'" EXIT
+
+  local upstream nginx_port
+  upstream=$(free_port); nginx_port=$(free_port)
+  mkdir -p "$work/upstream" "$work/nginx"
+  cat > "$work/upstream/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/upstream/nginx.pid;
+error_log $work/upstream/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$upstream backlog=4096;
+    location / {
+      default_type application/json;
+      return 200 '{"id":"fxr_01a2185da95e7570","base":"USD","rates":{"GBP":"0.7892","EUR":"0.9214"}}';
+    }
+  }
+}
+NGINX
+  cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes $WORKERS;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log $work/nginx/access.log;
+  keepalive_requests 1000000;
+  upstream fx { server 127.0.0.1:$upstream; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_port backlog=4096;
+    location / {
+      proxy_pass http://fx;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+  nginx -c "$work/upstream/nginx.conf" -g 'daemon off;' &
+  pids+=($!)
+
+  export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
+  cat > "$work/payedge.yaml" <<YAML
+server: { threads: $WORKERS, grace_period_seconds: 1 }
+tenancy: { strategy: header, tenants: [blue, green] }
+auth:
+  jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }
+  required_path_prefixes: [/api]
+analytics: { enabled: true, request_logging: true }
+routes: [{ path_prefix: /api/fx, pool: fx }]
+pools:
+  fx:
+    providers: [{ name: fx-static, address: "127.0.0.1:$upstream" }]
+YAML
+  local token
+  token=$("$bin" token -c "$work/payedge.yaml" --tenant blue --ttl 3600)
+  # The same request everywhere; nginx and the upstream ignore the headers.
+  cat > "$work/get.lua" <<LUA
+wrk.headers["X-Tenant"] = "blue"
+wrk.headers["Authorization"] = "Bearer $token"
+done = function(summary, latency, requests)
+  io.write(string.format("LATENCY %d %d %d\n", latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+LUA
+
+  # $1 name, $2 port, rest: pids of the proxy (empty for direct) → "rps p50 p99 p999 cpu rss non2xx"
+  measure() {
+    local port=$1; shift
+    local cpu_before=0 cpu_after=0 out
+    [ $# -gt 0 ] && cpu_before=$(cpu_seconds "$@")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/get.lua" "http://127.0.0.1:$port/api/fx/rates")
+    [ $# -gt 0 ] && cpu_after=$(cpu_seconds "$@")
+    local rps p50 p99 p999 non2xx rss=0
+    rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+    read -r p50 p99 p999 < <(awk '/^LATENCY/ {print $2/1000, $3/1000, $4/1000}' <<< "$out")
+    non2xx=$(awk '/Non-2xx/ {print $5}' <<< "$out")
+    [ $# -gt 0 ] && rss=$(peak_rss_mib "$@")
+    echo "$rps $p50 $p99 $p999 $(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN { printf "%.2f", b - a }') $rss ${non2xx:-0}"
+  }
+
+  run_direct() { measure "$upstream"; }
+  run_nginx() {
+    nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+    local master=$!
+    until curl -sf -o /dev/null "http://127.0.0.1:$nginx_port/api/fx/rates"; do sleep 0.05; done
+    local workers
+    workers=$(pgrep -P "$master" | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    measure "$nginx_port" "$master" $workers
+    kill "$master"; wait "$master" 2>/dev/null || true
+    rm -f "$work/nginx/access.log"
+  }
+  run_payedge() {
+    local proxy admin pid
+    proxy=$(free_port); admin=$(free_port)
+    "$bin" run -c "$work/payedge.yaml" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/payedge.log" 2>&1 &
+    pid=$!
+    until curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz"; do sleep 0.05; done
+    # run_payedge runs in a command substitution: the reading leaves it through a file.
+    awk '/^VmRSS:/ {printf "%.1f\n", $2 / 1024}' "/proc/$pid/status" >> "$work/idle_rss"
+    measure "$proxy" "$pid"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    if ! grep -q '"target":"payedge::access"' "$work/payedge.log"; then
+      echo "payedge wrote no request log lines" >&2; exit 1
+    fi
+    rm -f "$work/payedge.log"
+  }
+
+  echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /api/fx/rates; nginx worker_processes $WORKERS, payedge threads $WORKERS"
+  echo
+  printf '%-6s %-8s %10s %8s %8s %8s %8s %9s %7s\n' round target req/s "p50 ms" "p99 ms" "p99.9 ms" "cpu s" "peak MiB" non-2xx
+  declare -A rps p50 p99 p999 cpu rss
+  local round target
+  for round in $(seq 1 "$ROUNDS"); do
+    for target in direct nginx payedge; do
+      local r
+      r=$("run_$target")
+      read -r a b c d e f g <<< "$r"
+      printf '%-6s %-8s %10s %8s %8s %8s %8s %9s %7s\n' "$round" "$target" "$a" "$b" "$c" "$d" "$e" "$f" "$g"
+      if [ "$g" != 0 ]; then echo "non-2xx answers from $target" >&2; exit 1; fi
+      rps[$target]+="$a "; p50[$target]+="$b "; p99[$target]+="$c "; p999[$target]+="$d "
+      cpu[$target]+="$e "; rss[$target]+="$f "
+    done
+  done
+  echo
+  echo "medians over $ROUNDS rounds:"
+  printf '%-8s %10s %8s %8s %8s %8s %9s\n' target req/s "p50 ms" "p99 ms" "p99.9 ms" "cpu s" "peak MiB"
+  declare -A m
+  for target in direct nginx payedge; do
+    local key
+    for key in rps p50 p99 p999 cpu rss; do
+      local -n series=$key
+      # shellcheck disable=SC2086
+      m[$target.$key]=$(median ${series[$target]})
+    done
+    printf '%-8s %10s %8s %8s %8s %8s %9s\n' "$target" "${m[$target.rps]}" "${m[$target.p50]}" "${m[$target.p99]}" "${m[$target.p999]}" "${m[$target.cpu]}" "${m[$target.rss]}"
+  done
+  echo
+  local idle_rss
+  # shellcheck disable=SC2046
+  idle_rss=$(median $(cat "$work/idle_rss"))
+  awk -v pr="${m[payedge.rps]}" -v nr="${m[nginx.rps]}" -v pp="${m[payedge.p99]}" -v np="${m[nginx.p99]}" \
+      -v pc="${m[payedge.cpu]}" -v nc="${m[nginx.cpu]}" -v pm="${m[payedge.rss]}" -v nm="${m[nginx.rss]}" -v idle="$idle_rss" \
+    'BEGIN {
+      printf "payedge/nginx: req/s %.3f, p99 %+.3f ms, CPU per request %.2f, peak RSS %.2f\n", pr / nr, pp - np, (pc / pr) / (nc / nr), pm / nm
+      printf "payedge idle RSS (after start, median): %s MiB\n", idle
+    }'
+}
+
+case "${1:-proxy}" in
+  proxy) proxy_bench ;;
+  trigger) benches/trigger_overhead.sh ;;
+  hub)
+    for n in 1000 10000 "$HUB_MAX"; do
+      echo "== $n connections"
+      CONNECTIONS=$n TENANTS=100 RATE=1000 PEAK_RATE=20 SECONDS=10 PIN=1 \
+        cargo bench --quiet --bench hub_load 2>&1 | sed -n '/^hub load/,$p'
+    done
+    ;;
+  failover) cargo bench --quiet --bench failover ;;
+  all)
+    "$0" proxy; "$0" trigger; "$0" hub; "$0" failover ;;
+  *) echo "usage: $0 [proxy|trigger|hub|failover|all]" >&2; exit 2 ;;
+esac
