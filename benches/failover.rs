@@ -3,6 +3,9 @@
 //! saw in each phase and how long each provider took to leave and rejoin the rotation.
 //!
 //!     cargo bench --bench failover
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it takes one-second phases and fails
+//! unless every provider left and rejoined the rotation, so the run cannot rot.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -15,7 +18,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const CLIENTS: usize = 8;
-const PHASE: Duration = Duration::from_secs(3);
 const POOL: &str = "    timeouts:
       connect_ms: 300
       read_ms: 1000
@@ -40,6 +42,8 @@ fn main() {
         println!("failover: bench");
         return;
     }
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let phase_length = Duration::from_secs(if quick { 1 } else { 3 });
     let mut a = ProviderProcess::start("cards-a");
     let mut b = ProviderProcess::start("cards-b");
     let c = ProviderProcess::start("cards-c");
@@ -94,21 +98,21 @@ fn main() {
         .collect();
 
     let mut timings = Vec::new();
-    std::thread::sleep(PHASE);
+    std::thread::sleep(phase_length);
     *phase.lock().unwrap() = "2 cards-a killed".into();
     a.kill();
     timings.push((
         "cards-a killed → out of rotation",
         until(&gw, "cards-a", false),
     ));
-    std::thread::sleep(PHASE);
+    std::thread::sleep(phase_length);
     *phase.lock().unwrap() = "3 cards-b blackholed".into();
     b.set_mode("blackhole");
     timings.push((
         "cards-b blackholed → out of rotation",
         until(&gw, "cards-b", false),
     ));
-    std::thread::sleep(PHASE);
+    std::thread::sleep(phase_length);
     *phase.lock().unwrap() = "4 both back".into();
     a.restart();
     b.restart();
@@ -117,7 +121,7 @@ fn main() {
     let back_b = until(&gw, "cards-b", true).map(|_| restarted.elapsed());
     timings.push(("cards-a restarted → back in rotation", back_a));
     timings.push(("cards-b restarted → back in rotation", back_b));
-    std::thread::sleep(PHASE);
+    std::thread::sleep(phase_length);
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         let _ = client.join();
@@ -131,11 +135,29 @@ fn main() {
         println!("{name:<24} {total:>9}  {}", detail.join(", "));
     }
     println!();
-    for (what, took) in timings {
+    for (what, took) in &timings {
         match took {
             Some(d) => println!("{what:<40} {:>6} ms", d.as_millis()),
             None => println!("{what:<40}  not within 10 s"),
         }
+    }
+    if quick {
+        let missed: Vec<&str> = timings
+            .iter()
+            .filter(|(_, took)| took.is_none())
+            .map(|(what, _)| *what)
+            .collect();
+        assert!(missed.is_empty(), "not within 10 s: {missed:?}");
+        let steady = tally
+            .lock()
+            .unwrap()
+            .get("1 steady")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            steady.keys().all(|k| k == "200") && !steady.is_empty(),
+            "the steady phase saw {steady:?}"
+        );
     }
 }
 

@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the per-request decisions: provider selection, tenant resolution, JWT
-//! verification.
+//! verification, trigger extraction, and the hub's SignalR framing.
 //!
 //!     cargo bench --bench hot_paths
+//!
+//! `cargo test --all-targets` runs each once (criterion's test mode), so none can rot.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -122,25 +124,69 @@ fn jwt(c: &mut Criterion) {
     };
     let verifier = JwtVerifier::new(&settings).expect("valid settings");
     let now = jsonwebtoken::get_current_timestamp();
-    let token = mint_hmac(
-        jsonwebtoken::Algorithm::HS256,
-        &secret,
-        &MintClaims {
-            sub: "user".into(),
-            tenant_claim: "tenant".into(),
-            tenant: Some("blue".into()),
-            roles_claim: "roles".into(),
-            roles: vec!["payer".into()],
-            iss: Some("bench".into()),
-            aud: Some("payedge".into()),
-            iat: now,
-            exp: now + 3600,
-        },
-    )
-    .expect("token");
+    let claims = MintClaims {
+        sub: "user".into(),
+        tenant_claim: "tenant".into(),
+        tenant: Some("blue".into()),
+        roles_claim: "roles".into(),
+        roles: vec!["payer".into()],
+        iss: Some("bench".into()),
+        aud: Some("payedge".into()),
+        iat: now,
+        exp: now + 3600,
+    };
+    let token = mint_hmac(jsonwebtoken::Algorithm::HS256, &secret, &claims).expect("token");
     let header = format!("Bearer {token}");
-    c.bench_function("verify an HS256 bearer token", |b| {
+    c.bench_function("verify an HS256 bearer token seen before", |b| {
         b.iter(|| verifier.verify_authorization(black_box(Some(header.as_bytes()))))
+    });
+    let mut n = 0u64;
+    c.bench_function("verify an HS256 bearer token seen first", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let claims = MintClaims {
+                    sub: format!("user-{n}"),
+                    ..claims.clone()
+                };
+                let token = mint_hmac(jsonwebtoken::Algorithm::HS256, &secret, &claims);
+                format!("Bearer {}", token.expect("token"))
+            },
+            |header| verifier.verify_authorization(Some(header.as_bytes())),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn signalr(c: &mut Criterion) {
+    use payedge::hub::protocol::{Framer, event_invocation, parse};
+    let invocation =
+        br#"{"type":1,"invocationId":"7","target":"JoinTenantGroup","arguments":["blue"]}"#;
+    let mut batch = Vec::new();
+    for _ in 0..4 {
+        batch.extend_from_slice(br#"{"type":6}"#);
+        batch.push(0x1e);
+        batch.extend_from_slice(invocation);
+        batch.push(0x1e);
+    }
+    c.bench_function("frame 8 SignalR messages from one text frame", |b| {
+        let mut framer = Framer::new(32 * 1024);
+        b.iter(|| framer.push(black_box(&batch)))
+    });
+    let (first, second) = batch.split_at(batch.len() / 2 + 3);
+    c.bench_function("frame SignalR messages split across two frames", |b| {
+        let mut framer = Framer::new(32 * 1024);
+        b.iter(|| {
+            let a = framer.push(black_box(first));
+            (a, framer.push(black_box(second)))
+        })
+    });
+    c.bench_function("parse a SignalR invocation", |b| {
+        b.iter(|| parse(black_box(invocation)))
+    });
+    let envelope = r#"{"specversion":"1.0","id":"01a2185d-a95e-7570-8309-8cd45c327cfe","source":"payedge/bench","type":"fx.quote.created","time":"2026-11-26T15:00:00Z","tenant":"blue","data":{"quoteId":"fxq_1","fromCurrency":"USD","toCurrency":"GBP","amount":"1000.10","rate":"0.7892"}}"#;
+    c.bench_function("encode an event as a SignalR invocation", |b| {
+        b.iter(|| event_invocation(black_box("fx.quote.created"), black_box(envelope)))
     });
 }
 
@@ -187,5 +233,5 @@ fn trigger(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, tenancy, jwt, trigger);
+criterion_group!(benches, selection, tenancy, jwt, trigger, signalr);
 criterion_main!(benches);

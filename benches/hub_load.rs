@@ -232,7 +232,8 @@ struct Rig<'a> {
     seconds: u64,
 }
 
-async fn phase(rig: &Rig<'_>, name: &str, rate: u64, channels: Vec<String>) {
+/// Runs one phase and prints its row; returns (events published, messages delivered).
+async fn phase(rig: &Rig<'_>, name: &str, rate: u64, channels: Vec<String>) -> (u64, u64) {
     let Rig {
         tally,
         ref redis,
@@ -259,6 +260,7 @@ async fn phase(rig: &Rig<'_>, name: &str, rate: u64, channels: Vec<String>) {
         format!("<= {server_p99}"),
         rss_kib(pid),
     );
+    (published, tally.delivered.load(Ordering::Relaxed))
 }
 
 fn main() {
@@ -266,11 +268,15 @@ fn main() {
         println!("hub_load: bench");
         return;
     }
-    let connections = setting("CONNECTIONS", 10_000) as usize;
-    let tenants = setting("TENANTS", 100) as usize;
-    let rate = setting("RATE", 1_000);
-    let peak_rate = setting("PEAK_RATE", 20);
-    let seconds = setting("SECONDS", 10);
+    // Without `--bench` (as `cargo test --all-targets` runs it): a small run that must hold
+    // every connection and deliver, so the harness cannot rot.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let scale = |full: u64, small: u64| if quick { small } else { full };
+    let connections = setting("CONNECTIONS", scale(10_000, 200)) as usize;
+    let tenants = setting("TENANTS", scale(100, 4)) as usize;
+    let rate = setting("RATE", scale(1_000, 50));
+    let peak_rate = setting("PEAK_RATE", scale(20, 5));
+    let seconds = setting("SECONDS", scale(10, 1));
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
     let redis = RedisServer::start();
@@ -332,13 +338,19 @@ fn main() {
         );
         let tenant_channels: Vec<String> = names.iter().map(|t| format!("payedge:events:{t}")).collect();
         let rig = Rig { tally: &tally, redis: redis.url(), pid, admin: gw.admin, seconds };
-        phase(&rig, &format!("{rate} events/s to tenants"), rate, tenant_channels).await;
-        phase(
+        let to_tenants = phase(&rig, &format!("{rate} events/s to tenants"), rate, tenant_channels).await;
+        let to_everyone = phase(
             &rig,
             &format!("{peak_rate} events/s to everyone"),
             peak_rate,
             vec!["payedge:events:_all".into()],
         )
         .await;
+        if quick {
+            assert_eq!(held, connections, "connections held");
+            let per_tenant = (connections / tenants) as u64;
+            assert_eq!(to_tenants.1, to_tenants.0 * per_tenant, "tenant events delivered");
+            assert_eq!(to_everyone.1, to_everyone.0 * connections as u64, "events to everyone delivered");
+        }
     });
 }

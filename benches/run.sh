@@ -49,9 +49,10 @@ proxy_bench() {
   cargo build --release --quiet
   local bin=target/release/payedge work
   work=$(mktemp -d)
-  local pids=()
+  # The upstream outlives this function's scope, so the EXIT trap reads a global.
+  upstream_pid=
   # shellcheck disable=SC2064
-  trap "for p in \${pids[@]+\"\${pids[@]}\"}; do kill \$p 2>/dev/null || true; done; rm -rf '$work'" EXIT
+  trap "[ -n \"\$upstream_pid\" ] && kill \$upstream_pid 2>/dev/null; rm -rf '$work'" EXIT
 
   local upstream nginx_port
   upstream=$(free_port); nginx_port=$(free_port)
@@ -93,7 +94,7 @@ http {
 }
 NGINX
   nginx -c "$work/upstream/nginx.conf" -g 'daemon off;' &
-  pids+=($!)
+  upstream_pid=$!
 
   export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
   cat > "$work/payedge.yaml" <<YAML

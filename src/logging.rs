@@ -35,8 +35,8 @@ pub struct LogQueue {
 }
 
 impl LogQueue {
-    fn push(&self, line: &[u8]) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line.to_vec()) {
+    fn push(&self, line: Vec<u8>) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -47,7 +47,7 @@ pub struct LineWriter<'a>(&'a LogQueue);
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.push(buf);
+        self.0.push(buf.to_vec());
         Ok(buf.len())
     }
 
@@ -126,8 +126,9 @@ fn drain(rx: Receiver<Vec<u8>>, stop: &AtomicBool) {
 }
 
 /// Writes ready-made lines (each ending in a newline) through the same queue, as one entry:
-/// for lines whose shape tracing cannot express, such as the business log's nested properties.
-pub fn write_lines(lines: &[u8]) {
+/// for lines whose shape tracing cannot express, such as the business log's nested properties,
+/// and for the request log, which is cheaper to serialize directly.
+pub fn write_lines(lines: Vec<u8>) {
     if let Some(queue) = QUEUE.get() {
         queue.push(lines);
     }

@@ -9,6 +9,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
+use crate::token_cache::{Cached, TokenCache};
+
 /// Tokens longer than this are rejected before any decoding work.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
@@ -137,6 +139,7 @@ pub struct JwtVerifier {
     validations: Vec<(Algorithm, Validation)>,
     tenant_claim: String,
     roles_claim: String,
+    verified: TokenCache,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -206,6 +209,7 @@ impl JwtVerifier {
             validations,
             tenant_claim: settings.tenant_claim.clone(),
             roles_claim: settings.roles_claim.clone(),
+            verified: TokenCache::new(settings.leeway_seconds),
         })
     }
 
@@ -220,6 +224,18 @@ impl JwtVerifier {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(AuthFailure::Malformed);
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        match self.verified.get(token, now) {
+            Cached::Valid(principal) => return Ok(principal),
+            Cached::Expired => return Err(AuthFailure::Expired),
+            Cached::Unknown => {}
+        }
+        let principal = self.verify_uncached(token)?;
+        self.verified.insert(token, &principal, now);
+        Ok(principal)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Principal, AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| header_failure(token))?;
         let (_, validation) = self
             .validations

@@ -9,4 +9,5 @@ pub mod path;
 pub mod request_id;
 pub mod routing;
 pub mod tenant;
+pub mod token_cache;
 pub mod triggers;

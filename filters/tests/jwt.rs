@@ -100,6 +100,36 @@ fn time_claims_are_enforced_with_leeway() {
 }
 
 #[test]
+fn a_token_accepted_before_is_refused_once_it_expires() {
+    let v = JwtVerifier::new(&JwtSettings {
+        leeway_seconds: 0,
+        ..settings()
+    })
+    .unwrap();
+    let token = hs256(&with(claims(), "exp", json!(now() + 1)));
+    assert!(verify(&v, &token).is_ok());
+    assert!(
+        verify(&v, &token).is_ok(),
+        "the second look comes from the cache"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(verify(&v, &token), Err(AuthFailure::Expired));
+}
+
+#[test]
+fn a_refused_token_stays_refused_when_presented_again() {
+    let v = JwtVerifier::new(&settings()).unwrap();
+    let forged = {
+        let good = hs256(&claims());
+        let (rest, _) = good.rsplit_once('.').unwrap();
+        format!("{rest}.{}", "A".repeat(43))
+    };
+    for _ in 0..3 {
+        assert_eq!(verify(&v, &forged), Err(AuthFailure::BadSignature));
+    }
+}
+
+#[test]
 fn issuer_and_audience_are_enforced() {
     let v = JwtVerifier::new(&settings()).unwrap();
     let wrong_iss = with(claims(), "iss", json!("https://evil.test"));

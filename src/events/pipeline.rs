@@ -70,7 +70,7 @@ pub fn handle(
         sink.publish(event);
     }
     if !log.is_empty() {
-        crate::logging::write_lines(&log);
+        crate::logging::write_lines(log);
     }
 }
 
