@@ -162,6 +162,9 @@ pub fn serve(
         } => Some((url.clone(), channel_prefix.clone())),
         BusSettings::InMemory => None,
     };
+    if let Some(hub) = &hub {
+        sink.set_local_audience(hub.audience());
+    }
     let hub_feed = hub.as_ref().map(|hub| HubFeed {
         hub: Arc::clone(hub),
         backplane: std::sync::Mutex::new(Some(Backplane::for_bus(&sink, redis_bus))),

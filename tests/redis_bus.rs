@@ -155,6 +155,65 @@ fn operator_alerts_go_to_everyone() {
     assert_eq!(bad.status, 400);
 }
 
+/// A loopback port nothing listens on: connections to it are refused.
+fn refused_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[test]
+fn a_provider_serving_one_tenant_alerts_only_that_tenant() {
+    let redis = RedisServer::start();
+    let (only_blue, shared) = (refused_addr(), refused_addr());
+    let checks = "    health_check:\n      path: /health\n      interval_ms: 100\n      timeout_ms: 100\n      jitter_ms: 0\n      unhealthy_threshold: 1\n";
+    let yaml = config_for(
+        &[("fx-blue".into(), only_blue), ("fx-shared".into(), shared)],
+        checks,
+    )
+    .replace(
+        &format!("address: {only_blue}\n"),
+        &format!("address: {only_blue}\n        tenants: [blue]\n"),
+    ) + &format!(
+        "notifications:\n  provider: redis\n  redis:\n    url: {}\n",
+        redis.url()
+    );
+    let all = Subscriber::new(&redis, &["payedge:events:*"]);
+    let _gw = Payedge::start(&yaml, &env());
+
+    let mut alerts: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alerts.len() < 2 && Instant::now() < deadline {
+        if let Some((channel, payload)) = all.next(Duration::from_millis(200)) {
+            let event: Value = serde_json::from_str(&payload).unwrap();
+            if event["data"]["code"] == "provider_unhealthy" {
+                let provider = event["data"]["provider"].as_str().unwrap_or("").to_string();
+                assert_eq!(
+                    event["tenant"].as_str(),
+                    channel
+                        .strip_prefix("payedge:events:")
+                        .filter(|t| *t != "_all"),
+                    "the envelope names the channel's tenant"
+                );
+                alerts.push((provider, channel));
+            }
+        }
+    }
+    alerts.sort();
+    assert_eq!(
+        alerts,
+        vec![
+            ("fx-blue".to_string(), "payedge:events:blue".to_string()),
+            ("fx-shared".to_string(), "payedge:events:_all".to_string()),
+        ],
+        "the restricted provider's alert reaches its tenant only; the shared one's, everyone"
+    );
+    let later = all.drain(Duration::from_millis(300));
+    assert!(
+        later.iter().all(|(c, _)| c != "payedge:events:green"),
+        "green heard of blue's provider: {later:?}"
+    );
+}
+
 #[test]
 fn redis_going_away_costs_no_request_and_no_queued_event() {
     let mut redis = RedisServer::start();

@@ -95,11 +95,23 @@ impl Event {
 
     /// A `system.alert` for operators: `code` is stable, `message` human.
     pub fn alert(source: &str, code: &str, message: &str, details: Map<String, Value>) -> Self {
+        Self::alert_for(source, None, code, message, details)
+    }
+
+    /// A `system.alert` for one tenant's group and channel only (`None`: for everyone), for
+    /// news that concerns only that tenant, such as the health of a provider serving only it.
+    pub fn alert_for(
+        source: &str,
+        tenant: Option<Arc<str>>,
+        code: &str,
+        message: &str,
+        details: Map<String, Value>,
+    ) -> Self {
         let mut data = Map::new();
         data.insert("code".into(), code.into());
         data.insert("message".into(), message.into());
         data.extend(details);
-        Self::new(source, SYSTEM_ALERT, None, None, &data)
+        Self::new(source, SYSTEM_ALERT, tenant, None, &data)
     }
 }
 

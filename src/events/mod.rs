@@ -21,7 +21,8 @@ mod metrics;
 mod pipeline;
 mod publisher;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -65,6 +66,9 @@ pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
 struct SinkInner {
     triggers: Arc<Vec<TriggerSettings>>,
     delivery: Delivery,
+    /// With local delivery: how many are listening (the hub's connections), once the hub is
+    /// built. Nobody listening means no send, and no wake-up of the hub's task, per event.
+    local_audience: OnceLock<Arc<AtomicUsize>>,
     metrics: Option<Arc<EventMetrics>>,
     business_log: bool,
     source: String,
@@ -107,6 +111,10 @@ impl EventSink {
                 if let Some(m) = &self.inner.metrics {
                     m.published(&event.kind);
                 }
+                let audience = self.inner.local_audience.get();
+                if audience.is_some_and(|a| a.load(Ordering::Relaxed) == 0) {
+                    return;
+                }
                 // No subscriber is not an error: nobody is listening right now.
                 let _ = local.send(Arc::new(event));
             }
@@ -120,13 +128,31 @@ impl EventSink {
         }
     }
 
-    /// Publishes a `system.alert`.
-    pub fn alert(&self, code: &str, message: &str, details: Map<String, Value>) {
-        self.publish(Event::alert(&self.inner.source, code, message, details));
+    /// Publishes a `system.alert`, to everyone or to one tenant.
+    pub fn alert(
+        &self,
+        tenant: Option<Arc<str>>,
+        code: &str,
+        message: &str,
+        details: Map<String, Value>,
+    ) {
+        self.publish(Event::alert_for(
+            &self.inner.source,
+            tenant,
+            code,
+            message,
+            details,
+        ));
     }
 
     pub fn source(&self) -> &str {
         &self.inner.source
+    }
+
+    /// Counts who listens locally (the hub's connections): while it is zero, local delivery
+    /// is skipped. Set once; later calls are ignored.
+    pub fn set_local_audience(&self, audience: Arc<AtomicUsize>) {
+        let _ = self.inner.local_audience.set(audience);
     }
 
     /// With the in-memory provider: every published event, for the local hub.
@@ -171,6 +197,7 @@ pub fn build(
             metrics: metrics.clone(),
             business_log: config.analytics.enabled,
             source: config.notifications.source.clone(),
+            local_audience: OnceLock::new(),
         }),
     };
     let service = EventService {
@@ -207,5 +234,34 @@ impl BackgroundService for EventService {
             _ = publisher => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(sink: &EventSink) {
+        sink.alert(None, "test", "test", Map::new());
+    }
+
+    #[test]
+    fn local_delivery_waits_for_an_audience_once_one_is_counted() {
+        let config = crate::demo::demo_config().expect("demo configuration");
+        let (sink, _service) = build(&config, Arc::new(Vec::new()), None);
+        let mut rx = sink.subscribe_local().expect("in-memory bus");
+        alert(&sink);
+        assert!(
+            rx.try_recv().is_ok(),
+            "without a counter every event is sent"
+        );
+
+        let audience = Arc::new(AtomicUsize::new(0));
+        sink.set_local_audience(Arc::clone(&audience));
+        alert(&sink);
+        assert!(rx.try_recv().is_err(), "nobody connected: nothing sent");
+        audience.store(1, Ordering::Relaxed);
+        alert(&sink);
+        assert!(rx.try_recv().is_ok());
     }
 }

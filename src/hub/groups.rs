@@ -5,7 +5,7 @@
 //! else waits for it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -56,6 +56,8 @@ pub struct Groups {
     /// Every connection, for system-wide events.
     everyone: RwLock<HashMap<ConnectionId, Member>>,
     next_id: AtomicU64,
+    /// Connections here: the event bus skips local delivery while there are none.
+    pub audience: Arc<AtomicUsize>,
     /// Woken when a group gains its first member or loses its last (the Redis backplane
     /// subscribes and unsubscribes accordingly).
     pub changed: Notify,
@@ -66,6 +68,7 @@ impl Groups {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut everyone) = self.everyone.write() {
             everyone.insert(id, member);
+            self.audience.store(everyone.len(), Ordering::Relaxed);
         }
         id
     }
@@ -73,6 +76,7 @@ impl Groups {
     pub fn disconnect(&self, id: ConnectionId) {
         if let Ok(mut everyone) = self.everyone.write() {
             everyone.remove(&id);
+            self.audience.store(everyone.len(), Ordering::Relaxed);
         }
     }
 
@@ -174,6 +178,19 @@ mod tests {
             text: Utf8Bytes::from_static("x"),
             time: SystemTime::now(),
         })
+    }
+
+    #[test]
+    fn the_audience_counts_connections() {
+        let groups = Groups::default();
+        let (a, _a_rx) = member(1);
+        let (b, _b_rx) = member(1);
+        let a_id = groups.connect(a);
+        let b_id = groups.connect(b);
+        assert_eq!(groups.audience.load(Ordering::Relaxed), 2);
+        groups.disconnect(a_id);
+        groups.disconnect(b_id);
+        assert_eq!(groups.audience.load(Ordering::Relaxed), 0);
     }
 
     #[test]

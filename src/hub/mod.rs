@@ -74,6 +74,11 @@ impl Hub {
         }
     }
 
+    /// How many connections the hub holds, kept current as they come and go.
+    pub fn audience(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.groups.audience)
+    }
+
     pub fn classify(&self, req: &RequestHeader) -> HubRequest {
         let path = req.uri.path().trim_end_matches('/');
         let hub = self.settings.path.trim_end_matches('/');

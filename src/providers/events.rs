@@ -63,10 +63,11 @@ impl ProviderEvents {
             ),
         }
         self.publish_health(pool);
-        self.alert(pool, name, transition);
+        self.alert(pool, provider, transition);
     }
 
-    fn alert(&self, pool: &PoolRuntime, provider: &str, transition: Transition) {
+    fn alert(&self, pool: &PoolRuntime, provider_index: usize, transition: Transition) {
+        let provider = pool.provider_name(provider_index);
         let (code, message) = match transition {
             Transition::Ejected { .. } => (
                 "provider_ejected",
@@ -96,7 +97,25 @@ impl ProviderEvents {
             details.insert("ejected_for_ms".into(), ms.into());
             details.insert("ejections".into(), ejections.into());
         }
-        self.sink.alert(code, message, details);
+        // A provider that serves only some tenants is their business alone: its name and
+        // health are told to those tenants, not to everyone.
+        let served = pool
+            .pool
+            .provider(provider_index)
+            .map(|p| p.tenants.as_slice())
+            .unwrap_or_default();
+        if served.is_empty() {
+            self.sink.alert(None, code, message, details);
+        } else {
+            for tenant in served {
+                self.sink.alert(
+                    Some(Arc::from(tenant.as_str())),
+                    code,
+                    message,
+                    details.clone(),
+                );
+            }
+        }
     }
 
     /// Sets the health gauge of every provider of `pool` from its current state.
