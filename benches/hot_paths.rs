@@ -138,7 +138,10 @@ fn jwt(c: &mut Criterion) {
     let token = mint_hmac(jsonwebtoken::Algorithm::HS256, &secret, &claims).expect("token");
     let header = format!("Bearer {token}");
     let verified = verifier.verify_authorization(Some(header.as_bytes()));
-    assert!(verified.is_ok(), "the benchmark token must verify: {verified:?}");
+    assert!(
+        verified.is_ok(),
+        "the benchmark token must verify: {verified:?}"
+    );
     c.bench_function("verify an HS256 bearer token seen before", |b| {
         b.iter(|| verifier.verify_authorization(black_box(Some(header.as_bytes()))))
     });
