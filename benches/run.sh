@@ -25,7 +25,8 @@ THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-1}
 HUB_MAX=${HUB_MAX:-20000}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # CPU seconds (user + system) of a process and its children that are still running.
@@ -56,24 +57,9 @@ proxy_bench() {
 
   local upstream nginx_port
   upstream=$(free_port); nginx_port=$(free_port)
-  mkdir -p "$work/upstream" "$work/nginx"
-  cat > "$work/upstream/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/upstream/nginx.pid;
-error_log $work/upstream/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$upstream backlog=4096;
-    location / {
-      default_type application/json;
-      return 200 '{"id":"fxr_01a2185da95e7570","base":"USD","rates":{"GBP":"0.7892","EUR":"0.9214"}}';
-    }
-  }
-}
-NGINX
+  static_upstream "$work/upstream" "$upstream" 200 \
+    '{"id":"fxr_01a2185da95e7570","base":"USD","rates":{"GBP":"0.7892","EUR":"0.9214"}}'
+  mkdir -p "$work/nginx"
   cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes $WORKERS;
 pid $work/nginx/nginx.pid;

@@ -22,27 +22,12 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 upstream=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$upstream;
-    location /api/fx/quote {
-      default_type application/json;
-      return 201 '{"id":"fxq_01a2185da95e757083098cd5f63691f8","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892","converted_amount":"789.28","expires_at":"2026-11-26T15:00:00Z"}';
-    }
-  }
-}
-NGINX
+static_upstream "$work/nginx" "$upstream" 201 \
+  '{"id":"fxq_01a2185da95e757083098cd5f63691f8","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892","converted_amount":"789.28","expires_at":"2026-11-26T15:00:00Z"}'
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 

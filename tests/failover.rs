@@ -301,9 +301,20 @@ fn a_provider_answering_503_is_ejected_then_readmitted_when_it_recovers() {
     let posts: Vec<Seen> = (0..4)
         .map(|i| call(&gw, "POST", &format!("post-{i}")))
         .collect();
-    let to_a = posts.iter().filter(|s| s.status == 503).count();
-    assert_eq!(to_a, a.received_count("POST"));
-    assert_eq!(posts.len() - to_a, b.received_count("POST"));
+    let outcome = |code: &str| {
+        posts
+            .iter()
+            .filter(|s| s.code.as_deref() == Some(code))
+            .count()
+    };
+    let from_a = outcome("provider_unavailable");
+    let from_b = posts.iter().filter(|s| s.status == 200).count();
+    // On a loaded machine a health check can time out and leave no provider for a moment:
+    // payedge then answers 503 itself, and that POST reached nobody.
+    let unsent = outcome("no_provider_available");
+    assert_eq!(from_a + from_b + unsent, posts.len(), "{posts:?}");
+    assert_eq!(from_a, a.received_count("POST"), "{posts:?}");
+    assert_eq!(from_b, b.received_count("POST"), "{posts:?}");
 
     // A GET that gets a 503 moves to cards-b: the client sees no error.
     for i in 0..6 {

@@ -11,19 +11,6 @@ use common::redis::RedisServer;
 use common::*;
 use serde_json::{Value, json};
 
-fn fx_provider() -> MockUpstream {
-    MockUpstream::with("fx", |req| MockResponse {
-        status: 201,
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: format!(
-            r#"{{"id":"fxq_{}","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892"}}"#,
-            req.header("x-request-id").unwrap_or("none")
-        )
-        .into_bytes(),
-        delay: Duration::ZERO,
-    })
-}
-
 const TRIGGERS: &str = r#"triggers:
   - name: fx-quote-created
     event: fx.quote.created
@@ -59,7 +46,7 @@ fn admin_token() -> String {
 
 #[test]
 fn a_client_that_negotiates_receives_its_tenants_quotes() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let client = NodeClient::connected(gw.admin, &token("blue"), &[]);
     quote(&gw, "blue", "blue-1");
@@ -96,7 +83,7 @@ fn a_client_that_negotiates_receives_its_tenants_quotes() {
 
 #[test]
 fn a_client_that_skips_negotiation_receives_its_tenants_quotes() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let client = NodeClient::connected(gw.admin, &token("green"), &["--skip-negotiation"]);
     quote(&gw, "green", "green-1");
@@ -105,7 +92,7 @@ fn a_client_that_skips_negotiation_receives_its_tenants_quotes() {
 
 #[test]
 fn joining_another_tenants_group_is_refused_and_counted() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let mut client = NodeClient::connected(gw.admin, &token("blue"), &[]);
     let own = client.invoke("join", "JoinTenantGroup", "blue");
@@ -149,7 +136,7 @@ fn joining_another_tenants_group_is_refused_and_counted() {
 
 #[test]
 fn an_admin_may_join_any_tenant() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let mut admin = NodeClient::connected(gw.admin, &admin_token(), &[]);
     assert_eq!(admin.invoke("join", "JoinTenantGroup", "green")["ok"], true);
@@ -159,7 +146,7 @@ fn an_admin_may_join_any_tenant() {
 
 #[test]
 fn tenants_receive_exactly_their_own_events_in_order() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let blues: Vec<NodeClient> = (0..3)
         .map(|_| NodeClient::connected(gw.admin, &token("blue"), &[]))
@@ -202,7 +189,7 @@ fn tenants_receive_exactly_their_own_events_in_order() {
 
 #[test]
 fn clients_reconnect_by_themselves_after_payedge_restarts() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let yaml = hub_config(&fx, "");
     let mut gw = Payedge::start(&yaml, &env());
     let (proxy, admin) = (gw.proxy, gw.admin);
@@ -222,7 +209,7 @@ fn clients_reconnect_by_themselves_after_payedge_restarts() {
 #[test]
 fn two_instances_on_one_redis_form_one_hub() {
     let redis = RedisServer::start();
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let bus = format!(
         "notifications:\n  provider: redis\n  redis:\n    url: {}\n",
         redis.url()
@@ -255,7 +242,7 @@ fn two_instances_on_one_redis_form_one_hub() {
 
 #[test]
 fn an_expired_token_closes_the_connection_with_an_error() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let mut c = claims("blue");
     c["exp"] = json!(now() + 2);
@@ -271,7 +258,7 @@ fn an_expired_token_closes_the_connection_with_an_error() {
 
 #[test]
 fn the_transport_refuses_before_upgrading() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let auth = bearer("blue");
     let upgrade = |path: &str, auth: Option<&str>| {
@@ -373,7 +360,7 @@ fn token_for_query() -> String {
 
 #[test]
 fn payedge_watch_prints_each_event_as_one_line() {
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, ""), &env());
     let mut watch = std::process::Command::new(common::process::binary())
         .args([

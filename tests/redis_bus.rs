@@ -9,20 +9,6 @@ use common::redis::{RedisServer, Subscriber};
 use common::*;
 use serde_json::Value;
 
-/// A provider answering every quote with a JSON body whose amount is the JSON number 1000.10.
-fn fx_provider() -> MockUpstream {
-    MockUpstream::with("fx", |req| MockResponse {
-        status: 201,
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: format!(
-            r#"{{"id":"fxq_{}","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892"}}"#,
-            req.header("x-request-id").unwrap_or("none")
-        )
-        .into_bytes(),
-        delay: Duration::ZERO,
-    })
-}
-
 fn bus_config(fx: &MockUpstream, redis: &RedisServer, queue_capacity: usize) -> String {
     config_for(&[("fx".into(), fx.addr)], "")
         + &format!(
@@ -68,7 +54,7 @@ fn metric(gw: &Payedge, series: &str) -> f64 {
 #[test]
 fn a_quote_publishes_one_cloudevent_on_its_tenants_channel_only() {
     let redis = RedisServer::start();
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&bus_config(&fx, &redis, 100), &env());
     let all = Subscriber::new(&redis, &["payedge:events:*"]);
 
@@ -114,7 +100,7 @@ fn a_quote_publishes_one_cloudevent_on_its_tenants_channel_only() {
 #[test]
 fn operator_alerts_go_to_everyone() {
     let redis = RedisServer::start();
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&bus_config(&fx, &redis, 100), &env());
     let all = Subscriber::new(&redis, &["payedge:events:_all"]);
     let body =
@@ -217,7 +203,7 @@ fn a_provider_serving_one_tenant_alerts_only_that_tenant() {
 #[test]
 fn redis_going_away_costs_no_request_and_no_queued_event() {
     let mut redis = RedisServer::start();
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let gw = Payedge::start(&bus_config(&fx, &redis, 1_000), &env());
     let all = Subscriber::new(&redis, &["payedge:events:blue"]);
     assert_eq!(quote(&gw, "blue", "before").status, 201);
@@ -269,7 +255,7 @@ fn redis_going_away_costs_no_request_and_no_queued_event() {
 #[test]
 fn beyond_the_queue_events_are_dropped_and_counted_exactly() {
     let mut redis = RedisServer::start();
-    let fx = fx_provider();
+    let fx = fx_quote_provider();
     let capacity = 5;
     let gw = Payedge::start(&bus_config(&fx, &redis, capacity), &env());
     // The publisher connects lazily; one event while Redis is up makes it hold a connection.

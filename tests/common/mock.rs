@@ -149,3 +149,18 @@ impl Drop for MockUpstream {
         self.server.unblock();
     }
 }
+
+/// An FX provider answering every quote with 201 and a JSON body whose amount is the JSON number
+/// 1000.10 and whose id carries the request's `X-Request-Id`.
+pub fn fx_quote_provider() -> MockUpstream {
+    MockUpstream::with("fx", |req| MockResponse {
+        status: 201,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: format!(
+            r#"{{"id":"fxq_{}","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892"}}"#,
+            req.header("x-request-id").unwrap_or("none")
+        )
+        .into_bytes(),
+        delay: Duration::ZERO,
+    })
+}

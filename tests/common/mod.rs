@@ -14,7 +14,7 @@ pub mod redis;
 #[allow(unused_imports)]
 pub use client::{Response, get, request};
 #[allow(unused_imports)]
-pub use mock::{MockResponse, MockUpstream, Recorded};
+pub use mock::{MockResponse, MockUpstream, Recorded, fx_quote_provider};
 #[allow(unused_imports)]
 pub use process::{Payedge, free_addr};
 #[allow(unused_imports)]
