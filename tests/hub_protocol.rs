@@ -351,3 +351,69 @@ fn slow_consumers(metrics: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Publishes events `{label}-1`, `{label}-2`, … to tenant blue's channel on the real Redis until
+/// the client receives one of them (true), or 10 s pass (false).
+async fn publish_until_delivered(
+    redis: &mut ::redis::aio::MultiplexedConnection,
+    ws: &mut Ws,
+    label: &str,
+) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while std::time::Instant::now() < deadline {
+        n += 1;
+        let envelope = json!({
+            "specversion": "1.0", "id": format!("{label}-{n}"), "source": "test",
+            "type": "fx.quote.created", "tenant": "blue", "data": {}
+        });
+        let _: i64 = ::redis::cmd("PUBLISH")
+            .arg("payedge:events:blue")
+            .arg(envelope.to_string())
+            .query_async(redis)
+            .await
+            .unwrap();
+        if let Ok(invocation) =
+            tokio::time::timeout(Duration::from_millis(200), next_of_type(ws, 1)).await
+        {
+            let id = invocation["arguments"][0]["id"].as_str().unwrap_or("");
+            if id.starts_with(&format!("{label}-")) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_subscription_that_goes_silent_is_replaced() {
+    let redis = common::redis::RedisServer::start();
+    let relay = common::relay::Relay::start(redis.addr);
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream])
+        + &format!(
+            "notifications:\n  provider: redis\n  keepalive_interval_ms: 300\n  client_timeout_ms: 30000\n  redis:\n    url: redis://{}\n",
+            relay.addr
+        );
+    let gw = Payedge::start(&yaml, &env());
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    let mut publisher = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert!(publish_until_delivered(&mut publisher, &mut ws, "before").await);
+
+    // The hub's connection to Redis stays open but nothing passes: only a ping can tell.
+    relay.freeze();
+    assert!(
+        publish_until_delivered(&mut publisher, &mut ws, "after").await,
+        "the hub never replaced its silent Redis subscription"
+    );
+    gw.wait_for_log(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer the hub's ping"))
+    });
+}

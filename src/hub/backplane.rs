@@ -121,32 +121,43 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
 }
 
 /// Keeps the subscriptions equal to the tenants with members here and delivers what arrives,
-/// until the connection breaks.
+/// until the connection breaks or stops answering.
+///
+/// A subscribed connection only ever receives, so a Redis that vanished without closing the
+/// socket (a host gone, a dropped NAT entry) would look like a quiet one forever: the hub pings
+/// it every `keepalive` and starts over when no answer comes within another `keepalive`.
 async fn follow(pubsub: redis::aio::PubSub, prefix: &str, hub: &Hub) {
     let (mut control, mut messages) = pubsub.split();
-    let all = format!("{prefix}{ALL_TENANTS}");
-    if control.subscribe(&all).await.is_err() {
-        return;
-    }
+    let answer_within = hub.settings.keepalive;
+    let mut keepalive = tokio::time::interval(answer_within);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
     let mut subscribed: HashSet<String> = HashSet::new();
+    let mut groups_changed = true;
     loop {
-        let wanted: HashSet<String> = hub
-            .groups
-            .active_tenants()
-            .iter()
-            .map(|t| format!("{prefix}{t}"))
-            .collect();
-        for channel in wanted.difference(&subscribed) {
-            if control.subscribe(channel).await.is_err() {
+        if groups_changed {
+            let wanted: HashSet<String> = std::iter::once(ALL_TENANTS.into())
+                .chain(hub.groups.active_tenants().iter().map(|t| t.to_string()))
+                .map(|t| format!("{prefix}{t}"))
+                .collect();
+            let changes = async {
+                for channel in wanted.difference(&subscribed) {
+                    control.subscribe(channel).await?;
+                }
+                for channel in subscribed.difference(&wanted) {
+                    control.unsubscribe(channel).await?;
+                }
+                Ok::<_, redis::RedisError>(())
+            };
+            if !matches!(
+                tokio::time::timeout(answer_within, changes).await,
+                Ok(Ok(()))
+            ) {
                 return;
             }
+            subscribed = wanted;
+            groups_changed = false;
         }
-        for channel in subscribed.difference(&wanted) {
-            if control.unsubscribe(channel).await.is_err() {
-                return;
-            }
-        }
-        subscribed = wanted;
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { return };
@@ -160,7 +171,16 @@ async fn follow(pubsub: redis::aio::PubSub, prefix: &str, hub: &Hub) {
                     .map_or_else(SystemTime::now, SystemTime::from);
                 hub.deliver(&head.kind, tenant, &payload, time);
             }
-            _ = hub.groups.changed.notified() => {}
+            // `notify_one` keeps a permit, so a change made while a message was being
+            // delivered is seen on the next turn.
+            _ = hub.groups.changed.notified() => groups_changed = true,
+            _ = keepalive.tick() => {
+                let pong = tokio::time::timeout(answer_within, control.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    tracing::warn!("Redis did not answer the hub's ping in time; reconnecting");
+                    return;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod mock;
 pub mod process;
 pub mod provider;
 pub mod redis;
+pub mod relay;
 
 #[allow(unused_imports)]
 pub use client::{Response, get, request};

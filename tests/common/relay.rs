@@ -1,0 +1,81 @@
+//! A TCP relay in front of a server, whose open connections can be frozen: they stay open but
+//! nothing passes any more, as when a peer vanishes without closing (a host gone, a dropped NAT
+//! entry). Connections made after a freeze work.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    next_id: Arc<AtomicU64>,
+    /// Connections with an id below this pass nothing.
+    frozen_below: Arc<AtomicU64>,
+}
+
+impl Relay {
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let next_id = Arc::new(AtomicU64::new(0));
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let (ids, frozen) = (Arc::clone(&next_id), Arc::clone(&frozen_below));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let id = ids.fetch_add(1, Ordering::SeqCst);
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let frozen = Arc::clone(&frozen);
+                    std::thread::spawn(move || pump(from, to, id, &frozen));
+                }
+            }
+        });
+        Self {
+            addr,
+            next_id,
+            frozen_below,
+        }
+    }
+
+    /// Every connection open now stops passing bytes, without being closed.
+    pub fn freeze(&self) {
+        self.frozen_below
+            .store(self.next_id.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, frozen_below: &AtomicU64) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = [0u8; 16 * 1024];
+    let frozen = || id < frozen_below.load(Ordering::SeqCst);
+    loop {
+        let read = from.read(&mut buf);
+        if frozen() {
+            // Hold both sockets open and pass nothing (not even what was just read), for as
+            // long as the test runs.
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        match read {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
