@@ -19,6 +19,9 @@ pub const CLOSE: u8 = 7;
 #[derive(Debug)]
 pub struct Framer {
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no separator: a message arriving in many small
+    /// pieces is scanned once, not once per piece.
+    scanned: usize,
     max_message: usize,
 }
 
@@ -32,6 +35,7 @@ impl Framer {
     pub fn new(max_message: usize) -> Self {
         Self {
             buffer: Vec::new(),
+            scanned: 0,
             max_message,
         }
     }
@@ -41,19 +45,27 @@ impl Framer {
         self.buffer.extend_from_slice(text);
         let mut messages = Vec::new();
         let mut start = 0;
-        while let Some(end) = self.buffer[start..]
+        let mut from = self.scanned;
+        while let Some(found) = self.buffer[from..]
             .iter()
             .position(|b| *b == RECORD_SEPARATOR)
         {
-            if end > self.max_message {
+            let end = from + found;
+            if end - start > self.max_message {
                 return Err(FrameError::Oversized);
             }
-            messages.push(self.buffer[start..start + end].to_vec());
-            start += end + 1;
+            messages.push(self.buffer[start..end].to_vec());
+            start = end + 1;
+            from = start;
         }
         self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
         if self.buffer.len() > self.max_message {
             return Err(FrameError::Oversized);
+        }
+        if self.buffer.is_empty() && self.buffer.capacity() > 2 * self.max_message.min(64 * 1024) {
+            // One large message should not pin its buffer for the connection's lifetime.
+            self.buffer = Vec::new();
         }
         Ok(messages)
     }
@@ -201,6 +213,27 @@ mod tests {
     use super::*;
 
     const RS: &str = "\u{1e}";
+
+    #[test]
+    fn a_message_in_many_pieces_is_assembled_and_scanned_once() {
+        let mut f = Framer::new(1024);
+        let message = r#"{"type":1,"target":"JoinTenantGroup","arguments":["blue"]}"#;
+        for byte in message.as_bytes() {
+            assert!(f.push(std::slice::from_ref(byte)).unwrap().is_empty());
+            assert_eq!(f.scanned, f.buffer.len());
+        }
+        let done = f
+            .push(format!("{RS}{{\"type\":6}}{RS}{{\"ty").as_bytes())
+            .unwrap();
+        assert_eq!(
+            done,
+            vec![message.as_bytes().to_vec(), br#"{"type":6}"#.to_vec()]
+        );
+        assert_eq!(
+            f.push(format!("pe\":6}}{RS}").as_bytes()).unwrap(),
+            vec![br#"{"type":6}"#.to_vec()]
+        );
+    }
 
     #[test]
     fn several_messages_in_one_frame_and_one_across_frames() {
