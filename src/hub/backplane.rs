@@ -20,6 +20,8 @@ use crate::events::{Event, EventSink};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A Redis that does not accept the connection in this time is tried again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ALL_TENANTS: &str = "_all";
 
 pub enum Backplane {
@@ -107,13 +109,14 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
     };
     let mut backoff = BACKOFF_START;
     loop {
-        match client.get_async_pubsub().await {
-            Ok(pubsub) => {
+        match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => {
                 backoff = BACKOFF_START;
                 follow(pubsub, prefix, hub).await;
                 tracing::warn!("the hub lost its Redis subscription; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "the hub cannot reach Redis; retrying"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the hub cannot reach Redis; retrying"),
+            Err(_) => tracing::warn!("the hub's connection to Redis timed out; retrying"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
