@@ -6,7 +6,6 @@
 //! `cargo test --all-targets` runs each once (criterion's test mode), so none can rot.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -19,7 +18,7 @@ fn ten_providers() -> Pool {
     let specs = (0..10)
         .map(|i| ProviderSpec {
             name: format!("p{i}"),
-            address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+            address: format!("127.0.0.1:{}", 9000 + i),
             weight: 1 + i as u32,
             cost: Cost {
                 percent: Decimal::new(15 + i, 1),

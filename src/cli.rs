@@ -90,41 +90,57 @@ struct ListenOverrides {
     /// Admin listen address, overriding server.admin_listen.
     #[arg(long = "admin-listen")]
     admin_listen: Option<SocketAddr>,
+    /// TLS listen address, overriding server.tls.listen (which must be configured).
+    #[arg(long = "tls-listen")]
+    tls_listen: Option<SocketAddr>,
 }
 
 impl ListenOverrides {
-    fn apply(&self, config: &mut Config) {
+    fn apply(&self, config: &mut Config) -> Result<(), ConfigErrors> {
         if let Some(addr) = self.listen {
-            config.server.listen = addr;
+            config.server.listen = Some(addr);
         }
         if let Some(addr) = self.admin_listen {
-            config.server.admin_listen = addr;
+            config.server.admin_listen = Some(addr);
         }
+        if let Some(addr) = self.tls_listen {
+            match config.server.tls.as_mut() {
+                Some(tls) => tls.listen = addr,
+                None => {
+                    return Err(ConfigErrors::single(
+                        &config.source,
+                        None,
+                        "server.tls",
+                        "--tls-listen needs a server.tls section",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => check(&config),
-        Command::Run { config, listen } => match config::load(&config) {
-            Ok(mut cfg) => {
-                listen.apply(&mut cfg);
-                start(cfg, Vec::new(), None)
+        Command::Run { config, listen } => {
+            match config::load(&config).and_then(|mut cfg| listen.apply(&mut cfg).map(|()| cfg)) {
+                Ok(cfg) => start(cfg, Vec::new(), None),
+                Err(errors) => config_failure(&errors),
             }
-            Err(errors) => config_failure(&errors),
-        },
+        }
         Command::Demo { config, listen } => {
             let loaded = match &config {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| ConfigErrors::single(path, None, "", e.to_string()))
-                    .and_then(|text| config::validate_text(path, &text, &demo::demo_env)),
-                None => demo::demo_config(),
+                    .and_then(|text| config::validate_text(path, &text, &demo::demo_env))
+                    .map(|cfg| (cfg, None)),
+                None => demo::demo_config_with_tls(&demo_dir()).map(|(cfg, tls)| (cfg, Some(tls))),
             };
-            match loaded {
-                Ok(mut cfg) => {
-                    listen.apply(&mut cfg);
-                    let connectors = demo::connectors(&cfg);
-                    let banner = demo_banner(&cfg);
+            match loaded.and_then(|(mut cfg, tls)| listen.apply(&mut cfg).map(|()| (cfg, tls))) {
+                Ok((cfg, tls)) => {
+                    let connectors = demo::connectors(&cfg, tls.as_ref());
+                    let banner = demo_banner(&cfg, tls.as_ref());
                     start(cfg, connectors, Some(banner))
                 }
                 Err(errors) => config_failure(&errors),
@@ -190,9 +206,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Where `payedge demo` keeps its certificates and effective configuration.
+fn demo_dir() -> PathBuf {
+    std::env::var_os("PAYEDGE_DEMO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("payedge-demo"))
+}
+
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
+            for warning in &cfg.warnings {
+                let errors = ConfigErrors {
+                    file: path.to_path_buf(),
+                    issues: vec![warning.clone()],
+                };
+                eprintln!("warning: {errors}");
+            }
             let providers: usize = cfg.pools.iter().map(|p| p.providers.len()).sum();
             let auth = match &cfg.auth {
                 Some(a) => format!("JWT on {} prefix(es)", a.required_path_prefixes.len()),
@@ -284,11 +314,41 @@ fn mint(
     mint_hmac(alg, secret, &claims).map_err(|e| e.to_string())
 }
 
-fn demo_banner(config: &Config) -> OnReady {
-    let proxy = config.server.listen;
-    let admin = config.server.admin_listen;
+fn demo_banner(config: &Config, tls: Option<&demo::DemoTls>) -> OnReady {
+    let proxy = config
+        .server
+        .listen
+        .map_or_else(String::new, |a| a.to_string());
+    let admin = config
+        .server
+        .admin_listen
+        .map_or_else(String::new, |a| a.to_string());
     let token = |tenant: &str| mint(config, tenant, &[], 3600, "demo-user").unwrap_or_default();
     let (blue, green) = (token("blue"), token("green"));
+    let https = match (tls, config.server.tls.as_ref()) {
+        (Some(tls), Some(listener)) => {
+            let port = listener.listen.port();
+            let ip = listener.listen.ip();
+            let ca = tls.ca_file().display().to_string();
+            let [blue_host, green_host] = demo::TENANT_HOSTS;
+            format!(
+                r#"
+# HTTPS on {port}, one certificate per tenant host from a throwaway CA ({ca}):
+curl -s --cacert {ca} --resolve {blue_host}:{port}:{ip} \
+  https://{blue_host}:{port}/api/fx/rates -H 'Authorization: Bearer {blue}'
+
+# Over HTTP/2, green's host (the FX connector behind is reached over mutual TLS):
+curl -s --http2 --cacert {ca} --resolve {green_host}:{port}:{ip} \
+  https://{green_host}:{port}/api/fx/rates -H 'Authorization: Bearer {green}'
+
+# Green's host on a connection opened for blue's is refused (421 misdirected_request):
+curl -s --cacert {ca} --resolve {blue_host}:{port}:{ip} \
+  https://{blue_host}:{port}/api/fx/rates -H 'Host: {green_host}' -H 'Authorization: Bearer {green}'
+"#
+            )
+        }
+        _ => String::new(),
+    };
     let text = format!(
         r#"
 payedge demo is ready.
@@ -309,7 +369,7 @@ curl -s -X POST http://{proxy}/api/payments -H 'X-Tenant: green' \
 
 # Blue's token on green's tenant is refused (403 tenant_mismatch):
 curl -s http://{proxy}/api/fx/rates -H 'X-Tenant: green' -H 'Authorization: Bearer {blue}'
-
+{https}
 # Metrics, health:
 curl -s http://{admin}/metrics | grep ^payedge_
 curl -s http://{admin}/readyz

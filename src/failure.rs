@@ -16,6 +16,8 @@ pub enum Failure {
     Tenant(TenantRejection),
     Unauthorized(AuthFailure),
     TenantMismatch,
+    /// The request names another tenant than the TLS server name of its connection.
+    MisdirectedRequest,
     RouteNotFound,
     /// No provider serving the tenant takes the request's currency.
     CurrencyUnsupported,
@@ -27,6 +29,8 @@ pub enum Failure {
     /// The provider could not be reached; nothing was sent to it.
     UpstreamUnavailable {
         provider: String,
+        /// Why, when it is worth telling (a TLS failure).
+        reason: Option<&'static str>,
     },
     /// The provider did not answer in time.
     UpstreamTimeout {
@@ -65,6 +69,7 @@ impl Failure {
             | Self::HubConnectionUnknown
             | Self::HubDisabled => 404,
             Self::HubConnectionTaken => 409,
+            Self::MisdirectedRequest => 421,
             Self::MethodNotAllowed => 405,
             Self::CurrencyUnsupported => 422,
             Self::NoProviderAvailable { .. } | Self::HubBusy => 503,
@@ -80,6 +85,7 @@ impl Failure {
             Self::Tenant(r) => r.code(),
             Self::Unauthorized(_) => "unauthorized",
             Self::TenantMismatch => "tenant_mismatch",
+            Self::MisdirectedRequest => "misdirected_request",
             Self::RouteNotFound => "route_not_found",
             Self::CurrencyUnsupported => "currency_unsupported",
             Self::TenantNotServed => "tenant_not_served",
@@ -108,15 +114,26 @@ impl Failure {
             Self::Tenant(r) => r.message().into(),
             Self::Unauthorized(f) => f.message().into(),
             Self::TenantMismatch => "the token does not grant access to this tenant".into(),
+            Self::MisdirectedRequest => {
+                "this connection was opened for another tenant's host; connect to this tenant's host"
+                    .into()
+            }
             Self::RouteNotFound => "no route serves this path".into(),
             Self::CurrencyUnsupported => {
                 "no provider serving this tenant takes the request's currency".into()
             }
             Self::TenantNotServed => "no provider of this route serves the tenant".into(),
             Self::NoProviderAvailable { .. } => "no provider can take this request now".into(),
-            Self::UpstreamUnavailable { provider } => {
-                format!("provider {provider} could not be reached; the request was not sent")
-            }
+            Self::UpstreamUnavailable {
+                provider,
+                reason: None,
+            } => format!("provider {provider} could not be reached; the request was not sent"),
+            Self::UpstreamUnavailable {
+                provider,
+                reason: Some(reason),
+            } => format!(
+                "provider {provider} could not be reached ({reason}); the request was not sent"
+            ),
             Self::UpstreamTimeout { provider } => format!(
                 "provider {provider} did not answer in time; the outcome at the provider is unknown"
             ),

@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod watch;

@@ -134,6 +134,8 @@ pub struct Metrics {
     upstream_requests: LabelTable<IntCounterVec>,
     auth_failures: Vec<IntCounter>,
     tenant_rejections: Vec<IntCounter>,
+    /// Requests naming another tenant than their TLS connection's server name.
+    misdirected: IntCounter,
     /// Index of each pool's first provider in the per-provider vectors.
     provider_offsets: Vec<usize>,
     provider_health: Vec<IntGauge>,
@@ -307,6 +309,7 @@ impl Metrics {
                 .iter()
                 .map(|r| rejections.with_label_values(&[r.reason()]))
                 .collect(),
+            misdirected: rejections.with_label_values(&["misdirected"]),
             provider_offsets,
             provider_health,
             provider_ejections: labels
@@ -411,6 +414,10 @@ impl Metrics {
         {
             c.inc();
         }
+    }
+
+    pub fn misdirected(&self) {
+        self.misdirected.inc();
     }
 
     pub fn tenant_rejection(&self, rejection: TenantRejection) {

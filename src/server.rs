@@ -14,14 +14,15 @@ use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, OperatorAuth, ReadinessProbe};
 use crate::config::BusSettings;
-use crate::config::Config;
+use crate::config::{Config, TlsListener};
 use crate::events::{self, EventMetrics};
 use crate::hub::{Backplane, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
 use crate::metrics::Metrics;
-use crate::providers::{HealthChecks, ProviderEvents, build_pools};
+use crate::providers::{HealthChecks, ProviderEvents, Resolver, build_pools};
 use crate::proxy::{Gateway, GatewayParts};
+use crate::tls::{Front, TlsEndpoint, TlsMetrics};
 
 /// Bytes the admin listener reads at a time (Pingora's default is 64 KiB).
 const ADMIN_READ_BUFFER: usize = 2 * 1024;
@@ -43,6 +44,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("invalid pool: {0}")]
     Pool(#[from] payedge_upstreams::PoolError),
+    #[error("{key}: {message}")]
+    Tls { key: &'static str, message: String },
 }
 
 /// Services that run beside the gateway in the same process (the demo's connectors).
@@ -62,17 +65,35 @@ pub fn serve(
     companions: Vec<Companion>,
     on_ready: Option<OnReady>,
 ) -> Result<(), StartError> {
-    let mut binds = vec![
-        (config.server.listen, "server.listen".to_string()),
+    let server_settings = &config.server;
+    let mut binds: Vec<(SocketAddr, String)> = [
+        (server_settings.listen, "server.listen"),
         (
-            config.server.admin_listen,
-            "server.admin_listen".to_string(),
+            server_settings.tls.as_ref().map(|t| t.listen),
+            "server.tls.listen",
         ),
-    ];
+        (server_settings.admin_listen, "server.admin_listen"),
+        (
+            server_settings.admin_tls.as_ref().map(|t| t.listen),
+            "server.admin_tls.listen",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(addr, what)| Some((addr?, what.to_string())))
+    .collect();
     binds.extend(companions.iter().map(|c| (c.listen, c.what.clone())));
     for (addr, what) in binds {
         // Pingora panics in a service thread when it cannot bind; find out here and say so.
         TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })?;
+    }
+    for warning in &config.warnings {
+        tracing::warn!(
+            config = %config.source.display(),
+            line = warning.line,
+            key = warning.key,
+            "{}",
+            warning.message
+        );
     }
 
     // Every hub client holds a socket: take the file descriptors the system allows.
@@ -89,6 +110,26 @@ pub fn serve(
     } else {
         None
     };
+    let tls_metrics = if config.analytics.metrics_enabled() {
+        let m = TlsMetrics::register()?;
+        for listener in [&config.server.tls, &config.server.admin_tls]
+            .into_iter()
+            .flatten()
+        {
+            m.certificates(&listener.certificates);
+        }
+        m.upstream_providers(config.pools.iter().flat_map(|pool| {
+            pool.providers
+                .iter()
+                .filter(|p| p.tls.is_some())
+                .map(|p| (pool.name.as_str(), p.name.as_str()))
+        }));
+        Some(Arc::new(m))
+    } else {
+        None
+    };
+    let proxy_tls = endpoint(config.server.tls.as_ref(), "server.tls")?;
+    let admin_tls = endpoint(config.server.admin_tls.as_ref(), "server.admin_tls")?;
     let triggers = Arc::new(std::mem::take(&mut config.triggers));
     let event_metrics = if config.analytics.metrics_enabled() {
         let names: Vec<&str> = triggers.iter().map(|t| t.rule.name()).collect();
@@ -108,24 +149,35 @@ pub fn serve(
             lifecycle,
             triggers,
             sink: sink.clone(),
+            tls_metrics: tls_metrics.clone(),
         },
     );
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "payedge-proxy",
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy_app.server_options = Some(options);
+    let proxy_protocol = config
+        .server
+        .proxy_protocol
+        .then(|| config.server.trusted_proxies.clone());
+    let mut proxy = Service::new(
+        "payedge-proxy".to_string(),
+        Front::new(proxy_app, proxy_tls, proxy_protocol, tls_metrics.clone()),
     );
-    proxy.add_tcp(&config.server.listen.to_string());
-    proxy.threads = Some(config.server.threads);
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
+    for addr in [
+        config.server.listen,
+        config.server.tls.as_ref().map(|t| t.listen),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        proxy.add_tcp(&addr.to_string());
     }
+    proxy.threads = Some(config.server.threads);
 
     let metrics_path = config
         .analytics
@@ -169,36 +221,59 @@ pub fn serve(
         hub: Arc::clone(hub),
         backplane: std::sync::Mutex::new(Some(Backplane::for_bus(&sink, redis_bus))),
     });
+    let admin_app = AdminApp {
+        metrics_path,
+        lifecycle,
+        pools: Arc::clone(&pools),
+        operators: OperatorAuth::from_config(config.auth.as_ref()),
+        sink,
+        hub,
+        hub_path: config.notifications.hub.path.clone(),
+    };
     let mut admin = Service::new(
         "payedge-admin".to_string(),
-        AdminApp {
-            metrics_path,
-            lifecycle,
-            pools: Arc::clone(&pools),
-            operators: OperatorAuth::from_config(config.auth.as_ref()),
-            sink,
-            hub,
-            hub_path: config.notifications.hub.path.clone(),
-        },
+        Front::new(admin_app, admin_tls, None, tls_metrics),
     );
     // Every hub client keeps its socket's read buffer for its whole life: small ones.
-    admin.add_listener(
-        ListenerConfig::tcp(config.server.admin_listen.to_string()).l4_buffer(
-            L4BufferSettings::new(ADMIN_READ_BUFFER, DEFAULT_L4_WRITE_BUFFER_SIZE),
-        ),
-    );
+    for addr in [
+        config.server.admin_listen,
+        config.server.admin_tls.as_ref().map(|t| t.listen),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        admin.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
+                ADMIN_READ_BUFFER,
+                DEFAULT_L4_WRITE_BUFFER_SIZE,
+            )),
+        );
+    }
     admin.threads = Some(ADMIN_THREADS);
 
+    let Some(proxy_addr) = config.server.proxy_addr() else {
+        return Err(StartError::Tls {
+            key: "server",
+            message: "neither server.listen nor server.tls is set".into(),
+        });
+    };
     let mut readiness = background_service(
         "readiness",
         ReadinessProbe {
-            proxy_addr: config.server.listen,
+            proxy_addr,
             lifecycle,
             on_ready,
         },
     );
     readiness.threads = Some(1);
 
+    let mut resolver = background_service(
+        "resolver",
+        Resolver {
+            pools: Arc::clone(&pools),
+        },
+    );
+    resolver.threads = Some(1);
     let mut health_checks = background_service("health-checks", HealthChecks { pools, events });
     health_checks.threads = Some(1);
     let mut event_service = background_service("events", event_service);
@@ -210,6 +285,7 @@ pub fn serve(
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(readiness);
+    server.add_service(resolver);
     server.add_service(health_checks);
     server.add_service(event_service);
     if let Some(feed) = hub_feed {
@@ -228,8 +304,10 @@ pub fn serve(
         }
     }
     tracing::info!(
-        listen = %config.server.listen,
-        admin_listen = %config.server.admin_listen,
+        listen = ?config.server.listen,
+        tls_listen = ?config.server.tls.as_ref().map(|t| t.listen),
+        admin_listen = ?config.server.admin_listen,
+        admin_tls_listen = ?config.server.admin_tls.as_ref().map(|t| t.listen),
         config = %config.source.display(),
         "payedge starting"
     );
@@ -244,7 +322,7 @@ pub fn serve(
 }
 
 fn server_conf(config: &Config) -> ServerConf {
-    let port = config.server.listen.port();
+    let port = config.server.proxy_addr().map_or(0, |a| a.port());
     let tmp = std::env::temp_dir();
     ServerConf {
         threads: config.server.threads,
@@ -263,4 +341,14 @@ fn server_conf(config: &Config) -> ServerConf {
             .to_string(),
         ..ServerConf::default()
     }
+}
+
+fn endpoint(
+    listener: Option<&TlsListener>,
+    key: &'static str,
+) -> Result<Option<TlsEndpoint>, StartError> {
+    listener
+        .map(TlsEndpoint::new)
+        .transpose()
+        .map_err(|message| StartError::Tls { key, message })
 }

@@ -422,7 +422,7 @@ fn unknown_nested_key_names_its_full_path_and_line() {
         &[(
             "wieght: 1",
             "pools.cards.providers[1].wieght",
-            "unknown field `wieght`, expected one of `name`, `address`, `weight`, `cost`, `currencies`, `tenants`, `headers`",
+            "unknown field `wieght`, expected one of `name`, `address`, `weight`, `cost`, `currencies`, `tenants`, `headers`, `tls`",
         )],
     );
 }
@@ -486,7 +486,7 @@ fn structural_problems_of_several_sections_are_all_listed() {
             file.problem(
                 "wieght: 1",
                 "pools.cards.providers[1].wieght",
-                "unknown field `wieght`, expected one of `name`, `address`, `weight`, `cost`, `currencies`, `tenants`, `headers`",
+                "unknown field `wieght`, expected one of `name`, `address`, `weight`, `cost`, `currencies`, `tenants`, `headers`, `tls`",
             ),
         ],
     );
@@ -630,7 +630,7 @@ fn provider_address_without_a_port() {
         &[(
             "# no port",
             "pools.fx.providers[0].address",
-            "\"127.0.0.1\" is not host:port",
+            "\"127.0.0.1\" is not ip:port or host:port (a port from 1 to 65535)",
         )],
     );
 }

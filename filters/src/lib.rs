@@ -4,10 +4,13 @@
 //! is unit-tested and benchmarked without a network. The binary adapts these to Pingora's phases.
 
 pub mod auth;
+pub mod forwarded;
 pub mod host;
 pub mod path;
+pub mod proxy_protocol;
 pub mod request_id;
 pub mod routing;
+pub mod server_names;
 pub mod tenant;
 pub mod token_cache;
 pub mod triggers;

@@ -189,6 +189,29 @@ impl TenantResolver {
         Err(TenantRejection::Unresolved)
     }
 
+    /// The tenant a TLS server name (SNI) names under the configured host strategies, if any: a
+    /// connection opened for `blue.smartpay.com` belongs to tenant blue. `None` for names under
+    /// no base domain, base domains themselves, unknown tenants, and header-only tenancy.
+    pub fn server_name_tenant(&self, server_name: &str) -> Option<Tenant> {
+        if !self.enabled {
+            return None;
+        }
+        let mut parsed = None;
+        for strategy in &self.strategies {
+            if matches!(strategy, Strategy::Header) {
+                continue;
+            }
+            let host = parsed.get_or_insert_with(|| parse_host(server_name.as_bytes()));
+            let Ok(Host::Name(name)) = host else {
+                return None;
+            };
+            if let Some(candidate) = self.host_candidate(name, *strategy) {
+                return self.known(&candidate).ok();
+            }
+        }
+        None
+    }
+
     /// Looks a tenant up by name, as a token's tenant claim or a hub group names it.
     pub fn lookup(&self, name: &str) -> Option<Tenant> {
         self.known(name).ok()
@@ -249,6 +272,31 @@ fn header_candidate(value: Option<&[u8]>) -> Result<Option<String>, TenantReject
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_names_name_tenants_under_host_strategies_only() {
+        let r = resolver(&[Strategy::Host, Strategy::Header]);
+        assert_eq!(
+            r.server_name_tenant("Blue.SmartPay.com").map(|t| t.name),
+            Some("blue".into())
+        );
+        assert_eq!(r.server_name_tenant("smartpay.com").map(|t| t.name), None);
+        assert_eq!(
+            r.server_name_tenant("red.smartpay.com").map(|t| t.name),
+            None
+        );
+        assert_eq!(
+            r.server_name_tenant("blue.example.com").map(|t| t.name),
+            None
+        );
+        assert!(r.server_name_tenant("not a name").is_none());
+        let header_only = resolver(&[Strategy::Header]);
+        assert!(
+            header_only
+                .server_name_tenant("blue.smartpay.com")
+                .is_none()
+        );
+    }
 
     fn resolver(strategies: &[Strategy]) -> TenantResolver {
         TenantResolver::new(&TenancySettings {

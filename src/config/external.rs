@@ -7,35 +7,89 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    #[serde(default = "default_admin_listen")]
-    pub admin_listen: String,
+    /// Plain HTTP. Default `127.0.0.1:8080` unless `tls` is set (then plain is off unless listed).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Plain HTTP for the admin service. Default `127.0.0.1:8081` unless `admin_tls` is set.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// Worker threads of the proxy service.
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// How long SIGTERM waits for in-flight requests before the process exits.
     #[serde(default = "default_grace_period_seconds")]
     pub grace_period_seconds: u64,
+    #[serde(default)]
+    pub tls: Option<TlsListenerSection>,
+    #[serde(default)]
+    pub admin_tls: Option<TlsListenerSection>,
+    /// Peers (CIDRs or addresses) whose X-Forwarded-For / Forwarded and PROXY headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Every proxy connection starts with a PROXY protocol (v1 or v2) header from a trusted proxy.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
-            admin_listen: default_admin_listen(),
+            listen: None,
+            admin_listen: None,
             threads: default_threads(),
             grace_period_seconds: default_grace_period_seconds(),
+            tls: None,
+            admin_tls: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
+/// A TLS listener: `server.tls` (clients) or `server.admin_tls` (admin, hub, metrics).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerSection {
+    pub listen: String,
+    pub certificates: Vec<CertificateEntry>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`).
+    #[serde(default = "yes")]
+    pub http2: bool,
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthSection>,
+    /// How long a client has to complete the TLS handshake (and send its PROXY header).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
 }
-fn default_admin_listen() -> String {
-    "127.0.0.1:8081".into()
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateEntry {
+    /// PEM: the certificate first, then its intermediates.
+    pub cert_file: String,
+    pub key_file: String,
+    /// Server names this certificate is served for; default: its DNS subjectAltNames.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthSection {
+    /// PEM CA certificates that sign acceptable client certificates.
+    pub ca_file: String,
+    /// true: a handshake without a valid client certificate fails. false: a certificate is
+    /// verified when one is sent.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+
 fn default_threads() -> usize {
     2
 }

@@ -22,6 +22,13 @@ pub struct PoolSection {
     pub outlier: OutlierSection,
     #[serde(default)]
     pub retry: RetrySection,
+    /// How often providers named by host name are resolved again.
+    #[serde(default = "default_dns_refresh_seconds")]
+    pub dns_refresh_seconds: u64,
+}
+
+fn default_dns_refresh_seconds() -> u64 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,7 +247,8 @@ fn default_budget_percent() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct ProviderEntry {
     pub name: String,
-    /// `host:port`; a host name is resolved once, at start.
+    /// `ip:port` or `host:port`; a host name is resolved in the background, at start and then
+    /// every `dns_refresh_seconds`.
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -255,6 +263,27 @@ pub struct ProviderEntry {
     /// Credentials added towards this provider only, never returned to the client.
     #[serde(default)]
     pub headers: BTreeMap<String, SecretRef>,
+    /// HTTPS to this provider; `tls: {}` verifies it against the system's roots.
+    #[serde(default)]
+    pub tls: Option<ProviderTlsSection>,
+}
+
+/// How payedge speaks TLS to one provider. Verification of the chain and the host name is always
+/// on: there is no key to turn it off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTlsSection {
+    /// The server name sent and verified; default: the address's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM CA certificates trusted for this provider instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Mutual TLS: the certificate (chain) and key payedge presents.
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    #[serde(default)]
+    pub client_key_file: Option<String>,
 }
 
 fn default_weight() -> u32 {

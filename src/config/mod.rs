@@ -10,12 +10,14 @@ mod runtime;
 mod validate;
 mod validate_events;
 mod validate_pool;
+mod validate_tls;
 
 use std::path::Path;
 
 pub use issues::{ConfigErrors, ConfigIssue};
 pub use runtime::*;
 pub use validate::{EnvLookup, validate_text};
+pub use validate_tls::EXPIRY_WARNING;
 
 /// Reads and validates `path`, taking secrets from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -1,17 +1,24 @@
 //! The validated configuration the gateway runs with. Built once at start by `validate`; nothing
 //! here needs checking again on the request path.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use payedge_filters::auth::{JwtSettings, JwtVerifier};
+use payedge_filters::forwarded::TrustedProxies;
+use payedge_filters::server_names::HostPattern;
 use payedge_filters::tenant::TenancySettings;
 use payedge_filters::triggers::TriggerRule;
+use pingora::protocols::tls::CaType;
+use pingora::utils::tls::CertKey;
+use rustls::RootCertStore;
 
+use super::issues::ConfigIssue;
 use crate::events::LogFormat;
+use crate::tls::KeyPair;
 use payedge_upstreams::{Cost, PoolPolicy};
 
 #[derive(Debug)]
@@ -28,6 +35,8 @@ pub struct Config {
     pub notifications: NotificationSettings,
     /// The enabled triggers.
     pub triggers: Vec<TriggerSettings>,
+    /// What is allowed but deserves attention (a certificate expiring soon).
+    pub warnings: Vec<ConfigIssue>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,10 +75,52 @@ pub struct TriggerSettings {
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+    /// Plain HTTP; `None` when only TLS is served.
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
     pub threads: usize,
     pub grace_period: Duration,
+    pub tls: Option<TlsListener>,
+    pub admin_tls: Option<TlsListener>,
+    pub trusted_proxies: TrustedProxies,
+    pub proxy_protocol: bool,
+}
+
+impl ServerSettings {
+    /// Where the proxy accepts connections first: plain if it listens, else TLS.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.listen.or(self.tls.as_ref().map(|t| t.listen))
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen
+            .or(self.admin_tls.as_ref().map(|t| t.listen))
+    }
+}
+
+/// A TLS listener with its certificates loaded and checked.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    /// The first one is served when no other matches the server name.
+    pub certificates: Vec<ServerCertificate>,
+    pub http2: bool,
+    pub client_auth: Option<ClientAuth>,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerCertificate {
+    /// Its first host: the `certificate` label of the expiry metric.
+    pub label: String,
+    pub hosts: Vec<HostPattern>,
+    pub pair: KeyPair,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub roots: Arc<RootCertStore>,
+    pub required: bool,
 }
 
 #[derive(Debug)]
@@ -125,6 +176,7 @@ pub struct PoolSettings {
     pub health_check: Option<HealthCheckSettings>,
     /// Methods that may be sent to another provider after one got them.
     pub retry_methods: Vec<http::Method>,
+    pub dns_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,11 +201,59 @@ pub struct HealthCheckSettings {
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub name: String,
-    pub address: SocketAddr,
+    pub address: ProviderAddress,
+    /// `None`: plain HTTP.
+    pub tls: Option<UpstreamTls>,
     pub weight: u32,
     pub cost: Cost,
     pub currencies: Vec<String>,
     pub tenants: Vec<String>,
     /// Credential headers, values read from the environment at start.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Where a provider listens: an address, or a name resolved in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAddress {
+    /// The host as written (lower case; IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Set when the host is an IP address: nothing to resolve.
+    pub ip: Option<IpAddr>,
+}
+
+impl ProviderAddress {
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.ip.map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl std::fmt::Display for ProviderAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip {
+            Some(IpAddr::V6(_)) => write!(f, "[{}]:{}", self.host, self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// HTTPS to a provider. The chain and the host name are always verified.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The server name sent and verified (never empty: Pingora skips verification without one).
+    pub sni: String,
+    /// Trusted CAs instead of the system's roots.
+    pub ca: Option<Arc<CaType>>,
+    /// Mutual TLS: what payedge presents.
+    pub client_cert: Option<Arc<CertKey>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("custom_ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use payedge_filters::auth::{JwtConfigError, JwtSettings, JwtVerifier, SUPPORTED_ALGORITHMS};
+use payedge_filters::forwarded::{BadNetwork, TrustedProxies};
 use payedge_filters::host::{Host, parse_host};
 use payedge_filters::path::check_path;
 use payedge_filters::tenant::{Strategy, TenancySettings, is_valid_tenant_id};
@@ -21,6 +22,7 @@ use super::external::*;
 use super::issues::{ConfigErrors, ConfigIssue};
 use super::lines::LineMap;
 use super::runtime::*;
+use super::validate_tls::clashing_listeners;
 
 /// Reads an environment variable; injected so validation is testable without touching the
 /// process environment.
@@ -62,6 +64,7 @@ pub fn validate_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Conf
         lines: &lines,
         env,
         issues: Vec::new(),
+        warnings: Vec::new(),
     };
     let sections = v.sections(root);
     let config = sections.and_then(|s| v.config(s));
@@ -79,12 +82,23 @@ pub(super) struct Validator<'a> {
     lines: &'a LineMap,
     env: EnvLookup<'a>,
     pub(super) issues: Vec<ConfigIssue>,
+    pub(super) warnings: Vec<ConfigIssue>,
 }
 
 impl Validator<'_> {
     pub(super) fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         self.issues.push(ConfigIssue {
+            line: self.lines.line_of(&key),
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// Something allowed that an operator should know about (listed by `check`, logged by `run`).
+    pub(super) fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        self.warnings.push(ConfigIssue {
             line: self.lines.line_of(&key),
             key,
             message: message.into(),
@@ -183,14 +197,41 @@ impl Validator<'_> {
             pools,
             notifications,
             triggers,
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 
     fn server(&mut self, s: &ServerSection) -> Option<ServerSettings> {
-        let listen = self.socket_addr("server.listen", &s.listen);
-        let admin_listen = self.socket_addr("server.admin_listen", &s.admin_listen);
-        if listen.is_some() && listen == admin_listen {
-            self.issue("server.admin_listen", "must differ from server.listen");
+        let before = self.issues.len();
+        let listen = match (&s.listen, &s.tls) {
+            (Some(text), _) => self.socket_addr("server.listen", text),
+            (None, None) => DEFAULT_LISTEN.parse().ok(),
+            (None, Some(_)) => None,
+        };
+        let admin_listen = match (&s.admin_listen, &s.admin_tls) {
+            (Some(text), _) => self.socket_addr("server.admin_listen", text),
+            (None, None) => DEFAULT_ADMIN_LISTEN.parse().ok(),
+            (None, Some(_)) => None,
+        };
+        let tls = s
+            .tls
+            .as_ref()
+            .and_then(|t| self.tls_listener("server.tls", t));
+        let admin_tls = s
+            .admin_tls
+            .as_ref()
+            .and_then(|t| self.tls_listener("server.admin_tls", t));
+        let listeners = [
+            ("server.listen", listen),
+            ("server.tls.listen", tls.as_ref().map(|t| t.listen)),
+            ("server.admin_listen", admin_listen),
+            (
+                "server.admin_tls.listen",
+                admin_tls.as_ref().map(|t| t.listen),
+            ),
+        ];
+        for (key, first) in clashing_listeners(&listeners) {
+            self.issue(key, format!("must differ from {first}"));
         }
         if s.threads == 0 || s.threads > MAX_THREADS {
             self.issue(
@@ -204,15 +245,40 @@ impl Validator<'_> {
                 format!("must be at most {MAX_GRACE_SECONDS}"),
             );
         }
+        let trusted_proxies =
+            match TrustedProxies::parse(s.trusted_proxies.iter().map(String::as_str)) {
+                Ok(t) => t,
+                Err(BadNetwork(bad)) => {
+                    let i = s.trusted_proxies.iter().position(|t| t.trim() == bad);
+                    self.issue(
+                        format!("server.trusted_proxies[{}]", i.unwrap_or(0)),
+                        format!("{bad:?} is not an address or a CIDR network like 10.0.0.0/8"),
+                    );
+                    TrustedProxies::default()
+                }
+            };
+        if s.proxy_protocol && s.trusted_proxies.is_empty() {
+            self.issue(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies: the balancers allowed to send PROXY headers",
+            );
+        }
+        if self.issues.len() > before {
+            return None;
+        }
         Some(ServerSettings {
-            listen: listen?,
-            admin_listen: admin_listen?,
+            listen,
+            admin_listen,
             threads: s.threads,
             grace_period: Duration::from_secs(s.grace_period_seconds),
+            tls,
+            admin_tls,
+            trusted_proxies,
+            proxy_protocol: s.proxy_protocol,
         })
     }
 
-    fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+    pub(super) fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
         match value.parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
@@ -419,7 +485,7 @@ impl Validator<'_> {
         }
     }
 
-    fn relative(&self, name: &str) -> PathBuf {
+    pub(super) fn relative(&self, name: &str) -> PathBuf {
         let path = Path::new(name);
         match self.file.parent() {
             Some(dir) if path.is_relative() => dir.join(path),

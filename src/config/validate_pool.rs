@@ -2,7 +2,6 @@
 //! health-check, outlier and retry policies.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -21,6 +20,7 @@ use super::validate::Validator;
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
 const MAX_ATTEMPTS: u32 = 10;
 const MAX_THRESHOLD: u32 = 100;
+const MAX_DNS_REFRESH_SECONDS: u64 = 86_400;
 
 /// Headers a provider credential may not set: framing, routing and the gateway's own headers.
 const RESERVED_HEADERS: [&str; 11] = [
@@ -119,6 +119,15 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|h| self.health_check(&key, h)),
             retry_methods: self.retry_methods(&key, &pool.retry.methods),
+            dns_refresh: {
+                self.bounded(
+                    &format!("{key}.dns_refresh_seconds"),
+                    pool.dns_refresh_seconds,
+                    1,
+                    MAX_DNS_REFRESH_SECONDS,
+                );
+                Duration::from_secs(pool.dns_refresh_seconds)
+            },
         }
     }
 
@@ -177,11 +186,16 @@ impl Validator<'_> {
                 );
             }
         }
-        let address = self.resolve(&format!("{key}.address"), &p.address);
+        let address = self.provider_address(&format!("{key}.address"), &p.address);
+        let tls = p
+            .tls
+            .as_ref()
+            .and_then(|t| self.provider_tls(&format!("{key}.tls"), t, address.as_ref()));
         let headers = self.credential_headers(key, &p.headers, tenant_header);
         Some(ProviderSettings {
             name: p.name.clone(),
             address: address?,
+            tls,
             weight: p.weight,
             cost: Cost {
                 percent: p.cost.percent.0,
@@ -365,30 +379,6 @@ impl Validator<'_> {
     fn bounded(&mut self, key: &str, value: u64, min: u64, max: u64) {
         if value < min || value > max {
             self.issue(key, format!("must be between {min} and {max}"));
-        }
-    }
-
-    fn resolve(&mut self, key: &str, address: &str) -> Option<SocketAddr> {
-        if let Ok(addr) = address.parse() {
-            return Some(addr);
-        }
-        let has_port = address
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
-        if !has_port {
-            self.issue(key, format!("{address:?} is not host:port"));
-            return None;
-        }
-        match address.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => Some(addr),
-            Ok(None) => {
-                self.issue(key, format!("{address:?} resolves to no address"));
-                None
-            }
-            Err(e) => {
-                self.issue(key, format!("cannot resolve {address:?}: {e}"));
-                None
-            }
         }
     }
 

@@ -83,10 +83,7 @@ async fn check_provider(
     let Some(runtime) = pools.get(pool) else {
         return;
     };
-    let Some(address) = runtime.pool.provider(provider).map(|p| p.address) else {
-        return;
-    };
-    let Ok(backend) = Backend::new(&address.to_string()) else {
+    let Some(endpoint) = runtime.endpoint(provider) else {
         return;
     };
     let active = runtime
@@ -103,12 +100,19 @@ async fn check_provider(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+        // A name that has not resolved has nothing to check: the resolver keeps it unused.
+        let Some(address) = endpoint.addr() else {
+            continue;
+        };
         let transitions = match &active {
             Some((check, settings)) => {
-                let ok = matches!(
-                    tokio::time::timeout(settings.timeout, check.check(&backend)).await,
-                    Ok(Ok(()))
-                );
+                let ok = match Backend::new(&address.to_string()) {
+                    Ok(backend) => matches!(
+                        tokio::time::timeout(settings.timeout, check.check(&backend)).await,
+                        Ok(Ok(()))
+                    ),
+                    Err(_) => false,
+                };
                 runtime
                     .pool
                     .record_probe(provider, ok, Instant::now(), true)
@@ -131,17 +135,19 @@ async fn check_provider(
     }
 }
 
+/// A GET of the health path, with the provider's credentials and, for an HTTPS provider, its
+/// TLS settings (server name, CA, client certificate): the check proves what requests need.
 fn http_check(
     runtime: &PoolRuntime,
     provider: usize,
     settings: &HealthCheckSettings,
 ) -> HttpHealthCheck {
-    let host = runtime
-        .pool
-        .provider(provider)
-        .map(|p| p.address.to_string())
-        .unwrap_or_default();
+    let endpoint = runtime.endpoint(provider);
+    let host = endpoint.map(|e| e.address.to_string()).unwrap_or_default();
     let mut check = HttpHealthCheck::new(&host, false);
+    if let Some(endpoint) = endpoint {
+        check.peer_template = endpoint.template().clone();
+    }
     if let Ok(mut req) = RequestHeader::build("GET", settings.path.as_bytes(), None) {
         let _ = req.insert_header(http::header::HOST, host.as_str());
         for (name, value) in runtime.credentials(provider) {

@@ -1,8 +1,10 @@
 //! The provider pools as the gateway runs them: each `upstreams::Pool` with its Pingora peers and
 //! credentials, the background health checks, and how provider state changes are reported.
 
+mod endpoint;
 mod events;
 mod health_checks;
+mod resolver;
 mod status;
 
 use std::sync::Arc;
@@ -12,8 +14,10 @@ use http::{HeaderName, HeaderValue};
 use payedge_upstreams::{Pool, PoolError, ProviderSpec};
 use pingora::prelude::HttpPeer;
 
+pub use endpoint::Endpoint;
 pub use events::ProviderEvents;
 pub use health_checks::HealthChecks;
+pub use resolver::Resolver;
 pub use status::providers_json;
 
 use crate::config::PoolSettings;
@@ -23,7 +27,7 @@ pub struct PoolRuntime {
     pub index: usize,
     pub pool: Pool,
     pub settings: PoolSettings,
-    peers: Vec<HttpPeer>,
+    endpoints: Vec<Endpoint>,
     credential_names: Vec<Vec<HeaderName>>,
 }
 
@@ -37,31 +41,30 @@ impl PoolRuntime {
             .iter()
             .map(|p| ProviderSpec {
                 name: p.name.clone(),
-                address: p.address,
+                address: p.address.to_string(),
                 weight: p.weight,
                 cost: p.cost,
                 currencies: p.currencies.clone(),
                 tenants: p.tenants.clone(),
             })
             .collect();
-        let peers = settings
+        let endpoints: Vec<Endpoint> = settings
             .providers
             .iter()
-            .map(|p| {
-                let mut peer = HttpPeer::new(p.address, false, String::new());
-                peer.options.connection_timeout = Some(settings.timeouts.connect);
-                peer.options.total_connection_timeout = Some(settings.timeouts.connect);
-                peer.options.read_timeout = Some(settings.timeouts.read);
-                peer.options.write_timeout = Some(settings.timeouts.write);
-                peer.options.idle_timeout = Some(settings.timeouts.idle);
-                peer
-            })
+            .enumerate()
+            .map(|(i, p)| Endpoint::new(p, &settings.timeouts, group_key(index, i)))
             .collect();
+        let pool = Pool::new(settings.name.clone(), specs, settings.policy.clone())?;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if endpoint.is_named() {
+                pool.set_resolved(i, false);
+            }
+        }
         Ok(Self {
             index,
-            pool: Pool::new(settings.name.clone(), specs, settings.policy.clone())?,
+            pool,
             settings: settings.clone(),
-            peers,
+            endpoints,
             credential_names: settings
                 .providers
                 .iter()
@@ -80,15 +83,20 @@ impl PoolRuntime {
             .map_or("unknown", |p| p.name.as_str())
     }
 
-    /// The peer for one attempt, its timeouts cut to what is left of the request's total time.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn endpoint(&self, provider: usize) -> Option<&Endpoint> {
+        self.endpoints.get(provider)
+    }
+
+    /// The peer for one attempt, its timeouts cut to what is left of the request's total time;
+    /// `None` when the provider has no address (yet).
     pub fn peer(&self, provider: usize, remaining: Duration) -> Option<HttpPeer> {
-        let mut peer = self.peers.get(provider)?.clone();
-        let t = &self.settings.timeouts;
-        peer.options.connection_timeout = Some(t.connect.min(remaining));
-        peer.options.total_connection_timeout = Some(t.connect.min(remaining));
-        peer.options.read_timeout = Some(t.read.min(remaining));
-        peer.options.write_timeout = Some(t.write.min(remaining));
-        Some(peer)
+        self.endpoints
+            .get(provider)?
+            .peer(&self.settings.timeouts, remaining)
     }
 
     pub fn credentials(&self, provider: usize) -> &[(HeaderName, HeaderValue)] {
@@ -103,6 +111,11 @@ impl PoolRuntime {
             .get(provider)
             .map_or(&[][..], Vec::as_slice)
     }
+}
+
+/// Connections to one provider are never handed to another (pool and provider index).
+fn group_key(pool: usize, provider: usize) -> u64 {
+    ((pool as u64) << 32) | provider as u64 | 1 << 63
 }
 
 pub fn build_pools(settings: &[PoolSettings]) -> Result<Pools, PoolError> {

@@ -16,10 +16,24 @@ pub fn providers_json(pools: &Pools, now: Instant) -> Value {
                 .pool
                 .status(now)
                 .into_iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(i, p)| {
+                    let endpoint = runtime.endpoint(i);
+                    let resolved: Vec<String> = endpoint
+                        .map(|e| e.addrs().iter().map(ToString::to_string).collect())
+                        .unwrap_or_default();
+                    let tls = endpoint.and_then(|e| e.tls.as_ref()).map(|t| {
+                        json!({
+                            "sni": t.sni,
+                            "custom_ca": t.ca.is_some(),
+                            "client_certificate": t.client_cert.is_some(),
+                        })
+                    });
                     json!({
                         "name": p.name,
-                        "address": p.address.to_string(),
+                        "address": p.address,
+                        "resolved": resolved,
+                        "tls": tls,
                         "state": p.state,
                         "healthy": p.active_healthy,
                         "ejected_for_ms": p.ejected_for.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

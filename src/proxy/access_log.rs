@@ -23,6 +23,10 @@ pub struct AccessEntry<'a> {
     pub bytes_in: usize,
     pub bytes_out: usize,
     pub error_code: Option<&'a str>,
+    /// The client, as trusted proxies and PROXY headers establish it.
+    pub client: Option<std::net::IpAddr>,
+    pub client_cert_subject: Option<&'a str>,
+    pub upstream_tls_failure: Option<&'a str>,
 }
 
 /// The line as written: the shape tracing's JSON formatter gives other lines (timestamp, level,
@@ -53,6 +57,12 @@ struct Line<'a> {
     bytes_out: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert_subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_tls_failure: Option<&'a str>,
     target: &'static str,
 }
 
@@ -79,6 +89,9 @@ pub fn write(entry: &AccessEntry<'_>) {
         bytes_in: entry.bytes_in,
         bytes_out: entry.bytes_out,
         error_code: entry.error_code,
+        client: entry.client,
+        client_cert_subject: entry.client_cert_subject,
+        upstream_tls_failure: entry.upstream_tls_failure,
         target: "payedge::access",
     };
     let mut out = Vec::with_capacity(384);

@@ -70,7 +70,12 @@ impl Admission {
         }
     }
 
-    pub fn admit(&self, req: &RequestHeader) -> Result<Admitted, Refused> {
+    /// `server_name`: the SNI of the TLS connection the request came on, if any.
+    pub fn admit(
+        &self,
+        req: &RequestHeader,
+        server_name: Option<&str>,
+    ) -> Result<Admitted, Refused> {
         let path = req.uri.path();
         if check_path(path).is_err() {
             return Err(Refused {
@@ -100,6 +105,15 @@ impl Admission {
                 header: req.headers.get(&self.tenant_header).map(|h| h.as_bytes()),
             })
             .map_err(|r| refuse(Failure::Tenant(r), None))?;
+        // A TLS connection opened for one tenant's host carries that tenant's requests only
+        // (HTTP/2 connection reuse, domain fronting).
+        if let Some(connection_tenant) =
+            server_name.and_then(|n| self.tenants.server_name_tenant(n))
+        {
+            if connection_tenant.index != tenant.index {
+                return Err(refuse(Failure::MisdirectedRequest, Some(&tenant)));
+            }
+        }
 
         let principal = match &self.auth {
             None => None,

@@ -19,6 +19,7 @@ use super::upstream_errors;
 use crate::failure::Failure;
 use crate::metrics::FailoverReason;
 use crate::providers::{PoolRuntime, ProviderEvents};
+use crate::tls::{TlsMetrics, UpstreamTlsFailure, upstream_tls_failure};
 
 /// Picks the provider of the next attempt, or says why there is none.
 pub fn choose(
@@ -70,14 +71,27 @@ pub fn choose(
     }
 }
 
-/// The connection to the provider could not be made. Returns whether to try another provider.
-pub fn connect_failed(pool: &PoolRuntime, events: &ProviderEvents, ctx: &mut RequestCtx) -> bool {
+/// The connection to the provider could not be made (`e`): nothing was sent. Returns whether to
+/// try another provider.
+pub fn connect_failed(
+    pool: &PoolRuntime,
+    events: &ProviderEvents,
+    tls_metrics: Option<&TlsMetrics>,
+    ctx: &mut RequestCtx,
+    e: &Error,
+) -> bool {
     let Some(provider) = ctx.provider else {
         return false;
     };
     record(pool, events, ctx, provider, Outcome::ConnectFailed, None);
+    let tls_failure = upstream_tls_failure(e);
+    if let (Some(failure), Some(m)) = (tls_failure, tls_metrics) {
+        m.upstream_failed(pool.name(), pool.provider_name(provider), failure);
+    }
+    ctx.upstream_tls_failure = tls_failure.or(ctx.upstream_tls_failure);
     ctx.last_attempt_failure = Some(Failure::UpstreamUnavailable {
         provider: pool.provider_name(provider).to_string(),
+        reason: tls_failure.map(UpstreamTlsFailure::describe),
     });
     let retry = untried_left(pool, ctx) && !remaining(pool, ctx).is_zero();
     if retry {
@@ -120,6 +134,16 @@ pub fn answered(
         }
     }
     retry
+}
+
+/// Whether `e`, raised while exchanging with a provider, is in truth its refusal of the TLS
+/// handshake: a TLS 1.3 client finishes its side of the handshake before the server has checked
+/// its certificate, so a provider refusing payedge's client certificate is seen on the first
+/// read. The provider never accepted the connection, so it never read the request: this is a
+/// connect failure, and the request may go to another provider.
+pub fn is_handshake_refusal(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Upstream
+        && upstream_tls_failure(e) == Some(UpstreamTlsFailure::ClientCertificateRefused)
 }
 
 /// The exchange failed after the connection was made. Returns whether to try another provider.

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use payedge_filters::auth::Principal;
+use payedge_filters::forwarded::Forwarding;
 use payedge_filters::tenant::Tenant;
 use payedge_upstreams::TriedSet;
 
@@ -10,6 +11,7 @@ use super::capture::Capture;
 use crate::events::TriggerHit;
 use crate::failure::Failure;
 use crate::lifecycle::InFlight;
+use crate::tls::UpstreamTlsFailure;
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -39,6 +41,12 @@ pub struct RequestCtx {
     pub capture: Option<Capture>,
     /// A complete captured body, turned into events once the client has the response.
     pub captured: Option<TriggerHit>,
+    /// Who the client is and what goes upstream in X-Forwarded-For (`None`: no peer address).
+    pub forwarding: Option<Forwarding>,
+    /// The verified client certificate's subject (TLS with client_auth).
+    pub client_subject: Option<String>,
+    /// Why the last TLS handshake with a provider failed, if one did.
+    pub upstream_tls_failure: Option<UpstreamTlsFailure>,
     pub _in_flight: InFlight,
 }
 
@@ -63,6 +71,9 @@ impl RequestCtx {
             trigger_candidates: 0,
             capture: None,
             captured: None,
+            forwarding: None,
+            client_subject: None,
+            upstream_tls_failure: None,
             _in_flight: in_flight,
         }
     }

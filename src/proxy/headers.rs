@@ -1,8 +1,9 @@
 //! Header hygiene: what goes to the provider and what comes back to the client.
 //!
 //! Towards the provider, the gateway's own headers are authoritative: any client-sent copy of the
-//! tenant header, the identity headers or the forwarding headers is removed before the canonical
-//! values are set, so a client can never choose its tenant, identity or apparent address. Provider credentials are added per provider and
+//! tenant header, the identity headers (the client certificate's subject included) or, unless the
+//! peer is a trusted proxy, the forwarding headers is removed before the canonical values are
+//! set, so a client can never choose its tenant, identity or apparent address. Provider credentials are added per provider and
 //! removed from whatever the provider sends back.
 
 use http::HeaderName;
@@ -10,13 +11,15 @@ use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use payedge_filters::auth::Principal;
+use payedge_filters::forwarded::Forwarding;
 
 use crate::failure::REQUEST_ID_HEADER;
 
 pub const X_TENANT: HeaderName = HeaderName::from_static("x-tenant");
 pub const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 pub const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
@@ -27,12 +30,21 @@ pub struct UpstreamIdentity<'a> {
     pub principal: Option<&'a Principal>,
     /// Whether the gateway authenticates callers (then it consumes their Authorization header).
     pub terminates_auth: bool,
-    pub client_ip: Option<String>,
+    /// `None` when the peer address is unknown: no forwarding headers are sent.
+    pub forwarding: Option<&'a Forwarding>,
+    /// The verified client certificate's subject.
+    pub client_subject: Option<&'a str>,
     pub credentials: &'a [(HeaderName, http::HeaderValue)],
 }
 
 pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'_>) -> Result<()> {
-    for internal in [id.tenant_header, &X_TENANT, &X_AUTH_SUBJECT, &X_AUTH_ROLES] {
+    for internal in [
+        id.tenant_header,
+        &X_TENANT,
+        &X_AUTH_SUBJECT,
+        &X_AUTH_ROLES,
+        &X_CLIENT_CERT_SUBJECT,
+    ] {
         req.remove_header(internal);
     }
     if id.terminates_auth {
@@ -53,12 +65,19 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
             req.insert_header(X_AUTH_ROLES, roles)?;
         }
     }
-    // payedge is the edge: whatever a client claims about earlier hops is not passed on.
-    for claimed in [&X_FORWARDED_FOR, &FORWARDED, &X_REAL_IP] {
-        req.remove_header(claimed);
+    if let Some(subject) = id.client_subject.filter(|s| valid_header_text(s)) {
+        req.insert_header(X_CLIENT_CERT_SUBJECT, subject)?;
     }
-    if let Some(ip) = &id.client_ip {
-        req.insert_header(X_FORWARDED_FOR, ip.as_str())?;
+    // What a peer claims about earlier hops is passed on only from a trusted proxy, with the
+    // peer appended; anyone else's claims are replaced by its own address.
+    let keep_forwarded = id.forwarding.is_some_and(|f| f.peer_trusted);
+    req.remove_header(&X_FORWARDED_FOR);
+    req.remove_header(&X_REAL_IP);
+    if !keep_forwarded {
+        req.remove_header(&FORWARDED);
+    }
+    if let Some(forwarding) = id.forwarding {
+        req.insert_header(X_FORWARDED_FOR, forwarding.x_forwarded_for.as_str())?;
     }
     for (name, value) in id.credentials {
         req.insert_header(name.clone(), value.clone())?;

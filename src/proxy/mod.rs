@@ -45,8 +45,10 @@ use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::providers::{PoolRuntime, Pools, ProviderEvents};
+use crate::tls::{ConnectionFacts, TlsMetrics, UpstreamTlsFailure};
 use admission::{Admission, Refused};
 use headers::UpstreamIdentity;
+use payedge_filters::forwarded::{TrustedProxies, forwarding};
 
 pub struct Gateway {
     admission: Admission,
@@ -61,6 +63,8 @@ pub struct Gateway {
     lifecycle: &'static Lifecycle,
     triggers: Arc<Vec<TriggerSettings>>,
     sink: EventSink,
+    trusted_proxies: TrustedProxies,
+    tls_metrics: Option<Arc<TlsMetrics>>,
 }
 
 /// What the gateway hands its phases besides the configuration.
@@ -71,6 +75,7 @@ pub struct GatewayParts {
     pub lifecycle: &'static Lifecycle,
     pub triggers: Arc<Vec<TriggerSettings>>,
     pub sink: EventSink,
+    pub tls_metrics: Option<Arc<TlsMetrics>>,
 }
 
 impl Gateway {
@@ -82,6 +87,7 @@ impl Gateway {
             lifecycle,
             triggers,
             sink,
+            tls_metrics,
         } = parts;
         Self {
             admission: Admission::new(config),
@@ -100,6 +106,8 @@ impl Gateway {
             lifecycle,
             triggers,
             sink,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            tls_metrics,
         }
     }
 
@@ -160,6 +168,7 @@ impl Gateway {
         if let Some(metrics) = &self.metrics {
             match &refused.failure {
                 Failure::Tenant(r) => metrics.tenant_rejection(*r),
+                Failure::MisdirectedRequest => metrics.misdirected(),
                 Failure::Unauthorized(f) => metrics.auth_failure(*f),
                 _ => {}
             }
@@ -194,7 +203,20 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match self.admission.admit(session.req_header()) {
+        let facts = ConnectionFacts::of(session.digest());
+        ctx.client_subject = facts.and_then(|f| f.client_subject.clone());
+        ctx.forwarding = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
+            let claimed: Vec<&[u8]> = session
+                .req_header()
+                .headers
+                .get_all(headers::X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            forwarding(peer.ip(), &self.trusted_proxies, &claimed)
+        });
+        let server_name = facts.and_then(|f| f.server_name.as_deref());
+        match self.admission.admit(session.req_header(), server_name) {
             Ok(admitted) => {
                 if !self.triggers.is_empty() {
                     let req = session.req_header();
@@ -246,7 +268,9 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let retry = match self.pool(ctx) {
-            Some(pool) => attempts::connect_failed(pool, &self.events, ctx),
+            Some(pool) => {
+                attempts::connect_failed(pool, &self.events, self.tls_metrics.as_deref(), ctx, &e)
+            }
             None => false,
         };
         e.set_retry(retry);
@@ -264,6 +288,7 @@ impl ProxyHttp for Gateway {
             _ => &[],
         };
         let tenant = ctx.tenant.as_ref().map_or("", |t| &t.name);
+        let _ = session;
         headers::prepare_upstream_request(
             upstream_request,
             &UpstreamIdentity {
@@ -272,10 +297,8 @@ impl ProxyHttp for Gateway {
                 request_id: &ctx.request_id,
                 principal: ctx.principal.as_ref(),
                 terminates_auth: self.terminates_auth,
-                client_ip: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string()),
+                forwarding: ctx.forwarding.as_ref(),
+                client_subject: ctx.client_subject.as_deref(),
                 credentials,
             },
         )
@@ -360,6 +383,21 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
+        if attempts::is_handshake_refusal(&e) {
+            let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
+                Some(pool) => attempts::connect_failed(
+                    pool,
+                    &self.events,
+                    self.tls_metrics.as_deref(),
+                    ctx,
+                    &e,
+                ),
+                None => false,
+            };
+            // The request's body must still be whole to be sent elsewhere.
+            e.set_retry(retry && !session.as_ref().retry_buffer_truncated());
+            return e;
+        }
         let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
             Some(pool) => attempts::broke(pool, &self.events, session, ctx, &e),
             None => false,
@@ -437,6 +475,9 @@ impl ProxyHttp for Gateway {
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
             error_code: ctx.failure.as_ref().map(Failure::code),
+            client: ctx.forwarding.as_ref().map(|f| f.client),
+            client_cert_subject: ctx.client_subject.as_deref(),
+            upstream_tls_failure: ctx.upstream_tls_failure.map(UpstreamTlsFailure::label),
         });
     }
 

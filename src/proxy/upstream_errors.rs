@@ -17,7 +17,10 @@ pub fn classify(e: &Error, provider: Option<&str>) -> Option<Failure> {
         | ErrorType::TLSHandshakeTimedout
         | ErrorType::HandshakeError
         | ErrorType::SocketError
-        | ErrorType::BindError => Failure::UpstreamUnavailable { provider },
+        | ErrorType::BindError => Failure::UpstreamUnavailable {
+            provider,
+            reason: crate::tls::upstream_tls_failure(e).map(|f| f.describe()),
+        },
         ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if e.esource() == &ErrorSource::Upstream =>
         {
@@ -52,7 +55,8 @@ mod tests {
         assert_eq!(
             classify(&upstream(ErrorType::ConnectRefused), Some("a")),
             Some(Failure::UpstreamUnavailable {
-                provider: "a".into()
+                provider: "a".into(),
+                reason: None,
             })
         );
         assert_eq!(

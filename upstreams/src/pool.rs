@@ -1,8 +1,7 @@
 //! A pool of providers: who may take a request, who takes it, and what each attempt taught us.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -20,7 +19,8 @@ pub const MAX_WEIGHT: u32 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderSpec {
     pub name: String,
-    pub address: SocketAddr,
+    /// As configured: `ip:port` or `host:port`. The pool never connects; this is for operators.
+    pub address: String,
     pub weight: u32,
     pub cost: Cost,
     /// ISO 4217 codes this provider takes; empty: any.
@@ -113,13 +113,13 @@ pub enum RetryVerdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderStatus {
     pub name: String,
-    pub address: SocketAddr,
+    pub address: String,
     pub weight: u32,
     pub cost: Cost,
     pub currencies: Vec<String>,
     pub tenants: Vec<String>,
-    /// `admitted`, `unhealthy` (active checks fail), `ejected`, or `probing` (ejection over,
-    /// waiting for a successful probe).
+    /// `admitted`, `unhealthy` (active checks fail), `ejected`, `probing` (ejection over,
+    /// waiting for a successful probe), or `unresolved` (its host name has no address yet).
     pub state: &'static str,
     pub ejected_for: Option<Duration>,
     pub active_healthy: bool,
@@ -158,6 +158,9 @@ pub struct Pool {
     /// Providers ejected now; changed only by compare-and-swap so concurrent failures can never
     /// eject more than `max_ejection_percent` allows.
     ejected: AtomicUsize,
+    /// Bit i set: provider i has an address to connect to (always, for an IP address; once its
+    /// host name resolved, for a name).
+    resolved: AtomicU64,
     currency_masks: HashMap<CurrencyCode, u64>,
     any_currency: u64,
     tenant_masks: HashMap<String, u64>,
@@ -210,6 +213,7 @@ impl Pool {
             scores: ArcSwap::from_pointee(scores),
             budget: RetryBudget::new(policy.retry.budget_percent),
             ejected: AtomicUsize::new(0),
+            resolved: AtomicU64::new(mask_of(specs.len())),
             providers: specs,
             health,
             policy,
@@ -243,6 +247,26 @@ impl Pool {
             .enumerate()
             .filter(|(_, h)| h.selectable())
             .fold(0, |mask, (i, _)| mask | 1 << i)
+            & self.resolved.load(Ordering::Acquire)
+    }
+
+    /// Records whether `provider` has an address to connect to. A provider without one is never
+    /// chosen (its health and ejection state are kept for when it resolves again).
+    pub fn set_resolved(&self, provider: usize, resolved: bool) {
+        if provider >= self.providers.len() {
+            return;
+        }
+        let bit = 1u64 << provider;
+        if resolved {
+            self.resolved.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.resolved.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    pub fn is_resolved(&self, provider: usize) -> bool {
+        provider < self.providers.len()
+            && self.resolved.load(Ordering::Acquire) & (1 << provider) != 0
     }
 
     /// The providers that may ever take this request: those serving its tenant and taking its
@@ -383,6 +407,7 @@ impl Pool {
             .map(|(i, (p, h))| {
                 let s = h.snapshot();
                 let (state, ejected_for) = match s.admission {
+                    _ if !self.is_resolved(i) => ("unresolved", None),
                     Admission::Ejected { until } if until > now => ("ejected", Some(until - now)),
                     Admission::Ejected { .. } => ("probing", None),
                     Admission::Admitted if !s.active_healthy => ("unhealthy", None),
@@ -390,7 +415,7 @@ impl Pool {
                 };
                 ProviderStatus {
                     name: p.name.clone(),
-                    address: p.address,
+                    address: p.address.clone(),
                     weight: p.weight,
                     cost: p.cost,
                     currencies: p.currencies.clone(),
@@ -428,6 +453,11 @@ impl Pool {
             })
             .is_ok()
     }
+}
+
+/// The lowest `n` bits set.
+fn mask_of(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
 fn score_inputs(providers: &[Provider], health: &[ProviderHealth]) -> Vec<ScoreInput> {

@@ -1,7 +1,6 @@
 //! The pool's public behaviour: distribution, smoothness, eligibility, ejection limits and the
 //! retry policy.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use payedge_upstreams::*;
@@ -10,7 +9,7 @@ use rust_decimal_macros::dec;
 fn spec(i: usize, weight: u32) -> ProviderSpec {
     ProviderSpec {
         name: format!("p{i}"),
-        address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+        address: format!("127.0.0.1:{}", 9000 + i),
         weight,
         cost: Cost::default(),
         currencies: Vec::new(),
@@ -391,4 +390,31 @@ fn concurrent_failures_never_eject_more_than_allowed() {
         assert_eq!(ejected, 1, "one of two may be ejected at 50 %");
         assert_eq!(pool.live_mask().count_ones(), 1);
     }
+}
+
+#[test]
+fn a_provider_without_an_address_is_never_chosen_and_keeps_its_state() {
+    let pool = weighted(&[1, 1]);
+    pool.set_resolved(0, false);
+    assert!(!pool.is_resolved(0));
+    assert_eq!(counts(&pool, 20), vec![0, 20]);
+    assert_eq!(pool.status(Instant::now())[0].state, "unresolved");
+    // An ejected provider that loses its address and regains it is still ejected.
+    let now = Instant::now();
+    pool.set_resolved(0, true);
+    assert!(eject(&pool, 0, now).is_some());
+    pool.set_resolved(0, false);
+    pool.set_resolved(0, true);
+    assert_eq!(pool.status(now)[0].state, "ejected");
+    assert_eq!(counts(&pool, 10), vec![0, 10]);
+    pool.set_resolved(1, false);
+    assert_eq!(
+        pool.select(&Selection {
+            tenant: "blue",
+            ..Selection::default()
+        }),
+        Err(SelectError::NoneAvailable)
+    );
+    // Out of range is ignored.
+    pool.set_resolved(64, false);
 }

@@ -1,0 +1,249 @@
+//! What happens to a connection before HTTP: the PROXY protocol header from a trusted balancer,
+//! then, on a TLS listener, the handshake. Both run here, in front of the Pingora app, rather
+//! than in Pingora's listener, so that the plain and TLS listeners share one PROXY protocol
+//! path, a slow handshake has a deadline, and every failure is counted by reason.
+//!
+//! ```text
+//! accept ─► [proxy_protocol] peer in trusted_proxies? header within the deadline? ─► client addr
+//!        ─► [TLS listener] handshake within handshake_timeout: certificate by SNI, client
+//!           certificate verified, ALPN h2/http1.1; SNI and client subject kept for requests
+//!        ─► the app (proxy or admin), which serves HTTP/1.1 or HTTP/2 on the stream
+//! ```
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use payedge_filters::forwarded::TrustedProxies;
+use payedge_filters::proxy_protocol::{self, MAX_HEADER_BYTES, ProxyHeader};
+use pingora::apps::ServerApp;
+use pingora::listeners::tls::{Acceptor, TlsSettings};
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{ALPN, GetSocketDigest, SocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::AsyncReadExt;
+
+use super::certs::provider;
+use super::handshake::{RecordFacts, handshake_failure_reason};
+use super::metrics::TlsMetrics;
+use super::store::CertificateStore;
+use crate::config::TlsListener;
+
+/// How long a trusted balancer has to send its PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TLS listener of a service: where it listens and how it shakes hands.
+pub struct TlsEndpoint {
+    listen: SocketAddr,
+    acceptor: Acceptor,
+    handshake_timeout: Duration,
+    store: Arc<CertificateStore>,
+}
+
+impl TlsEndpoint {
+    pub fn new(listener: &TlsListener) -> Result<Self, String> {
+        let store = Arc::new(CertificateStore::new(&listener.certificates));
+        let mut settings =
+            TlsSettings::with_callbacks(Box::new(RecordFacts)).map_err(|e| e.to_string())?;
+        settings.set_cert_resolver(Arc::clone(&store) as _);
+        if let Some(auth) = &listener.client_auth {
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::clone(&auth.roots), provider());
+            let builder = if auth.required {
+                builder
+            } else {
+                builder.allow_unauthenticated()
+            };
+            let verifier = builder
+                .build()
+                .map_err(|e| format!("client certificate verifier: {e}"))?;
+            settings.set_client_cert_verifier(verifier);
+        }
+        if listener.http2 {
+            settings.enable_h2();
+        } else {
+            settings.set_alpn(ALPN::H1);
+        }
+        Ok(Self {
+            listen: listener.listen,
+            acceptor: settings.build(),
+            handshake_timeout: listener.handshake_timeout,
+            store,
+        })
+    }
+
+    /// The certificates it serves, to rotate them.
+    pub fn store(&self) -> &Arc<CertificateStore> {
+        &self.store
+    }
+
+    fn serves(&self, local: &SocketAddr) -> bool {
+        self.listen.port() == local.port()
+            && (self.listen.ip().is_unspecified() || self.listen.ip() == local.ip())
+    }
+}
+
+/// A Pingora app behind the PROXY protocol and TLS steps.
+pub struct Front<A> {
+    app: Arc<A>,
+    tls: Option<TlsEndpoint>,
+    /// `Some` when every connection must start with a PROXY header from one of these.
+    proxy_protocol: Option<TrustedProxies>,
+    metrics: Option<Arc<TlsMetrics>>,
+}
+
+impl<A> Front<A> {
+    pub fn new(
+        app: A,
+        tls: Option<TlsEndpoint>,
+        proxy_protocol: Option<TrustedProxies>,
+        metrics: Option<Arc<TlsMetrics>>,
+    ) -> Self {
+        Self {
+            app: Arc::new(app),
+            tls,
+            proxy_protocol,
+            metrics,
+        }
+    }
+
+    fn tls_for(&self, stream: &Stream) -> Option<&TlsEndpoint> {
+        let tls = self.tls.as_ref()?;
+        let digest = stream.get_socket_digest()?;
+        let local = *digest.local_addr()?.as_inet()?;
+        tls.serves(&local).then_some(tls)
+    }
+
+    /// The stream the app is given, or `None` when the connection is refused.
+    async fn accept(&self, stream: Stream) -> Option<Stream> {
+        let tls = self.tls_for(&stream);
+        if tls.is_none() && self.proxy_protocol.is_none() {
+            return Some(stream);
+        }
+        let started = Instant::now();
+        let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+        let first_byte_within = tls.map_or(PROXY_HEADER_TIMEOUT, |t| t.handshake_timeout);
+        match first_byte(&mut l4, first_byte_within).await {
+            FirstByte::Arrived => {}
+            // A TCP health check, or the readiness probe: connected and left. Not a failure.
+            FirstByte::Closed => return None,
+            FirstByte::TimedOut => {
+                self.count_failure(tls.is_some(), "timeout");
+                return None;
+            }
+        }
+        if let Some(trusted) = &self.proxy_protocol {
+            if let Err(reason) = read_proxy_header(&mut l4, trusted).await {
+                if let Some(m) = &self.metrics {
+                    m.proxy_refused(reason);
+                }
+                return None;
+            }
+        }
+        let Some(tls) = tls else {
+            return Some(l4);
+        };
+        let left = tls.handshake_timeout.saturating_sub(started.elapsed());
+        let reason = match tokio::time::timeout(left, tls.acceptor.tls_handshake(*l4)).await {
+            Ok(Ok(stream)) => return Some(Box::new(stream)),
+            Ok(Err(e)) => handshake_failure_reason(&e),
+            Err(_) => "timeout",
+        };
+        tracing::debug!(reason, "TLS handshake failed");
+        self.count_failure(true, reason);
+        None
+    }
+
+    fn count_failure(&self, tls: bool, reason: &'static str) {
+        if let Some(m) = &self.metrics {
+            if tls {
+                m.handshake_failed(reason);
+            } else {
+                m.proxy_refused(reason);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let stream = self.accept(stream).await?;
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+enum FirstByte {
+    Arrived,
+    Closed,
+    TimedOut,
+}
+
+/// Waits for the connection's first byte and puts it back.
+async fn first_byte(l4: &mut L4Stream, within: Duration) -> FirstByte {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(within, l4.read(&mut byte)).await {
+        Ok(Ok(1)) => {
+            l4.rewind(&byte);
+            FirstByte::Arrived
+        }
+        Ok(_) => FirstByte::Closed,
+        Err(_) => FirstByte::TimedOut,
+    }
+}
+
+/// Reads the PROXY header a trusted peer must send first, and makes the client it names the
+/// connection's peer address. Bytes read past the header are put back for TLS or HTTP.
+async fn read_proxy_header(
+    l4: &mut L4Stream,
+    trusted: &TrustedProxies,
+) -> Result<(), &'static str> {
+    let digest = l4.get_socket_digest();
+    let peer = digest
+        .as_ref()
+        .and_then(|d| d.peer_addr())
+        .and_then(PeerAddr::as_inet)
+        .copied();
+    if !peer.is_some_and(|p| trusted.contains(p.ip())) {
+        return Err("untrusted_peer");
+    }
+    let deadline = Instant::now() + PROXY_HEADER_TIMEOUT;
+    let mut buf = vec![0u8; MAX_HEADER_BYTES];
+    let mut filled = 0;
+    let (length, client) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = match tokio::time::timeout(left, l4.read(&mut buf[filled..])).await {
+            Err(_) => return Err("timeout"),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err("bad_header"),
+            Ok(Ok(n)) => n,
+        };
+        filled += n;
+        match proxy_protocol::parse(&buf[..filled]) {
+            ProxyHeader::Incomplete if filled < buf.len() => continue,
+            ProxyHeader::Incomplete | ProxyHeader::Invalid => return Err("bad_header"),
+            ProxyHeader::Complete { length, client } => break (length, client),
+        }
+    };
+    l4.rewind(&buf[length..filled]);
+    if let Some(client) = client {
+        let replaced = SocketDigest::from_raw_fd(l4.as_raw_fd());
+        let _ = replaced.peer_addr.set(Some(PeerAddr::Inet(client)));
+        if let Some(local) = digest.as_ref().and_then(|d| d.local_addr()) {
+            let _ = replaced.local_addr.set(Some(local.clone()));
+        }
+        l4.set_socket_digest(replaced);
+    }
+    Ok(())
+}

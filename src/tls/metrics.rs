@@ -1,0 +1,109 @@
+//! TLS and connection-admission metrics. Every label is bounded: reasons are fixed sets,
+//! certificates and providers come from the configuration.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
+
+use super::handshake::{HANDSHAKE_FAILURE_REASONS, UpstreamTlsFailure};
+use crate::config::ServerCertificate;
+
+/// Why a connection was closed before the TLS handshake (PROXY protocol).
+pub const PROXY_REFUSAL_REASONS: [&str; 3] = ["untrusted_peer", "bad_header", "timeout"];
+
+pub struct TlsMetrics {
+    handshake_failures: Vec<IntCounter>,
+    proxy_refusals: Vec<IntCounter>,
+    certificate_expiry: IntGaugeVec,
+    upstream_failures: IntCounterVec,
+}
+
+impl TlsMetrics {
+    pub fn register() -> prometheus::Result<Self> {
+        let registry = prometheus::default_registry();
+        let handshakes = IntCounterVec::new(
+            Opts::new(
+                "payedge_tls_handshake_failures_total",
+                "Client TLS handshakes that failed, by reason",
+            ),
+            &["reason"],
+        )?;
+        let proxy = IntCounterVec::new(
+            Opts::new(
+                "payedge_proxy_protocol_refusals_total",
+                "Connections closed because of their PROXY protocol header or their peer",
+            ),
+            &["reason"],
+        )?;
+        let expiry = IntGaugeVec::new(
+            Opts::new(
+                "payedge_tls_certificate_expiry_timestamp_seconds",
+                "When each served certificate expires (Unix time), by its first host",
+            ),
+            &["certificate"],
+        )?;
+        let upstream = IntCounterVec::new(
+            Opts::new(
+                "payedge_upstream_tls_failures_total",
+                "TLS handshakes with providers that failed, by reason",
+            ),
+            &["pool", "provider", "reason"],
+        )?;
+        registry.register(Box::new(handshakes.clone()))?;
+        registry.register(Box::new(proxy.clone()))?;
+        registry.register(Box::new(expiry.clone()))?;
+        registry.register(Box::new(upstream.clone()))?;
+        Ok(Self {
+            handshake_failures: HANDSHAKE_FAILURE_REASONS
+                .iter()
+                .map(|r| handshakes.with_label_values(&[r]))
+                .collect(),
+            proxy_refusals: PROXY_REFUSAL_REASONS
+                .iter()
+                .map(|r| proxy.with_label_values(&[r]))
+                .collect(),
+            certificate_expiry: expiry,
+            upstream_failures: upstream,
+        })
+    }
+
+    pub fn handshake_failed(&self, reason: &str) {
+        let i = HANDSHAKE_FAILURE_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(HANDSHAKE_FAILURE_REASONS.len() - 1);
+        if let Some(c) = self.handshake_failures.get(i) {
+            c.inc();
+        }
+    }
+
+    pub fn proxy_refused(&self, reason: &str) {
+        if let Some(i) = PROXY_REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.proxy_refusals[i].inc();
+        }
+    }
+
+    /// Publishes the expiry of every served certificate (again after a rotation).
+    pub fn certificates(&self, certificates: &[ServerCertificate]) {
+        for cert in certificates {
+            self.certificate_expiry
+                .with_label_values(&[cert.label.as_str()])
+                .set(cert.pair.leaf.not_after);
+        }
+    }
+
+    pub fn upstream_failed(&self, pool: &str, provider: &str, failure: UpstreamTlsFailure) {
+        self.upstream_failures
+            .with_label_values(&[pool, provider, failure.label()])
+            .inc();
+    }
+
+    /// Creates every upstream series at zero, so a rate() is defined before the first failure.
+    pub fn upstream_providers<'a>(&self, providers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for (pool, provider) in providers {
+            for failure in UpstreamTlsFailure::ALL {
+                let _ =
+                    self.upstream_failures
+                        .with_label_values(&[pool, provider, failure.label()]);
+            }
+        }
+    }
+}
