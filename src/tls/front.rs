@@ -150,10 +150,13 @@ impl<A> Front<A> {
         let left = tls.handshake_timeout.saturating_sub(started.elapsed());
         let reason = match tokio::time::timeout(left, tls.acceptor.tls_handshake(*l4)).await {
             Ok(Ok(stream)) => return Some(Box::new(stream)),
-            Ok(Err(e)) => handshake_failure_reason(&e),
+            Ok(Err(e)) => {
+                let reason = handshake_failure_reason(&e);
+                tracing::debug!(reason, error = %e, "TLS handshake failed");
+                reason
+            }
             Err(_) => "timeout",
         };
-        tracing::debug!(reason, "TLS handshake failed");
         self.count_failure(true, reason);
         None
     }

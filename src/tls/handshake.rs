@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::Digest;
 use pingora::protocols::tls::TlsRef;
-use rustls::{AlertDescription, CertificateError, Error as TlsError, PeerIncompatible};
+use rustls::AlertDescription;
 
 use super::certs::subject_of;
 
@@ -63,99 +63,79 @@ pub const HANDSHAKE_FAILURE_REASONS: [&str; 10] = [
     "other",
 ];
 
+// Pingora keeps only the text of a TLS error (its `explain_err` drops the cause), so reasons are
+// read from rustls's messages. The tests below format real rustls errors, so a change of wording
+// in rustls fails them rather than silently counting everything as `other`.
+
 /// The label for a failed client handshake.
 pub fn handshake_failure_reason(e: &pingora::Error) -> &'static str {
-    match root_tls_error(e) {
-        Some(tls) => match tls {
-            TlsError::NoCertificatesPresented => "no_client_certificate",
-            TlsError::InvalidCertificate(_) => "bad_client_certificate",
-            TlsError::PeerIncompatible(p) => match p {
-                PeerIncompatible::Tls12NotOffered
-                | PeerIncompatible::Tls12NotOfferedOrEnabled
-                | PeerIncompatible::Tls13RequiredForQuic
-                | PeerIncompatible::SupportedVersionsExtensionRequired => "protocol_version",
-                PeerIncompatible::NoCipherSuitesInCommon
-                | PeerIncompatible::NoKxGroupsInCommon
-                | PeerIncompatible::NoSignatureSchemesInCommon => "no_shared_cipher",
-                _ => "other",
-            },
-            TlsError::AlertReceived(alert) if rejects_certificate(*alert) => {
-                "certificate_rejected_by_client"
-            }
-            TlsError::AlertReceived(AlertDescription::ProtocolVersion) => "protocol_version",
-            TlsError::AlertReceived(_) => "alert",
-            TlsError::InvalidMessage(_) | TlsError::InappropriateMessage { .. } => "not_tls",
-            _ => "other",
-        },
-        None if io_kind(e) == Some(std::io::ErrorKind::UnexpectedEof) => "closed",
-        None if io_kind(e).is_some() => "closed",
-        None => "other",
+    downstream_reason(&e.to_string())
+}
+
+fn downstream_reason(text: &str) -> &'static str {
+    if text.contains("peer sent no certificates") {
+        "no_client_certificate"
+    } else if text.contains("invalid peer certificate") {
+        "bad_client_certificate"
+    } else if text.contains("peer is incompatible") {
+        if ["NoCipherSuitesInCommon", "NoKxGroupsInCommon", "NoSignatureSchemesInCommon"]
+            .iter()
+            .any(|w| text.contains(w))
+        {
+            "no_shared_cipher"
+        } else {
+            // What clients older than TLS 1.2 lack: supported versions, signature algorithms.
+            "protocol_version"
+        }
+    } else if let Some(alert) = alert_received(text) {
+        if rejects_certificate(alert) {
+            "certificate_rejected_by_client"
+        } else if alert == "ProtocolVersion" {
+            "protocol_version"
+        } else {
+            "alert"
+        }
+    } else if text.contains("received corrupt message")
+        || text.contains("received unexpected message")
+        || text.contains("received unexpected handshake message")
+    {
+        "not_tls"
+    } else if text.contains("eof") || text.contains("Connection reset") {
+        "closed"
+    } else {
+        "other"
     }
+}
+
+/// The alert named by `received fatal alert: X` in `text`.
+fn alert_received(text: &str) -> Option<&str> {
+    let rest = text.split("received fatal alert: ").nth(1)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// Alerts a peer sends when it refuses the other side's certificate.
-pub fn rejects_certificate(alert: AlertDescription) -> bool {
-    matches!(
-        alert,
-        AlertDescription::BadCertificate
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateRevoked
-            | AlertDescription::CertificateExpired
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnknownCA
-            | AlertDescription::CertificateRequired
-            | AlertDescription::AccessDenied
-    )
-}
-
-/// The rustls error at the bottom of a Pingora error, if that is what it is.
-pub fn root_tls_error(e: &pingora::Error) -> Option<&TlsError> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(current) = cause {
-        if let Some(tls) = current.downcast_ref::<TlsError>() {
-            return Some(tls);
-        }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<TlsError>())
-            {
-                return Some(tls);
-            }
-        }
-        cause = match current.downcast_ref::<pingora::Error>() {
-            Some(p) => p
-                .cause
-                .as_deref()
-                .map(|c| c as &(dyn std::error::Error + 'static)),
-            None => current.source(),
-        };
-    }
-    None
-}
-
-fn io_kind(e: &pingora::Error) -> Option<std::io::ErrorKind> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(current) = cause {
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        cause = match current.downcast_ref::<pingora::Error>() {
-            Some(p) => p
-                .cause
-                .as_deref()
-                .map(|c| c as &(dyn std::error::Error + 'static)),
-            None => current.source(),
-        };
-    }
-    None
+pub fn rejects_certificate(alert: &str) -> bool {
+    [
+        AlertDescription::BadCertificate,
+        AlertDescription::UnsupportedCertificate,
+        AlertDescription::CertificateRevoked,
+        AlertDescription::CertificateExpired,
+        AlertDescription::CertificateUnknown,
+        AlertDescription::UnknownCA,
+        AlertDescription::CertificateRequired,
+        AlertDescription::AccessDenied,
+    ]
+    .iter()
+    .any(|a| format!("{a:?}") == alert)
 }
 
 /// Why a connection to a provider failed its TLS handshake, as
 /// `payedge_upstream_tls_failures_total` and the client's error name it; `None` when the error is
 /// not a TLS failure.
 pub fn upstream_tls_failure(e: &pingora::Error) -> Option<UpstreamTlsFailure> {
-    use UpstreamTlsFailure::*;
     let is_tls_type = matches!(
         e.etype(),
         pingora::ErrorType::TLSHandshakeFailure
@@ -163,26 +143,37 @@ pub fn upstream_tls_failure(e: &pingora::Error) -> Option<UpstreamTlsFailure> {
             | pingora::ErrorType::InvalidCert
             | pingora::ErrorType::HandshakeError
     );
-    let failure = match root_tls_error(e) {
-        Some(TlsError::InvalidCertificate(cert)) => match cert {
-            CertificateError::UnknownIssuer
-            | CertificateError::BadSignature
-            | CertificateError::UnhandledCriticalExtension
-            | CertificateError::InvalidPurpose => UnknownCa,
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Expired,
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => Expired,
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                HostnameMismatch
-            }
-            _ => Handshake,
-        },
-        Some(TlsError::AlertReceived(alert)) if rejects_certificate(*alert) => {
-            ClientCertificateRefused
+    let text = e.to_string();
+    upstream_reason(&text, is_tls_type, e.etype() == &pingora::ErrorType::TLSHandshakeTimedout)
+}
+
+fn upstream_reason(text: &str, tls_error: bool, timed_out: bool) -> Option<UpstreamTlsFailure> {
+    use UpstreamTlsFailure::*;
+    let failure = if text.contains("invalid peer certificate") {
+        if text.contains("UnknownIssuer")
+            || text.contains("BadSignature")
+            || text.contains("UnhandledCriticalExtension")
+        {
+            UnknownCa
+        } else if text.contains("certificate expired")
+            || text.contains("Expired")
+            || text.contains("not valid yet")
+            || text.contains("NotValidYet")
+        {
+            Expired
+        } else if text.contains("not valid for name") || text.contains("NotValidForName") {
+            HostnameMismatch
+        } else {
+            Handshake
         }
-        Some(_) => Handshake,
-        None if e.etype() == &pingora::ErrorType::TLSHandshakeTimedout => Timeout,
-        None if is_tls_type => Handshake,
-        None => return None,
+    } else if alert_received(text).is_some_and(rejects_certificate) {
+        ClientCertificateRefused
+    } else if timed_out {
+        Timeout
+    } else if tls_error {
+        Handshake
+    } else {
+        return None;
     };
     Some(failure)
 }
@@ -228,5 +219,101 @@ impl UpstreamTlsFailure {
             Self::Timeout => "the TLS handshake timed out",
             Self::Handshake => "the TLS handshake failed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{CertificateError, Error as TlsError, PeerIncompatible};
+
+    /// How Pingora reports a rustls error: its text inside Pingora's own context.
+    fn pingora_text(e: TlsError) -> String {
+        format!(" TLSHandshakeFailure context: tls connect error: {e}")
+    }
+
+    #[test]
+    fn client_handshake_failures_are_named_from_rustls_errors() {
+        let cases = [
+            (TlsError::NoCertificatesPresented, "no_client_certificate"),
+            (
+                TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
+                "bad_client_certificate",
+            ),
+            (
+                TlsError::PeerIncompatible(PeerIncompatible::SignatureAlgorithmsExtensionRequired),
+                "protocol_version",
+            ),
+            (
+                TlsError::PeerIncompatible(PeerIncompatible::Tls12NotOffered),
+                "protocol_version",
+            ),
+            (
+                TlsError::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon),
+                "no_shared_cipher",
+            ),
+            (
+                TlsError::AlertReceived(AlertDescription::UnknownCA),
+                "certificate_rejected_by_client",
+            ),
+            (
+                TlsError::AlertReceived(AlertDescription::ProtocolVersion),
+                "protocol_version",
+            ),
+            (TlsError::AlertReceived(AlertDescription::DecodeError), "alert"),
+            (
+                TlsError::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+                "not_tls",
+            ),
+            (TlsError::DecryptError, "other"),
+        ];
+        for (error, reason) in cases {
+            let text = pingora_text(error.clone());
+            assert_eq!(downstream_reason(&text), reason, "{text}");
+        }
+        assert_eq!(downstream_reason("tls connect error: tls handshake eof"), "closed");
+    }
+
+    #[test]
+    fn provider_handshake_failures_are_named_from_rustls_errors() {
+        use UpstreamTlsFailure::*;
+        let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(9));
+        let then = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(5));
+        let cases = [
+            (CertificateError::UnknownIssuer, UnknownCa),
+            (CertificateError::Expired, Expired),
+            (
+                CertificateError::ExpiredContext {
+                    time: now,
+                    not_after: then,
+                },
+                Expired,
+            ),
+            (CertificateError::NotValidForName, HostnameMismatch),
+            (
+                CertificateError::NotValidForNameContext {
+                    expected: rustls::pki_types::ServerName::try_from("a.example")
+                        .unwrap()
+                        .to_owned(),
+                    presented: vec!["DnsName(\"b.example\")".into()],
+                },
+                HostnameMismatch,
+            ),
+        ];
+        for (cert, failure) in cases {
+            let text = format!(
+                "TLS connect() failed: {}, SNI: a.example",
+                TlsError::InvalidCertificate(cert)
+            );
+            assert_eq!(upstream_reason(&text, true, false), Some(failure), "{text}");
+        }
+        let refused = format!(
+            " ReadError context: while reading response headers cause: {}",
+            TlsError::AlertReceived(AlertDescription::CertificateRequired)
+        );
+        assert_eq!(upstream_reason(&refused, false, false), Some(ClientCertificateRefused));
+        assert_eq!(upstream_reason("connection refused", false, false), None);
+        assert_eq!(upstream_reason("handshake", false, true), Some(Timeout));
+        assert_eq!(upstream_reason("something", true, false), Some(Handshake));
     }
 }

@@ -18,7 +18,7 @@ pub use certs::{
 pub use front::{Front, TlsEndpoint};
 pub use handshake::{
     ConnectionFacts, HANDSHAKE_FAILURE_REASONS, RecordFacts, UpstreamTlsFailure,
-    handshake_failure_reason, rejects_certificate, root_tls_error, upstream_tls_failure,
+    handshake_failure_reason, rejects_certificate, upstream_tls_failure,
 };
 pub use metrics::TlsMetrics;
 pub use store::CertificateStore;

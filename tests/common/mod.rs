@@ -7,6 +7,7 @@
 pub mod client;
 pub mod hub;
 pub mod mock;
+pub mod pki;
 pub mod process;
 pub mod provider;
 pub mod redis;

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -16,17 +17,44 @@ pub struct ProviderProcess {
     pub addr: SocketAddr,
     child: Option<Child>,
     events: Arc<Mutex<Vec<Value>>>,
+    tls: Option<ProviderTls>,
+}
+
+/// HTTPS for a provider process: its certificate, and the CA its clients' certificates must
+/// come from (`None`: no client certificate asked for).
+#[derive(Debug, Clone)]
+pub struct ProviderTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 impl ProviderProcess {
     pub fn start(name: &str) -> Self {
-        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())))
+        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), None)
     }
 
-    fn spawn(name: &str, port: u16, events: Arc<Mutex<Vec<Value>>>) -> Self {
+    /// A provider speaking HTTPS.
+    pub fn start_tls(name: &str, tls: ProviderTls) -> Self {
+        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), Some(tls))
+    }
+
+    fn spawn(
+        name: &str,
+        port: u16,
+        events: Arc<Mutex<Vec<Value>>>,
+        tls: Option<ProviderTls>,
+    ) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/provider.py");
-        let mut child = Command::new("python3")
-            .args([script, "--name", name, "--port", &port.to_string()])
+        let mut command = Command::new("python3");
+        command.args([script, "--name", name, "--port", &port.to_string()]);
+        if let Some(tls) = &tls {
+            command.arg("--tls-cert").arg(&tls.cert).arg("--tls-key").arg(&tls.key);
+            if let Some(ca) = &tls.client_ca {
+                command.arg("--client-ca").arg(ca);
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -56,7 +84,23 @@ impl ProviderProcess {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child: Some(child),
             events,
+            tls,
         }
+    }
+
+    /// TLS handshakes the provider saw: `(ok, client subject or error)`.
+    pub fn handshakes(&self) -> Vec<(bool, String)> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "handshake")
+            .map(|e| {
+                let ok = e["ok"].as_bool().unwrap_or(false);
+                let detail = if ok { &e["client_subject"] } else { &e["error"] };
+                (ok, detail.as_str().unwrap_or("").to_string())
+            })
+            .collect()
     }
 
     /// Requests received on `/api/…` (health checks and mode switches excluded).
@@ -105,7 +149,12 @@ impl ProviderProcess {
     /// Starts the provider again on the same port, keeping its event log.
     pub fn restart(&mut self) {
         self.kill();
-        let again = Self::spawn(&self.name, self.addr.port(), Arc::clone(&self.events));
+        let again = Self::spawn(
+            &self.name,
+            self.addr.port(),
+            Arc::clone(&self.events),
+            self.tls.clone(),
+        );
         self.child = Some(again.into_child());
     }
 

@@ -7,6 +7,10 @@ It prints one JSON line per event on stdout, flushed at once, so the counts surv
   {"event":"received","method":"POST","path":"/api/pay","mode":"ok","request_id":"…"}
   {"event":"answered","method":"POST","path":"/api/pay","status":200,"request_id":"…"}
 
+With --tls-cert and --tls-key it speaks HTTPS (TLS 1.2 and 1.3); with --client-ca as well, it
+requires a client certificate signed by that CA. Each handshake is reported before any request:
+  {"event":"handshake","ok":true,"client_subject":"CN=…"}  or  {"event":"handshake","ok":false,"error":"…"}
+
 Modes, switched with GET /_mock/mode?set=MODE (answered in every mode):
   ok         200 {"provider": NAME, ...}
   503        503 {"error": ...}
@@ -16,6 +20,7 @@ Modes, switched with GET /_mock/mode?set=MODE (answered in every mode):
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 import time
@@ -86,14 +91,51 @@ class Handler(BaseHTTPRequestHandler):
              request_id=request_id)
 
 
+class TlsServer(ThreadingHTTPServer):
+    """Accepts TCP, then shakes hands in the connection's own thread (a slow or failing client
+    never blocks the others), reporting each handshake."""
+
+    context = None
+
+    def finish_request(self, request, client_address):
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            emit(event="handshake", ok=False, error=str(e))
+            return
+        peer = tls.getpeercert()
+        subject = None
+        if peer:
+            subject = ",".join(f"{k}={v}" for rdn in peer.get("subject", ()) for k, v in rdn)
+        emit(event="handshake", ok=True, client_subject=subject)
+        super().finish_request(tls, client_address)
+
+
+def tls_context(cert, key, client_ca):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--mode", default="ok")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--client-ca")
     args = parser.parse_args()
     STATE["mode"] = args.mode
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        server = TlsServer(("127.0.0.1", args.port), Handler)
+        server.context = tls_context(args.tls_cert, args.tls_key, args.client_ca)
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.name = args.name
     emit(event="listening", port=server.server_address[1])
