@@ -303,11 +303,13 @@ pub fn serve(
             );
         }
     }
+    let shown =
+        |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(
-        listen = ?config.server.listen,
-        tls_listen = ?config.server.tls.as_ref().map(|t| t.listen),
-        admin_listen = ?config.server.admin_listen,
-        admin_tls_listen = ?config.server.admin_tls.as_ref().map(|t| t.listen),
+        listen = shown(config.server.listen),
+        tls_listen = shown(config.server.tls.as_ref().map(|t| t.listen)),
+        admin_listen = shown(config.server.admin_listen),
+        admin_tls_listen = shown(config.server.admin_tls.as_ref().map(|t| t.listen)),
         config = %config.source.display(),
         "payedge starting"
     );

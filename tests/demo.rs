@@ -21,17 +21,50 @@ fn mint(tenant: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+fn mint_admin() -> String {
+    let out = Command::new(binary())
+        .args(["token", "--tenant", "blue", "--role", "admin"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The shell commands the banner prints (continuation lines joined).
+fn printed_commands(stdout: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in stdout.lines() {
+        let line = line.trim_end();
+        if current.is_empty() && !line.starts_with("curl ") {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                commands.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    commands
+}
+
 #[test]
 fn demo_serves_quotes_and_payments_through_the_proxy() {
-    let (proxy, admin) = (free_addr(), free_addr());
+    let (proxy, admin, tls) = (free_addr(), free_addr(), free_addr());
+    let demo_dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(binary());
-    command.args([
-        "demo",
-        "--listen",
-        &proxy.to_string(),
-        "--admin-listen",
-        &admin.to_string(),
-    ]);
+    command
+        .args([
+            "demo",
+            "--listen",
+            &proxy.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--tls-listen",
+            &tls.to_string(),
+        ])
+        .env("PAYEDGE_DEMO_DIR", demo_dir.path());
     for var in [
         "PAYEDGE_DEMO_JWT_SECRET",
         "DEMO_CARDS_ACME_API_KEY",
@@ -92,6 +125,63 @@ fn demo_serves_quotes_and_payments_through_the_proxy() {
 
     let stdout = gw.raw_stdout();
     assert!(stdout.contains("payedge demo is ready"), "{stdout}");
+
+    // HTTPS: the printed curl commands work as printed (blue over HTTP/1.1, green over HTTP/2,
+    // each on its own certificate from the demo's CA), and reach the FX connector over mutual
+    // TLS.
+    let ca = demo_dir.path().join("ca.pem");
+    let mut https_commands = 0;
+    for command in printed_commands(&stdout)
+        .iter()
+        .filter(|c| c.contains("--cacert") && !c.contains("Host:"))
+    {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{command} -w '\n%{{http_code}} %{{http_version}}'"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.ends_with("200 1.1") || text.ends_with("200 2"),
+            "{command}\n{text}"
+        );
+        assert!(text.contains("\"rates\""), "{text}");
+        https_commands += 1;
+    }
+    assert_eq!(https_commands, 2, "{stdout}");
+    assert!(
+        stdout.contains(&format!("--cacert {}", ca.display())),
+        "{stdout}"
+    );
+    let misdirected = printed_commands(&stdout)
+        .into_iter()
+        .find(|c| c.contains("Host: green.smartpay.com"))
+        .expect("the 421 example");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&misdirected)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("misdirected_request"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let providers = get(
+        admin,
+        "/admin/providers",
+        &[("Authorization", &format!("Bearer {}", mint_admin()))],
+    );
+    assert_eq!(providers.status, 200, "{}", providers.text());
+    let providers = providers.json();
+    let fx = &providers["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "fx")
+        .unwrap()["providers"][0];
+    assert_eq!(fx["tls"]["sni"], "fx.connectors.demo");
+    assert_eq!(fx["tls"]["client_certificate"], true);
     assert!(
         stdout.contains(&format!("curl -s -X POST http://{proxy}/api/fx/quote")),
         "{stdout}"

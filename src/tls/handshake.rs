@@ -78,9 +78,13 @@ fn downstream_reason(text: &str) -> &'static str {
     } else if text.contains("invalid peer certificate") {
         "bad_client_certificate"
     } else if text.contains("peer is incompatible") {
-        if ["NoCipherSuitesInCommon", "NoKxGroupsInCommon", "NoSignatureSchemesInCommon"]
-            .iter()
-            .any(|w| text.contains(w))
+        if [
+            "NoCipherSuitesInCommon",
+            "NoKxGroupsInCommon",
+            "NoSignatureSchemesInCommon",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
         {
             "no_shared_cipher"
         } else {
@@ -144,7 +148,11 @@ pub fn upstream_tls_failure(e: &pingora::Error) -> Option<UpstreamTlsFailure> {
             | pingora::ErrorType::HandshakeError
     );
     let text = e.to_string();
-    upstream_reason(&text, is_tls_type, e.etype() == &pingora::ErrorType::TLSHandshakeTimedout)
+    upstream_reason(
+        &text,
+        is_tls_type,
+        e.etype() == &pingora::ErrorType::TLSHandshakeTimedout,
+    )
 }
 
 fn upstream_reason(text: &str, tls_error: bool, timed_out: bool) -> Option<UpstreamTlsFailure> {
@@ -260,7 +268,10 @@ mod tests {
                 TlsError::AlertReceived(AlertDescription::ProtocolVersion),
                 "protocol_version",
             ),
-            (TlsError::AlertReceived(AlertDescription::DecodeError), "alert"),
+            (
+                TlsError::AlertReceived(AlertDescription::DecodeError),
+                "alert",
+            ),
             (
                 TlsError::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
                 "not_tls",
@@ -271,7 +282,10 @@ mod tests {
             let text = pingora_text(error.clone());
             assert_eq!(downstream_reason(&text), reason, "{text}");
         }
-        assert_eq!(downstream_reason("tls connect error: tls handshake eof"), "closed");
+        assert_eq!(
+            downstream_reason("tls connect error: tls handshake eof"),
+            "closed"
+        );
     }
 
     #[test]
@@ -311,7 +325,10 @@ mod tests {
             " ReadError context: while reading response headers cause: {}",
             TlsError::AlertReceived(AlertDescription::CertificateRequired)
         );
-        assert_eq!(upstream_reason(&refused, false, false), Some(ClientCertificateRefused));
+        assert_eq!(
+            upstream_reason(&refused, false, false),
+            Some(ClientCertificateRefused)
+        );
         assert_eq!(upstream_reason("connection refused", false, false), None);
         assert_eq!(upstream_reason("handshake", false, true), Some(Timeout));
         assert_eq!(upstream_reason("something", true, false), Some(Handshake));

@@ -42,12 +42,19 @@ pub struct NodeClient {
 impl NodeClient {
     /// Starts a client; `flags` as client.js takes them (`--skip-negotiation`, `--reconnect`).
     pub fn start(admin: SocketAddr, token: &str, flags: &[&str]) -> Self {
+        Self::start_url(&hub_url(admin), token, flags, &[])
+    }
+
+    /// A client of the hub at `url` (`https://…` for TLS), with extra environment (for
+    /// `NODE_EXTRA_CA_CERTS`).
+    pub fn start_url(url: &str, token: &str, flags: &[&str], env: &[(&str, &str)]) -> Self {
         ensure_client();
         let mut child = Command::new("node")
             .arg(format!("{CLIENT_DIR}/client.js"))
-            .arg(hub_url(admin))
+            .arg(url)
             .arg(token)
             .args(flags)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -87,7 +87,13 @@ impl Curl {
 /// Runs curl with `args` and a marker line reporting the status and HTTP version.
 pub fn curl(args: &[&str]) -> Curl {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code} %{http_version}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
         .args(args)
         .output()
         .expect("curl is needed for the TLS tests");

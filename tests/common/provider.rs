@@ -18,6 +18,7 @@ pub struct ProviderProcess {
     child: Option<Child>,
     events: Arc<Mutex<Vec<Value>>>,
     tls: Option<ProviderTls>,
+    dual_stack: bool,
 }
 
 /// HTTPS for a provider process: its certificate, and the CA its clients' certificates must
@@ -31,12 +32,19 @@ pub struct ProviderTls {
 
 impl ProviderProcess {
     pub fn start(name: &str) -> Self {
-        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), None)
+        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), None, false)
     }
 
     /// A provider speaking HTTPS.
     pub fn start_tls(name: &str, tls: ProviderTls) -> Self {
-        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), Some(tls))
+        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), Some(tls), false)
+    }
+
+    /// A provider speaking HTTPS on `[::]` with IPV6_V6ONLY off: reachable on 127.0.0.1 and on
+    /// ::1 alike (for a provider named `localhost`, which may resolve to either). `addr` stays
+    /// the 127.0.0.1 one.
+    pub fn start_tls_dual_stack(name: &str, tls: ProviderTls) -> Self {
+        Self::spawn(name, 0, Arc::new(Mutex::new(Vec::new())), Some(tls), true)
     }
 
     fn spawn(
@@ -44,15 +52,23 @@ impl ProviderProcess {
         port: u16,
         events: Arc<Mutex<Vec<Value>>>,
         tls: Option<ProviderTls>,
+        dual_stack: bool,
     ) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/provider.py");
         let mut command = Command::new("python3");
         command.args([script, "--name", name, "--port", &port.to_string()]);
         if let Some(tls) = &tls {
-            command.arg("--tls-cert").arg(&tls.cert).arg("--tls-key").arg(&tls.key);
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
             if let Some(ca) = &tls.client_ca {
                 command.arg("--client-ca").arg(ca);
             }
+        }
+        if dual_stack {
+            command.arg("--dual-stack");
         }
         let mut child = command
             .stdin(Stdio::null())
@@ -85,6 +101,7 @@ impl ProviderProcess {
             child: Some(child),
             events,
             tls,
+            dual_stack,
         }
     }
 
@@ -97,7 +114,11 @@ impl ProviderProcess {
             .filter(|e| e["event"] == "handshake")
             .map(|e| {
                 let ok = e["ok"].as_bool().unwrap_or(false);
-                let detail = if ok { &e["client_subject"] } else { &e["error"] };
+                let detail = if ok {
+                    &e["client_subject"]
+                } else {
+                    &e["error"]
+                };
                 (ok, detail.as_str().unwrap_or("").to_string())
             })
             .collect()
@@ -154,6 +175,7 @@ impl ProviderProcess {
             self.addr.port(),
             Arc::clone(&self.events),
             self.tls.clone(),
+            self.dual_stack,
         );
         self.child = Some(again.into_child());
     }

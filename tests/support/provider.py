@@ -7,6 +7,9 @@ It prints one JSON line per event on stdout, flushed at once, so the counts surv
   {"event":"received","method":"POST","path":"/api/pay","mode":"ok","request_id":"…"}
   {"event":"answered","method":"POST","path":"/api/pay","status":200,"request_id":"…"}
 
+With --dual-stack it listens on [::] with IPV6_V6ONLY off (127.0.0.1 and ::1 alike, for a
+provider named `localhost`) instead of 127.0.0.1 only.
+
 With --tls-cert and --tls-key it speaks HTTPS (TLS 1.2 and 1.3); with --client-ca as well, it
 requires a client certificate signed by that CA. Each handshake is reported before any request:
   {"event":"handshake","ok":true,"client_subject":"CN=…"}  or  {"event":"handshake","ok":false,"error":"…"}
@@ -20,6 +23,7 @@ Modes, switched with GET /_mock/mode?set=MODE (answered in every mode):
 
 import argparse
 import json
+import socket
 import ssl
 import sys
 import threading
@@ -111,6 +115,24 @@ class TlsServer(ThreadingHTTPServer):
         super().finish_request(tls, client_address)
 
 
+class DualStack:
+    """Mixed into a server class: binds [::] accepting IPv4 (mapped) and IPv6 connections."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class DualStackServer(DualStack, ThreadingHTTPServer):
+    pass
+
+
+class DualStackTlsServer(DualStack, TlsServer):
+    pass
+
+
 def tls_context(cert, key, client_ca):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -129,13 +151,17 @@ def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--client-ca")
+    parser.add_argument("--dual-stack", action="store_true")
     args = parser.parse_args()
     STATE["mode"] = args.mode
+    host = "::" if args.dual_stack else "127.0.0.1"
     if args.tls_cert:
-        server = TlsServer(("127.0.0.1", args.port), Handler)
+        server_class = DualStackTlsServer if args.dual_stack else TlsServer
+        server = server_class((host, args.port), Handler)
         server.context = tls_context(args.tls_cert, args.tls_key, args.client_ca)
     else:
-        server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+        server_class = DualStackServer if args.dual_stack else ThreadingHTTPServer
+        server = server_class((host, args.port), Handler)
     server.daemon_threads = True
     server.name = args.name
     emit(event="listening", port=server.server_address[1])
