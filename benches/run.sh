@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side performance on this machine, one command:
 #
-#     benches/run.sh [proxy|trigger|hub|failover|all]      (default: proxy)
+#     benches/run.sh [proxy|tls|trigger|hub|failover|all]      (default: proxy)
 #
 # proxy     wrk against one static JSON upstream (an nginx returning a fixed body, keep-alive):
 #           directly, through nginx as a reverse proxy (upstream keep-alive, access log to a file),
@@ -12,6 +12,7 @@
 # trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
 # hub       the hub load run (benches/hub_load.rs) at 1,000 and 10,000 connections and at HUB_MAX.
 # failover  the failover run (benches/failover.rs).
+# tls       TLS side by side with nginx: keep-alive, new connections, TLS upstream (tls.sh).
 #
 # Needs nginx, wrk, curl and python3 (Debian: apt-get install nginx wrk curl python3).
 # ROUNDS (3), DURATION (10s), CONNECTIONS (32), THREADS (1: wrk threads), WORKERS (1: nginx
@@ -202,7 +203,8 @@ case "${1:-proxy}" in
     done
     ;;
   failover) cargo bench --quiet --bench failover ;;
+  tls) benches/tls.sh ;;
   all)
-    "$0" proxy; "$0" trigger; "$0" hub; "$0" failover ;;
-  *) echo "usage: $0 [proxy|trigger|hub|failover|all]" >&2; exit 2 ;;
+    "$0" proxy; "$0" tls; "$0" trigger; "$0" hub; "$0" failover ;;
+  *) echo "usage: $0 [proxy|tls|trigger|hub|failover|all]" >&2; exit 2 ;;
 esac

@@ -233,8 +233,27 @@ fn check(path: &Path) -> ExitCode {
                 (true, BusSettings::InMemory) => "events in memory",
                 (true, BusSettings::Redis { .. }) => "events via Redis",
             };
+            let tls: String = [
+                ("HTTPS", &cfg.server.tls),
+                ("admin HTTPS", &cfg.server.admin_tls),
+            ]
+            .into_iter()
+            .filter_map(|(what, listener)| {
+                let l = listener.as_ref()?;
+                Some(format!(
+                    ", {what} on {} with {} certificate(s){}",
+                    l.listen,
+                    l.certificates.len(),
+                    if l.client_auth.is_some() {
+                        " and client certificates"
+                    } else {
+                        ""
+                    }
+                ))
+            })
+            .collect();
             println!(
-                "{}: ok: {} tenant(s), {} route(s), {} pool(s) with {} provider(s), {}, {} trigger(s), {}",
+                "{}: ok: {} tenant(s), {} route(s), {} pool(s) with {} provider(s), {}, {} trigger(s), {}{tls}",
                 path.display(),
                 cfg.tenancy.tenants.len(),
                 cfg.routes.len(),

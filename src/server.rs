@@ -82,10 +82,15 @@ pub fn serve(
     .filter_map(|(addr, what)| Some((addr?, what.to_string())))
     .collect();
     binds.extend(companions.iter().map(|c| (c.listen, c.what.clone())));
-    for (addr, what) in binds {
-        // Pingora panics in a service thread when it cannot bind; find out here and say so.
-        TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })?;
-    }
+    // Pingora panics in a service thread when it cannot bind; find out here and say so. All
+    // are held at once, so two listeners overlapping (0.0.0.0:P and 127.0.0.1:P) are found too.
+    let held = binds
+        .into_iter()
+        .map(|(addr, what)| {
+            TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(held);
     for warning in &config.warnings {
         tracing::warn!(
             config = %config.source.display(),

@@ -222,16 +222,21 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|t| self.tls_listener("server.admin_tls", t));
         let listeners = [
-            ("server.listen", listen),
-            ("server.tls.listen", tls.as_ref().map(|t| t.listen)),
-            ("server.admin_listen", admin_listen),
+            ("server.listen", listen, s.listen.is_none()),
+            ("server.tls.listen", tls.as_ref().map(|t| t.listen), false),
+            (
+                "server.admin_listen",
+                admin_listen,
+                s.admin_listen.is_none(),
+            ),
             (
                 "server.admin_tls.listen",
                 admin_tls.as_ref().map(|t| t.listen),
+                false,
             ),
         ];
-        for (key, first) in clashing_listeners(&listeners) {
-            self.issue(key, format!("must differ from {first}"));
+        for (key, message) in clashing_listeners(&listeners) {
+            self.issue(key, message);
         }
         if s.threads == 0 || s.threads > MAX_THREADS {
             self.issue(
@@ -245,18 +250,17 @@ impl Validator<'_> {
                 format!("must be at most {MAX_GRACE_SECONDS}"),
             );
         }
-        let trusted_proxies =
-            match TrustedProxies::parse(s.trusted_proxies.iter().map(String::as_str)) {
-                Ok(t) => t,
-                Err(BadNetwork(bad)) => {
-                    let i = s.trusted_proxies.iter().position(|t| t.trim() == bad);
-                    self.issue(
-                        format!("server.trusted_proxies[{}]", i.unwrap_or(0)),
-                        format!("{bad:?} is not an address or a CIDR network like 10.0.0.0/8"),
-                    );
-                    TrustedProxies::default()
-                }
-            };
+        let mut trusted = Vec::new();
+        for (i, entry) in s.trusted_proxies.iter().enumerate() {
+            match TrustedProxies::parse([entry.as_str()]) {
+                Ok(_) => trusted.push(entry.as_str()),
+                Err(BadNetwork(bad)) => self.issue(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{bad:?} is not an address or a CIDR network like 10.0.0.0/8"),
+                ),
+            }
+        }
+        let trusted_proxies = TrustedProxies::parse(trusted).unwrap_or_default();
         if s.proxy_protocol && s.trusted_proxies.is_empty() {
             self.issue(
                 "server.proxy_protocol",

@@ -3,7 +3,6 @@
 //! certificate, each certificate's dates and names checked, so that `check` finds what Pingora or
 //! rustls would otherwise panic or fail on later.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,9 +62,14 @@ impl Validator<'_> {
             .collect();
         if let Err((host, first, second)) = ServerNameTable::new(patterns) {
             let (first, second) = (certificates[first].0, certificates[second].0);
+            let (at, from) = if section.certificates[second].hosts.is_empty() {
+                ("cert_file", " (from its subjectAltName)")
+            } else {
+                ("hosts", "")
+            };
             self.issue(
-                format!("{key}.certificates[{second}].hosts"),
-                format!("{host} is also claimed by {key}.certificates[{first}]"),
+                format!("{key}.certificates[{second}].{at}"),
+                format!("{host}{from} is also claimed by {key}.certificates[{first}]"),
             );
         }
         if !(1..=MAX_HANDSHAKE_TIMEOUT_MS).contains(&section.handshake_timeout_ms) {
@@ -126,7 +130,8 @@ impl Validator<'_> {
             if pair.leaf.dns_names.is_empty() {
                 self.issue(
                     cert_key,
-                    "the certificate names no DNS host (subjectAltName): list its hosts",
+                    "the certificate has no DNS name in its subjectAltName, so clients cannot \
+                     verify it for any host: use one issued for the hosts it serves",
                 );
                 return None;
             }
@@ -295,15 +300,20 @@ impl Validator<'_> {
     /// `ip:port`, `[v6]:port` or `host:port`; names are not resolved here (that happens in the
     /// background when payedge runs), only checked to be host names.
     pub(super) fn provider_address(&mut self, key: &str, text: &str) -> Option<ProviderAddress> {
-        if let Ok(addr) = text.parse::<SocketAddr>() {
+        if let Ok(addr) = text
+            .parse::<SocketAddr>()
+            .map_err(|_| ())
+            .and_then(|a| if a.port() == 0 { Err(()) } else { Ok(a) })
+        {
             return Some(ProviderAddress {
                 host: addr.ip().to_string(),
                 port: addr.port(),
                 ip: Some(addr.ip()),
             });
         }
-        let parsed = text
-            .rsplit_once(':')
+        let parsed = (text.parse::<SocketAddr>().is_err())
+            .then(|| text.rsplit_once(':'))
+            .flatten()
             .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
             .filter(|(_, port)| *port != 0)
             .and_then(|(host, port)| {
@@ -339,19 +349,37 @@ fn names(info: &CertificateInfo) -> String {
         .join(", ")
 }
 
-/// Listener addresses must all differ: two services cannot bind one.
+/// Listener addresses must not overlap: two services cannot bind one port, and `0.0.0.0:P`
+/// (or `[::]:P`, dual-stack) takes P on every address. `(key, address, defaulted)` in; each
+/// clash out as `(key, message)`.
 pub(super) fn clashing_listeners(
-    listeners: &[(&str, Option<SocketAddr>)],
+    listeners: &[(&str, Option<SocketAddr>, bool)],
 ) -> Vec<(String, String)> {
-    let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
+    let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
     let mut clashes = Vec::new();
-    for (key, addr) in listeners {
+    for (key, addr, defaulted) in listeners {
         let Some(addr) = addr else { continue };
-        if let Some(first) = seen.get(addr) {
-            clashes.push((key.to_string(), first.to_string()));
-        } else {
-            seen.insert(*addr, key);
+        match seen.iter().find(|(other, _)| overlap(*other, *addr)) {
+            Some((_, first)) => {
+                let default = if *defaulted {
+                    format!(" ({key} defaults to {addr})")
+                } else {
+                    String::new()
+                };
+                clashes.push((
+                    key.to_string(),
+                    format!("must differ from {first}{default}"),
+                ));
+            }
+            None => seen.push((*addr, key)),
         }
     }
     clashes
+}
+
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }

@@ -52,9 +52,12 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
     let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|e| format!("{}: {}", path.display(), pem_problem(&e, "CERTIFICATE")))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
     }
     for (i, cert) in certs.iter().enumerate() {
         inspect(cert).map_err(|e| format!("{}: certificate {}: {e}", path.display(), i + 1))?;
@@ -65,8 +68,32 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|e| format!("{}: no usable PEM private key: {e}", path.display()))
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        let problem = if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
+            "the private key is encrypted: payedge needs it unencrypted (PRIVATE KEY, RSA \
+             PRIVATE KEY or EC PRIVATE KEY), readable by payedge only"
+                .to_string()
+        } else if matches!(e, rustls::pki_types::pem::Error::NoItemsFound) {
+            "holds no unencrypted PEM private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+                .to_string()
+        } else {
+            pem_problem(&e, "PRIVATE KEY")
+        };
+        format!("{}: {problem}", path.display())
+    })
+}
+
+fn pem_problem(e: &rustls::pki_types::pem::Error, label: &str) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => {
+            format!("the PEM block is cut short: no -----END {label}----- line")
+        }
+        Error::IllegalSectionStart { .. } => "a PEM block starts inside another one".into(),
+        Error::Base64Decode(detail) => format!("the PEM block is not valid base64 ({detail})"),
+        Error::NoItemsFound => format!("holds no PEM {label}"),
+        other => format!("not a usable PEM file: {other}"),
+    }
 }
 
 /// Reads a certificate chain and its key and checks that they belong together.
@@ -114,7 +141,7 @@ pub fn read_roots(path: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'sta
 /// Parses one DER certificate.
 pub fn inspect(der: &CertificateDer<'_>) -> Result<CertificateInfo, String> {
     let (_, cert) = X509Certificate::from_der(der.as_ref())
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        .map_err(|_| "it is truncated or corrupt (not a DER X.509 certificate)".to_string())?;
     let mut dns_names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {

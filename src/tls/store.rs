@@ -65,3 +65,52 @@ impl ResolvesServerCert for CertificateStore {
         self.choose(hello.server_name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{Authority, Validity, read_key_pair};
+    use payedge_filters::server_names::HostPattern;
+
+    fn certificate(ca: &Authority, dir: &std::path::Path, host: &str) -> ServerCertificate {
+        let issued = ca.server(&[host], Validity::days(30)).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{host}.pem")),
+            dir.join(format!("{host}.key")),
+        );
+        std::fs::write(&cert, issued.cert_pem).unwrap();
+        std::fs::write(&key, issued.key_pem).unwrap();
+        ServerCertificate {
+            label: host.to_string(),
+            hosts: vec![HostPattern::parse(host).unwrap()],
+            pair: read_key_pair(&cert, &key).unwrap(),
+        }
+    }
+
+    fn served(store: &CertificateStore, name: Option<&str>) -> Vec<u8> {
+        store.choose(name).unwrap().cert[0].to_vec()
+    }
+
+    #[test]
+    fn a_replaced_set_serves_from_the_next_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("store").unwrap();
+        let blue = certificate(&ca, dir.path(), "blue.smartpay.com");
+        let green = certificate(&ca, dir.path(), "green.smartpay.com");
+        let blue_again = certificate(&ca, dir.path(), "blue.smartpay.com");
+        let der = |c: &ServerCertificate| c.pair.chain[0].to_vec();
+
+        let store = CertificateStore::new(&[blue.clone(), green.clone()]);
+        assert_eq!(served(&store, Some("blue.smartpay.com")), der(&blue));
+        assert_eq!(served(&store, Some("Green.SmartPay.com.")), der(&green));
+        assert_eq!(served(&store, None), der(&blue), "the first is the default");
+        let held = store.choose(Some("blue.smartpay.com")).unwrap();
+
+        // Rotation: a renewed blue certificate, listed second now.
+        store.replace(&[green.clone(), blue_again.clone()]);
+        assert_eq!(served(&store, Some("blue.smartpay.com")), der(&blue_again));
+        assert_eq!(served(&store, None), der(&green));
+        // What a handshake in progress holds is untouched.
+        assert_eq!(held.cert[0].to_vec(), der(&blue));
+    }
+}
