@@ -71,20 +71,19 @@ pub fn choose(
     }
 }
 
-/// The connection to the provider could not be made (`e`): nothing was sent. Returns whether to
-/// try another provider.
+/// The connection to the provider could not be made (`e`; `tls_failure` when its TLS session was
+/// refused): nothing was sent. Returns whether to try another provider.
 pub fn connect_failed(
     pool: &PoolRuntime,
     events: &ProviderEvents,
     tls_metrics: Option<&TlsMetrics>,
     ctx: &mut RequestCtx,
-    e: &Error,
+    tls_failure: Option<UpstreamTlsFailure>,
 ) -> bool {
     let Some(provider) = ctx.provider else {
         return false;
     };
     record(pool, events, ctx, provider, Outcome::ConnectFailed, None);
-    let tls_failure = upstream_tls_failure(e);
     if let (Some(failure), Some(m)) = (tls_failure, tls_metrics) {
         m.upstream_failed(pool.name(), pool.provider_name(provider), failure);
     }
@@ -137,13 +136,30 @@ pub fn answered(
 }
 
 /// Whether `e`, raised while exchanging with a provider, is in truth its refusal of the TLS
-/// handshake: a TLS 1.3 client finishes its side of the handshake before the server has checked
-/// its certificate, so a provider refusing payedge's client certificate is seen on the first
-/// read. The provider never accepted the connection, so it never read the request: this is a
-/// connect failure, and the request may go to another provider.
-pub fn is_handshake_refusal(e: &Error) -> bool {
-    e.esource() == &ErrorSource::Upstream
-        && upstream_tls_failure(e) == Some(UpstreamTlsFailure::ClientCertificateRefused)
+/// session, and how it showed. A TLS 1.3 client finishes its side of the handshake before the
+/// server has checked its certificate, so a provider refusing payedge's client certificate is
+/// seen after the connect: as its alert on the first read, or, when its reset arrives first, as
+/// a failed write of the request on the new connection. Either way the provider never accepted
+/// the connection and never had the whole request (the write failed before the end of it): this
+/// is a connect failure, and the request may go to another provider, a POST included.
+///
+/// `fresh_tls`: the attempt's connection is a new one to a TLS provider; `answered`: a response
+/// header arrived (then nothing here applies).
+pub fn refused_tls_session(
+    e: &Error,
+    fresh_tls: bool,
+    answered: bool,
+) -> Option<UpstreamTlsFailure> {
+    if e.esource() != &ErrorSource::Upstream || !fresh_tls || answered {
+        return None;
+    }
+    match upstream_tls_failure(e) {
+        Some(UpstreamTlsFailure::ClientCertificateRefused) => {
+            Some(UpstreamTlsFailure::ClientCertificateRefused)
+        }
+        _ if e.etype() == &ErrorType::WriteError => Some(UpstreamTlsFailure::ClosedAfterHandshake),
+        _ => None,
+    }
 }
 
 /// The exchange failed after the connection was made. Returns whether to try another provider.

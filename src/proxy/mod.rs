@@ -268,9 +268,13 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let retry = match self.pool(ctx) {
-            Some(pool) => {
-                attempts::connect_failed(pool, &self.events, self.tls_metrics.as_deref(), ctx, &e)
-            }
+            Some(pool) => attempts::connect_failed(
+                pool,
+                &self.events,
+                self.tls_metrics.as_deref(),
+                ctx,
+                crate::tls::upstream_tls_failure(&e),
+            ),
             None => false,
         };
         e.set_retry(retry);
@@ -369,11 +373,11 @@ impl ProxyHttp for Gateway {
 
     fn error_while_proxy(
         &self,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!(
             "provider {}",
@@ -383,14 +387,15 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        if attempts::is_handshake_refusal(&e) {
+        let fresh_tls = peer.is_tls() && !client_reused;
+        if let Some(refusal) = attempts::refused_tls_session(&e, fresh_tls, ctx.attempt_recorded) {
             let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
                 Some(pool) => attempts::connect_failed(
                     pool,
                     &self.events,
                     self.tls_metrics.as_deref(),
                     ctx,
-                    &e,
+                    Some(refusal),
                 ),
                 None => false,
             };

@@ -192,16 +192,21 @@ pub enum UpstreamTlsFailure {
     Expired,
     HostnameMismatch,
     ClientCertificateRefused,
+    /// The provider reset a new TLS connection before payedge could write its request: what a
+    /// TLS 1.3 refusal of payedge's client certificate looks like when the reset wins the race
+    /// with the alert.
+    ClosedAfterHandshake,
     Timeout,
     Handshake,
 }
 
 impl UpstreamTlsFailure {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::UnknownCa,
         Self::Expired,
         Self::HostnameMismatch,
         Self::ClientCertificateRefused,
+        Self::ClosedAfterHandshake,
         Self::Timeout,
         Self::Handshake,
     ];
@@ -212,6 +217,7 @@ impl UpstreamTlsFailure {
             Self::Expired => "expired",
             Self::HostnameMismatch => "hostname_mismatch",
             Self::ClientCertificateRefused => "client_certificate_refused",
+            Self::ClosedAfterHandshake => "closed_after_handshake",
             Self::Timeout => "timeout",
             Self::Handshake => "handshake",
         }
@@ -224,6 +230,10 @@ impl UpstreamTlsFailure {
             Self::Expired => "its TLS certificate is expired or not yet valid",
             Self::HostnameMismatch => "its TLS certificate is for another host",
             Self::ClientCertificateRefused => "it refused payedge's client certificate",
+            Self::ClosedAfterHandshake => {
+                "it closed the connection as TLS began, before reading the request (most often: \
+                 it refused payedge's client certificate)"
+            }
             Self::Timeout => "the TLS handshake timed out",
             Self::Handshake => "the TLS handshake failed",
         }

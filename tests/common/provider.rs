@@ -73,10 +73,25 @@ impl ProviderProcess {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("python3 is needed for the provider processes");
         let stdout = child.stdout.take().expect("piped stdout");
+        // Drained so the process never blocks on it; the start of it kept, to say why a
+        // provider did not start.
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut kept = stderr_sink.lock().unwrap();
+                if kept.len() < 16_384 {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            }
+        });
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&events);
         std::thread::spawn(move || {
@@ -94,7 +109,15 @@ impl ProviderProcess {
         });
         let port = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("the provider process did not start");
+            .unwrap_or_else(|e| {
+                let status = child.try_wait().ok().flatten();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the provider process {name} did not start ({e}; exit status {status:?}); \
+                 stderr:\n{}",
+                    stderr.lock().unwrap()
+                )
+            });
         Self {
             name: name.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
