@@ -137,11 +137,11 @@ pub fn write_lines(lines: Vec<u8>) {
 /// Writes out what is queued and stops the writer; later lines are discarded. For process exit:
 /// a second caller waits until the first one's flush is done.
 pub fn flush() {
-    if let Ok(mut slot) = WRITER.lock() {
-        if let Some(writer) = slot.take() {
-            writer.stop.store(true, Ordering::Release);
-            let _ = writer.thread.join();
-        }
+    if let Ok(mut slot) = WRITER.lock()
+        && let Some(writer) = slot.take()
+    {
+        writer.stop.store(true, Ordering::Release);
+        let _ = writer.thread.join();
     }
 }
 

@@ -299,14 +299,14 @@ pub fn serve(
         server.add_service(feed);
     }
 
-    if let Some(longest) = config.pools.iter().map(|p| p.timeouts.total).max() {
-        if longest > config.server.grace_period {
-            tracing::warn!(
-                grace_period_seconds = config.server.grace_period.as_secs(),
-                longest_total_ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX),
-                "a request may outlast the SIGTERM grace period: it would be cut without an answer"
-            );
-        }
+    if let Some(longest) = config.pools.iter().map(|p| p.timeouts.total).max()
+        && longest > config.server.grace_period
+    {
+        tracing::warn!(
+            grace_period_seconds = config.server.grace_period.as_secs(),
+            longest_total_ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX),
+            "a request may outlast the SIGTERM grace period: it would be cut without an answer"
+        );
     }
     let shown =
         |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());

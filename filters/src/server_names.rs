@@ -85,10 +85,10 @@ impl ServerNameTable {
                     HostPattern::Exact(name) => (&mut table.exact, name),
                     HostPattern::Wildcard(domain) => (&mut table.wildcard, domain),
                 };
-                if let Some(&first) = map.get(key) {
-                    if first != index {
-                        return Err((pattern.clone(), first, index));
-                    }
+                if let Some(&first) = map.get(key)
+                    && first != index
+                {
+                    return Err((pattern.clone(), first, index));
                 }
                 map.insert(key.clone(), index);
             }

@@ -121,17 +121,17 @@ impl Validator<'_> {
                 None
             }
         };
-        if let Some(url) = &url {
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                let key = if r.url.is_some() { "url" } else { "url_env" };
-                self.issue(
-                    format!("notifications.redis.{key}"),
-                    format!(
-                        "not a Redis URL: {}",
-                        e.to_string().replace(url.as_str(), "…")
-                    ),
-                );
-            }
+        if let Some(url) = &url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            let key = if r.url.is_some() { "url" } else { "url_env" };
+            self.issue(
+                format!("notifications.redis.{key}"),
+                format!(
+                    "not a Redis URL: {}",
+                    e.to_string().replace(url.as_str(), "…")
+                ),
+            );
         }
         if r.channel_prefix.is_empty() || r.channel_prefix.contains(char::is_whitespace) {
             self.issue(
@@ -170,21 +170,21 @@ impl Validator<'_> {
                     None
                 }
             };
-            if let Some((p, _, field)) = &path {
-                if check_path(p).is_err() {
-                    self.issue(
-                        format!("{key}.match.{field}"),
-                        format!("{p:?} is not an absolute path in normal form"),
-                    );
-                }
+            if let Some((p, _, field)) = &path
+                && check_path(p).is_err()
+            {
+                self.issue(
+                    format!("{key}.match.{field}"),
+                    format!("{p:?} is not an absolute path in normal form"),
+                );
             }
-            if let Some(method) = &m.method {
-                if http::Method::from_bytes(method.as_bytes()).is_err() {
-                    self.issue(
-                        format!("{key}.match.method"),
-                        format!("{method:?} is not a method"),
-                    );
-                }
+            if let Some(method) = &m.method
+                && http::Method::from_bytes(method.as_bytes()).is_err()
+            {
+                self.issue(
+                    format!("{key}.match.method"),
+                    format!("{method:?} is not a method"),
+                );
             }
             if t.max_body_bytes > MAX_TRIGGER_BODY {
                 self.issue(

@@ -119,10 +119,10 @@ impl EventSink {
                 let _ = local.send(Arc::new(event));
             }
             Delivery::Redis(outbox) => {
-                if outbox.try_send(Arc::new(event)).is_err() {
-                    if let Some(m) = &self.inner.metrics {
-                        m.dropped("queue_full");
-                    }
+                if outbox.try_send(Arc::new(event)).is_err()
+                    && let Some(m) = &self.inner.metrics
+                {
+                    m.dropped("queue_full");
                 }
             }
         }

@@ -135,18 +135,19 @@ impl Groups {
                 Err(mpsc::error::TrySendError::Full(_))
             );
             // A closed queue is a connection already ending, not a slow one.
-            if full && member.eviction.evict() {
-                if let Some(m) = metrics {
-                    m.slow_consumer();
-                }
+            if full
+                && member.eviction.evict()
+                && let Some(m) = metrics
+            {
+                m.slow_consumer();
             }
         };
         match tenant {
             Some(tenant) => {
-                if let Ok(groups) = self.groups.read() {
-                    if let Some(group) = groups.get(tenant) {
-                        group.values().for_each(offer);
-                    }
+                if let Ok(groups) = self.groups.read()
+                    && let Some(group) = groups.get(tenant)
+                {
+                    group.values().for_each(offer);
                 }
             }
             None => {

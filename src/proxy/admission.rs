@@ -109,10 +109,9 @@ impl Admission {
         // (HTTP/2 connection reuse, domain fronting).
         if let Some(connection_tenant) =
             server_name.and_then(|n| self.tenants.server_name_tenant(n))
+            && connection_tenant.index != tenant.index
         {
-            if connection_tenant.index != tenant.index {
-                return Err(refuse(Failure::MisdirectedRequest, Some(&tenant)));
-            }
+            return Err(refuse(Failure::MisdirectedRequest, Some(&tenant)));
         }
 
         let principal = match &self.auth {

@@ -93,10 +93,8 @@ pub fn connect_failed(
         reason: tls_failure.map(UpstreamTlsFailure::describe),
     });
     let retry = untried_left(pool, ctx) && !remaining(pool, ctx).is_zero();
-    if retry {
-        if let Some(m) = events.metrics() {
-            m.failover(pool.index, FailoverReason::ConnectError);
-        }
+    if retry && let Some(m) = events.metrics() {
+        m.failover(pool.index, FailoverReason::ConnectError);
     }
     retry
 }
@@ -198,15 +196,13 @@ pub fn broke(
         RetryCause::Broken
     };
     let retry = may_retry(pool, events, session, ctx, cause);
-    if retry {
-        if let Some(m) = events.metrics() {
-            let reason = if timed_out {
-                FailoverReason::Timeout
-            } else {
-                FailoverReason::Broken
-            };
-            m.failover(pool.index, reason);
-        }
+    if retry && let Some(m) = events.metrics() {
+        let reason = if timed_out {
+            FailoverReason::Timeout
+        } else {
+            FailoverReason::Broken
+        };
+        m.failover(pool.index, reason);
     }
     retry
 }

@@ -122,11 +122,11 @@ impl Gateway {
         let mut matching = 0u64;
         let mut limit = 0;
         for i in mask_indices(ctx.trigger_candidates) {
-            if let Some(t) = self.triggers.get(i) {
-                if t.rule.matches_response(status, content_type) {
-                    matching |= 1 << i;
-                    limit = limit.max(t.rule.max_body_bytes());
-                }
+            if let Some(t) = self.triggers.get(i)
+                && t.rule.matches_response(status, content_type)
+            {
+                matching |= 1 << i;
+                limit = limit.max(t.rule.max_body_bytes());
             }
         }
         if matching == 0 {
@@ -357,15 +357,15 @@ impl ProxyHttp for Gateway {
             if let Some(chunk) = body.as_ref() {
                 capture.push(chunk);
             }
-            if end_of_stream {
-                if let (Some(capture), Some(tenant)) = (ctx.capture.take(), ctx.tenant.as_ref()) {
-                    let provider = self.provider_name(ctx).map(str::to_owned);
-                    ctx.captured = Some(capture.finish(
-                        Arc::clone(&tenant.name),
-                        ctx.request_id.clone(),
-                        provider,
-                    ));
-                }
+            if end_of_stream
+                && let (Some(capture), Some(tenant)) = (ctx.capture.take(), ctx.tenant.as_ref())
+            {
+                let provider = self.provider_name(ctx).map(str::to_owned);
+                ctx.captured = Some(capture.finish(
+                    Arc::clone(&tenant.name),
+                    ctx.request_id.clone(),
+                    provider,
+                ));
             }
         }
         Ok(None)

@@ -145,10 +145,10 @@ pub fn inspect(der: &CertificateDer<'_>) -> Result<CertificateInfo, String> {
     let mut dns_names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::DNSName(dns) = name {
-                if let Ok(pattern) = HostPattern::parse(dns) {
-                    dns_names.push(pattern);
-                }
+            if let GeneralName::DNSName(dns) = name
+                && let Ok(pattern) = HostPattern::parse(dns)
+            {
+                dns_names.push(pattern);
             }
         }
     }

@@ -136,13 +136,13 @@ impl<A> Front<A> {
                 return None;
             }
         }
-        if let Some(trusted) = &self.proxy_protocol {
-            if let Err(reason) = read_proxy_header(&mut l4, trusted).await {
-                if let Some(m) = &self.metrics {
-                    m.proxy_refused(reason);
-                }
-                return None;
+        if let Some(trusted) = &self.proxy_protocol
+            && let Err(reason) = read_proxy_header(&mut l4, trusted).await
+        {
+            if let Some(m) = &self.metrics {
+                m.proxy_refused(reason);
             }
+            return None;
         }
         let Some(tls) = tls else {
             return Some(l4);

@@ -96,10 +96,10 @@ impl Payedge {
                     self.raw_stderr()
                 );
             }
-            if let Ok(resp) = super::client::request(self.admin, "GET", "/readyz", &[], b"") {
-                if resp.status == 200 {
-                    return;
-                }
+            if let Ok(resp) = super::client::request(self.admin, "GET", "/readyz", &[], b"")
+                && resp.status == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }

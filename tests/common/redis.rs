@@ -48,10 +48,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut con) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return;
-                }
+            if let Ok(mut con) = redis::Client::open(self.url()).and_then(|c| c.get_connection())
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
