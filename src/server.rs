@@ -20,9 +20,10 @@ use crate::hub::{Backplane, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
 use crate::metrics::Metrics;
-use crate::providers::{HealthChecks, ProviderEvents, Resolver, build_pools};
+use crate::providers::{HealthChecks, ProviderEvents, build_pools};
 use crate::proxy::{Gateway, GatewayParts};
-use crate::tls::{Front, TlsEndpoint, TlsMetrics};
+use crate::tls::{Front, FrontSetup, TlsEndpoint, TlsMetrics};
+use pingora::apps::ServerApp;
 
 /// Bytes the admin listener reads at a time (Pingora's default is 64 KiB).
 const ADMIN_READ_BUFFER: usize = 2 * 1024;
@@ -169,20 +170,21 @@ pub fn serve(
         .server
         .proxy_protocol
         .then(|| config.server.trusted_proxies.clone());
-    let mut proxy = Service::new(
-        "payedge-proxy".to_string(),
-        Front::new(proxy_app, proxy_tls, proxy_protocol, tls_metrics.clone()),
-    );
-    for addr in [
+    let proxy_listeners: Vec<SocketAddr> = [
         config.server.listen,
         config.server.tls.as_ref().map(|t| t.listen),
     ]
     .into_iter()
     .flatten()
-    {
-        proxy.add_tcp(&addr.to_string());
-    }
-    proxy.threads = Some(config.server.threads);
+    .collect();
+    let proxy = fronted_service(
+        "payedge-proxy",
+        proxy_app,
+        Front::new_if_needed(proxy_tls, proxy_protocol, tls_metrics.clone()),
+        &proxy_listeners,
+        None,
+        config.server.threads,
+    );
 
     let metrics_path = config
         .analytics
@@ -235,26 +237,25 @@ pub fn serve(
         hub,
         hub_path: config.notifications.hub.path.clone(),
     };
-    let mut admin = Service::new(
-        "payedge-admin".to_string(),
-        Front::new(admin_app, admin_tls, None, tls_metrics),
-    );
-    // Every hub client keeps its socket's read buffer for its whole life: small ones.
-    for addr in [
+    let admin_listeners: Vec<SocketAddr> = [
         config.server.admin_listen,
         config.server.admin_tls.as_ref().map(|t| t.listen),
     ]
     .into_iter()
     .flatten()
-    {
-        admin.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
-                ADMIN_READ_BUFFER,
-                DEFAULT_L4_WRITE_BUFFER_SIZE,
-            )),
-        );
-    }
-    admin.threads = Some(ADMIN_THREADS);
+    .collect();
+    // Every hub client keeps its socket's read buffer for its whole life: small ones.
+    let admin = fronted_service(
+        "payedge-admin",
+        admin_app,
+        Front::new_if_needed(admin_tls, None, tls_metrics),
+        &admin_listeners,
+        Some(L4BufferSettings::new(
+            ADMIN_READ_BUFFER,
+            DEFAULT_L4_WRITE_BUFFER_SIZE,
+        )),
+        ADMIN_THREADS,
+    );
 
     let Some(proxy_addr) = config.server.proxy_addr() else {
         return Err(StartError::Tls {
@@ -272,13 +273,6 @@ pub fn serve(
     );
     readiness.threads = Some(1);
 
-    let mut resolver = background_service(
-        "resolver",
-        Resolver {
-            pools: Arc::clone(&pools),
-        },
-    );
-    resolver.threads = Some(1);
     let mut health_checks = background_service("health-checks", HealthChecks { pools, events });
     health_checks.threads = Some(1);
     let mut event_service = background_service("events", event_service);
@@ -287,10 +281,9 @@ pub fn serve(
     for companion in companions {
         server.add_boxed_service(companion.service);
     }
-    server.add_service(proxy);
-    server.add_service(admin);
+    server.add_boxed_service(proxy);
+    server.add_boxed_service(admin);
     server.add_service(readiness);
-    server.add_service(resolver);
     server.add_service(health_checks);
     server.add_service(event_service);
     if let Some(feed) = hub_feed {
@@ -358,4 +351,49 @@ fn endpoint(
         .map(TlsEndpoint::new)
         .transpose()
         .map_err(|message| StartError::Tls { key, message })
+}
+
+/// A listening service for `app` on `listeners`: behind a [`Front`] when it has TLS or PROXY
+/// protocol work to do, bare otherwise (no wrapper on the plain path).
+fn fronted_service<A>(
+    name: &str,
+    app: A,
+    front: FrontSetup,
+    listeners: &[SocketAddr],
+    buffers: Option<L4BufferSettings>,
+    threads: usize,
+) -> Box<dyn ServiceWithDependents>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    fn listen<B: ServerApp + Send + Sync + 'static>(
+        mut service: Service<B>,
+        listeners: &[SocketAddr],
+        buffers: Option<L4BufferSettings>,
+        threads: usize,
+    ) -> Box<dyn ServiceWithDependents> {
+        for addr in listeners {
+            let mut listener = ListenerConfig::tcp(addr.to_string());
+            if let Some(buffers) = buffers {
+                listener = listener.l4_buffer(buffers);
+            }
+            service.add_listener(listener);
+        }
+        service.threads = Some(threads);
+        Box::new(service)
+    }
+    match front.into_front(app) {
+        Ok(front) => listen(
+            Service::new(name.to_string(), front),
+            listeners,
+            buffers,
+            threads,
+        ),
+        Err(app) => listen(
+            Service::new(name.to_string(), app),
+            listeners,
+            buffers,
+            threads,
+        ),
+    }
 }

@@ -1,4 +1,5 @@
-//! Active health checks and the probes that re-admit ejected providers, in a background service:
+//! Active health checks, the probes that re-admit ejected providers, and the resolution of
+//! host-named providers (`resolver`), in one background service:
 //! never on the request path.
 //!
 //! With `health_check` configured, every provider gets `GET path` every `interval_ms` plus up to
@@ -35,6 +36,7 @@ pub struct HealthChecks {
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tasks = tokio::task::JoinSet::new();
+        super::resolver::spawn_resolvers(&self.pools, &mut tasks, &shutdown);
         for pool in 0..self.pools.len() {
             let (pools, events) = (Arc::clone(&self.pools), Arc::clone(&self.events));
             tasks.spawn(refresh_weights(pools, events, pool, shutdown.clone()));

@@ -17,7 +17,6 @@ use pingora::prelude::HttpPeer;
 pub use endpoint::Endpoint;
 pub use events::ProviderEvents;
 pub use health_checks::HealthChecks;
-pub use resolver::Resolver;
 pub use status::providers_json;
 
 use crate::config::PoolSettings;

@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 
 use super::{PoolRuntime, Pools};
 
@@ -18,25 +16,25 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry delay for a name that has never resolved.
 const UNRESOLVED_RETRY: Duration = Duration::from_secs(1);
 
-pub struct Resolver {
-    pub pools: Pools,
-}
-
-#[async_trait]
-impl BackgroundService for Resolver {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for pool in 0..self.pools.len() {
-            let runtime = &self.pools[pool];
-            for provider in 0..runtime.endpoints().len() {
-                if runtime.endpoint(provider).is_some_and(|e| e.is_named()) {
-                    let pools = Arc::clone(&self.pools);
-                    tasks.spawn(keep_resolved(pools, pool, provider, shutdown.clone()));
-                }
+/// Starts one task per host-named provider, keeping its addresses resolved (in the health
+/// checks' background service: no runtime of its own).
+pub fn spawn_resolvers(
+    pools: &Pools,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &ShutdownWatch,
+) {
+    for pool in 0..pools.len() {
+        let runtime = &pools[pool];
+        for provider in 0..runtime.endpoints().len() {
+            if runtime.endpoint(provider).is_some_and(|e| e.is_named()) {
+                tasks.spawn(keep_resolved(
+                    Arc::clone(pools),
+                    pool,
+                    provider,
+                    shutdown.clone(),
+                ));
             }
         }
-        let _ = shutdown.changed().await;
-        tasks.abort_all();
     }
 }
 

@@ -283,7 +283,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -292,7 +292,6 @@ impl ProxyHttp for Gateway {
             _ => &[],
         };
         let tenant = ctx.tenant.as_ref().map_or("", |t| &t.name);
-        let _ = session;
         headers::prepare_upstream_request(
             upstream_request,
             &UpstreamIdentity {

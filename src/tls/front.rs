@@ -87,6 +87,24 @@ impl TlsEndpoint {
     }
 }
 
+/// What a [`Front`] would do for an app; nothing at all for plain HTTP without PROXY protocol,
+/// where the app is served bare.
+pub struct FrontSetup {
+    tls: Option<TlsEndpoint>,
+    proxy_protocol: Option<TrustedProxies>,
+    metrics: Option<Arc<TlsMetrics>>,
+}
+
+impl FrontSetup {
+    /// `Ok(front)` around `app`, or `Err(app)` back when no front is needed.
+    pub fn into_front<A>(self, app: A) -> Result<Front<A>, A> {
+        if self.tls.is_none() && self.proxy_protocol.is_none() {
+            return Err(app);
+        }
+        Ok(Front::new(app, self.tls, self.proxy_protocol, self.metrics))
+    }
+}
+
 /// A Pingora app behind the PROXY protocol and TLS steps.
 pub struct Front<A> {
     app: Arc<A>,
@@ -94,6 +112,20 @@ pub struct Front<A> {
     /// `Some` when every connection must start with a PROXY header from one of these.
     proxy_protocol: Option<TrustedProxies>,
     metrics: Option<Arc<TlsMetrics>>,
+}
+
+impl Front<()> {
+    pub fn new_if_needed(
+        tls: Option<TlsEndpoint>,
+        proxy_protocol: Option<TrustedProxies>,
+        metrics: Option<Arc<TlsMetrics>>,
+    ) -> FrontSetup {
+        FrontSetup {
+            tls,
+            proxy_protocol,
+            metrics,
+        }
+    }
 }
 
 impl<A> Front<A> {

@@ -15,7 +15,7 @@ pub use certs::{
     CertificateInfo, KeyPair, KeyPairError, inspect, provider, read_certificates, read_key_pair,
     read_private_key, read_roots, subject_of,
 };
-pub use front::{Front, TlsEndpoint};
+pub use front::{Front, FrontSetup, TlsEndpoint};
 pub use handshake::{
     ConnectionFacts, HANDSHAKE_FAILURE_REASONS, RecordFacts, UpstreamTlsFailure,
     handshake_failure_reason, rejects_certificate, upstream_tls_failure,
