@@ -11,7 +11,8 @@ use payedge_filters::tenant::TenantResolver;
 
 use crate::config::{self, BusSettings, Config, ConfigErrors};
 use crate::demo;
-use crate::server::{self, Companion, OnReady};
+use crate::runtime::Env;
+use crate::server::{self, Companion, Loaded, OnReady};
 
 /// Exit code for configuration problems (and `check` finding any).
 const EXIT_CONFIG: u8 = 2;
@@ -82,7 +83,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Copy, Args)]
 struct ListenOverrides {
     /// Proxy listen address, overriding server.listen.
     #[arg(long)]
@@ -124,24 +125,28 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => check(&config),
         Command::Run { config, listen } => {
-            match config::load(&config).and_then(|mut cfg| listen.apply(&mut cfg).map(|()| cfg)) {
-                Ok(cfg) => start(cfg, Vec::new(), None),
+            let env: Env = process_env;
+            match config::load_with(&config, &env)
+                .and_then(|(mut cfg, sha)| listen.apply(&mut cfg).map(|()| (cfg, sha)))
+            {
+                Ok((cfg, sha256)) => start(loaded(cfg, sha256, env, listen), Vec::new(), None),
                 Err(errors) => config_failure(&errors),
             }
         }
         Command::Demo { config, listen } => {
-            let loaded = match &config {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| ConfigErrors::single(path, None, "", e.to_string()))
-                    .and_then(|text| config::validate_text(path, &text, &demo::demo_env))
-                    .map(|cfg| (cfg, None)),
-                None => demo::demo_config_with_tls(&demo_dir()).map(|(cfg, tls)| (cfg, Some(tls))),
+            let env: Env = demo::demo_env;
+            let loaded_config = match &config {
+                Some(path) => config::load_with(path, &env).map(|(cfg, sha)| (cfg, sha, None)),
+                None => demo::demo_config_with_tls(&demo_dir())
+                    .map(|(cfg, sha, tls)| (cfg, sha, Some(tls))),
             };
-            match loaded.and_then(|(mut cfg, tls)| listen.apply(&mut cfg).map(|()| (cfg, tls))) {
-                Ok((cfg, tls)) => {
+            match loaded_config
+                .and_then(|(mut cfg, sha, tls)| listen.apply(&mut cfg).map(|()| (cfg, sha, tls)))
+            {
+                Ok((cfg, sha256, tls)) => {
                     let connectors = demo::connectors(&cfg, tls.as_ref());
                     let banner = demo_banner(&cfg, tls.as_ref());
-                    start(cfg, connectors, Some(banner))
+                    start(loaded(cfg, sha256, env, listen), connectors, Some(banner))
                 }
                 Err(errors) => config_failure(&errors),
             }
@@ -276,9 +281,23 @@ fn config_failure(errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn start(config: Config, companions: Vec<Companion>, on_ready: Option<OnReady>) -> ExitCode {
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A configuration to serve, with what a reload needs to read it again the same way.
+fn loaded(config: Config, sha256: String, env: Env, listen: ListenOverrides) -> Loaded {
+    Loaded {
+        config,
+        sha256,
+        env,
+        overrides: Box::new(move |cfg| listen.apply(cfg)),
+    }
+}
+
+fn start(loaded: Loaded, companions: Vec<Companion>, on_ready: Option<OnReady>) -> ExitCode {
     let log_drops = crate::logging::init();
-    match server::serve(config, log_drops, companions, on_ready) {
+    match server::serve(loaded, log_drops, companions, on_ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "payedge cannot start");

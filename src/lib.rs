@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod watch;

@@ -154,33 +154,25 @@ pub struct RequestLabels {
     pub status: Option<u16>,
 }
 
-impl Metrics {
-    /// Registers the metrics; fails only if they are registered already.
-    pub fn register(config: &Config, tenants: &[Arc<str>]) -> prometheus::Result<Self> {
-        let tenant_axis = axis(
-            tenants
-                .iter()
-                .map(|t| t.to_string())
-                .chain([NO_TENANT.into()]),
-        );
-        let route_axis = axis(
-            config
-                .routes
-                .iter()
-                .map(|r| r.path_prefix.clone())
-                .chain([NO_ROUTE.into()]),
-        );
-        let class_axis = axis(STATUS_CLASSES);
-        let mut provider_axis = Axis::new();
-        let mut provider_offsets = Vec::new();
-        for pool in &config.pools {
-            provider_offsets.push(provider_axis.len());
-            for provider in &pool.providers {
-                provider_axis.push(vec![pool.name.clone(), provider.name.clone()]);
-            }
-        }
-        provider_axis.push(vec!["none".into(), "none".into()]);
+/// The registered metric families, once per process; each configuration snapshot builds its
+/// [`Metrics`] over them, so a reload keeps every series it does not remove.
+#[derive(Clone)]
+pub struct MetricFamilies {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream: IntCounterVec,
+    auth: IntCounterVec,
+    rejections: IntCounterVec,
+    health: IntGaugeVec,
+    ejections: IntCounterVec,
+    upstream_duration: HistogramVec,
+    failovers: IntCounterVec,
+    budget: IntCounterVec,
+}
 
+impl MetricFamilies {
+    /// Registers the metrics; fails only if they are registered already.
+    pub fn register() -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "payedge_http_requests_total",
@@ -269,6 +261,147 @@ impl Metrics {
         for collector in collectors {
             registry.register(collector)?;
         }
+        Ok(Self {
+            requests,
+            duration,
+            upstream,
+            auth,
+            rejections,
+            health,
+            ejections,
+            upstream_duration,
+            failovers,
+            budget,
+        })
+    }
+
+    /// Drops the series of providers, pools, tenants and routes that `old` had and `new` has
+    /// not, so a removed provider leaves no stale gauge behind.
+    pub fn forget_removed(
+        &self,
+        old: &Config,
+        new: &Config,
+        old_tenants: &[Arc<str>],
+        new_tenants: &[Arc<str>],
+    ) {
+        let providers = |c: &Config| -> Vec<(String, String)> {
+            c.pools
+                .iter()
+                .flat_map(|pool| {
+                    pool.providers
+                        .iter()
+                        .map(move |p| (pool.name.clone(), p.name.clone()))
+                })
+                .collect()
+        };
+        let kept = providers(new);
+        for (pool, provider) in providers(old) {
+            if kept.contains(&(pool.clone(), provider.clone())) {
+                continue;
+            }
+            let labels = [pool.as_str(), provider.as_str()];
+            let _ = self.health.remove_label_values(&labels);
+            let _ = self.ejections.remove_label_values(&labels);
+            let _ = self.upstream_duration.remove_label_values(&labels);
+            for class in STATUS_CLASSES {
+                let _ = self
+                    .upstream
+                    .remove_label_values(&[&pool, &provider, class]);
+            }
+        }
+        for pool in &old.pools {
+            if new.pools.iter().any(|p| p.name == pool.name) {
+                continue;
+            }
+            let _ = self.budget.remove_label_values(&[&pool.name]);
+            for reason in FailoverReason::ALL {
+                let _ = self
+                    .failovers
+                    .remove_label_values(&[&pool.name, reason.label()]);
+            }
+        }
+        let routes = |c: &Config| -> Vec<String> {
+            c.routes.iter().map(|r| r.path_prefix.clone()).collect()
+        };
+        let (old_routes, new_routes) = (routes(old), routes(new));
+        let gone_tenants: Vec<&str> = old_tenants
+            .iter()
+            .filter(|t| !new_tenants.contains(t))
+            .map(|t| &**t)
+            .collect();
+        let gone_routes: Vec<&str> = old_routes
+            .iter()
+            .filter(|r| !new_routes.contains(r))
+            .map(String::as_str)
+            .collect();
+        let all_tenants: Vec<&str> = old_tenants
+            .iter()
+            .map(|t| &**t)
+            .chain([NO_TENANT])
+            .collect();
+        let all_routes: Vec<&str> = old_routes
+            .iter()
+            .map(String::as_str)
+            .chain([NO_ROUTE])
+            .collect();
+        for tenant in &all_tenants {
+            for route in &all_routes {
+                if !gone_tenants.contains(tenant) && !gone_routes.contains(route) {
+                    continue;
+                }
+                let _ = self.duration.remove_label_values(&[tenant, route]);
+                for class in STATUS_CLASSES {
+                    let _ = self.requests.remove_label_values(&[tenant, route, class]);
+                }
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers the metric families and builds the view of `config` over them.
+    pub fn register(config: &Config, tenants: &[Arc<str>]) -> prometheus::Result<Self> {
+        Ok(Self::new(&MetricFamilies::register()?, config, tenants))
+    }
+
+    /// The metrics of one configuration over already registered families.
+    pub fn new(families: &MetricFamilies, config: &Config, tenants: &[Arc<str>]) -> Self {
+        let tenant_axis = axis(
+            tenants
+                .iter()
+                .map(|t| t.to_string())
+                .chain([NO_TENANT.into()]),
+        );
+        let route_axis = axis(
+            config
+                .routes
+                .iter()
+                .map(|r| r.path_prefix.clone())
+                .chain([NO_ROUTE.into()]),
+        );
+        let class_axis = axis(STATUS_CLASSES);
+        let mut provider_axis = Axis::new();
+        let mut provider_offsets = Vec::new();
+        for pool in &config.pools {
+            provider_offsets.push(provider_axis.len());
+            for provider in &pool.providers {
+                provider_axis.push(vec![pool.name.clone(), provider.name.clone()]);
+            }
+        }
+        provider_axis.push(vec!["none".into(), "none".into()]);
+
+        let MetricFamilies {
+            requests,
+            duration,
+            upstream,
+            auth,
+            rejections,
+            health,
+            ejections,
+            upstream_duration,
+            failovers,
+            budget,
+        } = families.clone();
         let pairs: Vec<(&str, &str)> = config
             .pools
             .iter()
@@ -294,7 +427,7 @@ impl Metrics {
             })
             .collect();
 
-        Ok(Self {
+        Self {
             http_requests: LabelTable::new(
                 requests,
                 vec![tenant_axis.clone(), route_axis.clone(), class_axis.clone()],
@@ -335,7 +468,7 @@ impl Metrics {
                 .iter()
                 .map(|pool| budget.with_label_values(&[&pool.name]))
                 .collect(),
-        })
+        }
     }
 
     fn provider_index(&self, pool: usize, provider: usize) -> Option<usize> {

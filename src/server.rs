@@ -12,16 +12,17 @@ use pingora::services::ServiceWithDependents;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::{AdminApp, OperatorAuth, ReadinessProbe};
+use crate::admin::{AdminApp, ReadinessProbe};
 use crate::config::BusSettings;
 use crate::config::{Config, TlsListener};
 use crate::events::{self, EventMetrics};
 use crate::hub::{Backplane, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
-use crate::metrics::Metrics;
-use crate::providers::{HealthChecks, ProviderEvents, build_pools};
-use crate::proxy::{Gateway, GatewayParts};
+use crate::metrics::MetricFamilies;
+use crate::providers::HealthChecks;
+use crate::proxy::Gateway;
+use crate::runtime::{Env, Overrides, Parts, ReloadOnHangup, Runtime};
 use crate::tls::{Front, FrontSetup, TlsEndpoint, TlsMetrics};
 use pingora::apps::ServerApp;
 
@@ -59,13 +60,23 @@ pub struct Companion {
 /// Called once the proxy accepts connections (the demo prints its instructions then).
 pub type OnReady = Box<dyn Fn() + Send + Sync>;
 
+/// A validated configuration and how to load it again.
+pub struct Loaded {
+    pub config: Config,
+    /// sha256 of the file's bytes.
+    pub sha256: String,
+    pub env: Env,
+    pub overrides: Overrides,
+}
+
 /// Runs the gateway until it is stopped by a signal.
 pub fn serve(
-    mut config: Config,
+    loaded: Loaded,
     log_drops: Arc<std::sync::atomic::AtomicU64>,
     companions: Vec<Companion>,
     on_ready: Option<OnReady>,
 ) -> Result<(), StartError> {
+    let config = &loaded.config;
     let server_settings = &config.server;
     let mut binds: Vec<(SocketAddr, String)> = [
         (server_settings.listen, "server.listen"),
@@ -108,11 +119,10 @@ pub fn serve(
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
     let lifecycle = Lifecycle::leak();
-    let metrics = if config.analytics.metrics_enabled() {
-        let tenants = payedge_filters::tenant::TenantResolver::new(&config.tenancy);
-        let metrics = Metrics::register(&config, tenants.tenants())?;
+    let families = if config.analytics.metrics_enabled() {
+        let families = MetricFamilies::register()?;
         prometheus::default_registry().register(Box::new(DroppedLines::new(log_drops)?))?;
-        Some(Arc::new(metrics))
+        Some(families)
     } else {
         None
     };
@@ -136,30 +146,49 @@ pub fn serve(
     };
     let proxy_tls = endpoint(config.server.tls.as_ref(), "server.tls")?;
     let admin_tls = endpoint(config.server.admin_tls.as_ref(), "server.admin_tls")?;
-    let triggers = Arc::new(std::mem::take(&mut config.triggers));
     let event_metrics = if config.analytics.metrics_enabled() {
-        let names: Vec<&str> = triggers.iter().map(|t| t.rule.name()).collect();
+        let names: Vec<&str> = config.triggers.iter().map(|t| t.rule.name()).collect();
         Some(Arc::new(EventMetrics::register(&names)?))
     } else {
         None
     };
-    let (sink, event_service) = events::build(&config, Arc::clone(&triggers), event_metrics);
-    let pools = build_pools(&config.pools)?;
-    let events = Arc::new(ProviderEvents::new(metrics.clone(), sink.clone()));
-    let gateway = Gateway::new(
-        &config,
-        GatewayParts {
-            pools: Arc::clone(&pools),
-            events: Arc::clone(&events),
-            metrics,
-            lifecycle,
-            triggers,
+    let (sink, event_service) = events::build(config, event_metrics);
+    let Loaded {
+        config,
+        sha256,
+        env,
+        overrides,
+    } = loaded;
+    let runtime = Runtime::new(
+        config,
+        sha256,
+        env,
+        overrides,
+        Parts {
+            families,
             sink: sink.clone(),
             tls_metrics: tls_metrics.clone(),
         },
+    )
+    .map_err(|message| StartError::Tls {
+        key: "pools",
+        message,
+    })?;
+    for (key, endpoint) in [("server.tls", &proxy_tls), ("server.admin_tls", &admin_tls)] {
+        if let Some(endpoint) = endpoint {
+            runtime.attach_tls(key, Arc::clone(endpoint));
+        }
+    }
+    let snapshot = runtime.current();
+    let config = &snapshot.config;
+    let gateway = Gateway::new(
+        Arc::clone(&runtime),
+        lifecycle,
+        sink.clone(),
+        tls_metrics.clone(),
     );
 
-    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(config));
     server.bootstrap();
 
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
@@ -223,6 +252,7 @@ pub fn serve(
     };
     if let Some(hub) = &hub {
         sink.set_local_audience(hub.audience());
+        runtime.attach_hub(Arc::clone(hub));
     }
     let hub_feed = hub.as_ref().map(|hub| HubFeed {
         hub: Arc::clone(hub),
@@ -231,8 +261,7 @@ pub fn serve(
     let admin_app = AdminApp {
         metrics_path,
         lifecycle,
-        pools: Arc::clone(&pools),
-        operators: OperatorAuth::from_config(config.auth.as_ref()),
+        runtime: Arc::clone(&runtime),
         sink,
         hub,
         hub_path: config.notifications.hub.path.clone(),
@@ -273,7 +302,19 @@ pub fn serve(
     );
     readiness.threads = Some(1);
 
-    let mut health_checks = background_service("health-checks", HealthChecks { pools, events });
+    let mut health_checks = background_service(
+        "health-checks",
+        HealthChecks {
+            runtime: Arc::clone(&runtime),
+        },
+    );
+    let mut hangups = background_service(
+        "reload-on-sighup",
+        ReloadOnHangup {
+            runtime: Arc::clone(&runtime),
+        },
+    );
+    hangups.threads = Some(1);
     health_checks.threads = Some(1);
     let mut event_service = background_service("events", event_service);
     event_service.threads = Some(1);
@@ -285,6 +326,7 @@ pub fn serve(
     server.add_boxed_service(admin);
     server.add_service(readiness);
     server.add_service(health_checks);
+    server.add_service(hangups);
     server.add_service(event_service);
     if let Some(feed) = hub_feed {
         let mut feed = background_service("hub-feed", feed);
@@ -346,9 +388,9 @@ fn server_conf(config: &Config) -> ServerConf {
 fn endpoint(
     listener: Option<&TlsListener>,
     key: &'static str,
-) -> Result<Option<TlsEndpoint>, StartError> {
+) -> Result<Option<Arc<TlsEndpoint>>, StartError> {
     listener
-        .map(TlsEndpoint::new)
+        .map(|l| TlsEndpoint::new(l).map(Arc::new))
         .transpose()
         .map_err(|message| StartError::Tls { key, message })
 }

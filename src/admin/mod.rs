@@ -26,7 +26,8 @@ use crate::events::{Event, EventSink};
 use crate::failure::Failure;
 use crate::hub::{Hub, HubRequest};
 use crate::lifecycle::Lifecycle;
-use crate::providers::{Pools, providers_json};
+use crate::providers::providers_json;
+use crate::runtime::{Reloaded, Runtime};
 
 /// Keep-alive granted to admin clients (Prometheus reuses its connection between scrapes).
 const KEEPALIVE_SECONDS: u64 = 60;
@@ -36,9 +37,9 @@ pub struct AdminApp {
     /// `None` when analytics (and so metrics) are off.
     pub metrics_path: Option<String>,
     pub lifecycle: &'static Lifecycle,
-    pub pools: Pools,
-    /// `None` when no `auth.admin_role` is configured: the `/admin/` endpoints then refuse all.
-    pub operators: Option<OperatorAuth>,
+    /// The running configuration: its operators (the `/admin/` endpoints refuse all without an
+    /// `auth.admin_role`), its pools, and the reloads.
+    pub runtime: Arc<Runtime>,
     pub sink: EventSink,
     /// `None` without an `auth` section.
     pub hub: Option<Arc<Hub>>,
@@ -56,6 +57,10 @@ impl AdminApp {
                 Ok(body) => write_body(session, 202, body).await,
                 Err(failure) => write_failure(session, &failure).await,
             },
+            "/admin/reload" if method == Method::POST => match self.reload(session).await {
+                Ok((status, body)) => write_body(session, status, body).await,
+                Err(failure) => write_failure(session, &failure).await,
+            },
             _ if !read_only => write_failure(session, &Failure::MethodNotAllowed).await,
             "/healthz" => write_json(session, 200, r#"{"status":"ok"}"#).await,
             "/readyz" if self.lifecycle.is_ready() => {
@@ -69,6 +74,13 @@ impl AdminApp {
                 Ok(body) => write_body(session, 200, body).await,
                 Err(failure) => write_failure(session, &failure).await,
             },
+            "/admin/config" => match self.operator(session.req_header()) {
+                Ok(()) => {
+                    let body = Bytes::from(self.runtime.describe().to_string());
+                    write_body(session, 200, body).await
+                }
+                Err(failure) => write_failure(session, &failure).await,
+            },
             p if Some(p) == self.metrics_path.as_deref() => {
                 let (parts, body) = PrometheusHttpApp.response(session).await.into_parts();
                 let header: ResponseHeader = parts.into();
@@ -80,10 +92,27 @@ impl AdminApp {
     }
 
     fn operator(&self, req: &RequestHeader) -> Result<(), Failure> {
-        self.operators
+        self.runtime
+            .current()
+            .operators
             .as_ref()
             .ok_or(Failure::Forbidden)?
             .check(req)
+    }
+
+    /// `POST /admin/reload`: reads and applies the configuration file now; the outcome as JSON
+    /// (200 applied or unchanged, 422 refused: the running configuration stays).
+    async fn reload(&self, session: &mut ServerSession) -> Result<(u16, Bytes), Failure> {
+        self.operator(session.req_header())?;
+        let runtime = Arc::clone(&self.runtime);
+        let outcome = tokio::task::spawn_blocking(move || runtime.reload())
+            .await
+            .map_err(|_| Failure::Internal)?;
+        let status = match outcome {
+            Reloaded::Refused { .. } => 422,
+            _ => 200,
+        };
+        Ok((status, Bytes::from(outcome.to_json().to_string())))
     }
 
     /// `POST /admin/alerts` `{"code": "...", "message": "...", "details": {...}}`: a
@@ -106,7 +135,7 @@ impl AdminApp {
     fn providers(&self, req: &RequestHeader) -> Result<Bytes, Failure> {
         self.operator(req)?;
         Ok(Bytes::from(
-            providers_json(&self.pools, Instant::now()).to_string(),
+            providers_json(&self.runtime.current().pools, Instant::now()).to_string(),
         ))
     }
 }

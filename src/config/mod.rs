@@ -21,7 +21,15 @@ pub use validate_tls::EXPIRY_WARNING;
 
 /// Reads and validates `path`, taking secrets from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
+    load_with(path, &|name| std::env::var(name).ok()).map(|(config, _)| config)
+}
+
+/// Reads and validates `path` with `env`; also returns the sha256 of the bytes it read.
+pub fn load_with(path: &Path, env: EnvLookup<'_>) -> Result<(Config, String), ConfigErrors> {
+    let bytes = std::fs::read(path)
         .map_err(|e| ConfigErrors::single(path, None, "", format!("cannot read the file: {e}")))?;
-    validate_text(path, &text, &|name| std::env::var(name).ok())
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigErrors::single(path, None, "", "the file is not UTF-8 text"))?;
+    let sha256 = crate::runtime::sha256_hex(text.as_bytes());
+    Ok((validate_text(path, &text, env)?, sha256))
 }

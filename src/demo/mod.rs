@@ -49,7 +49,9 @@ pub fn demo_config() -> Result<Config, ConfigErrors> {
 
 /// The demo configuration with its TLS: certificates made (or reused) in `dir`, and the
 /// effective configuration written there as `demo.yaml`.
-pub fn demo_config_with_tls(dir: &std::path::Path) -> Result<(Config, DemoTls), ConfigErrors> {
+pub fn demo_config_with_tls(
+    dir: &std::path::Path,
+) -> Result<(Config, String, DemoTls), ConfigErrors> {
     let fail = |message: String| ConfigErrors::single(dir, None, "", message);
     let tls = DemoTls::prepare(dir).map_err(fail)?;
     let text = tls.configure(DEMO_CONFIG).map_err(fail)?;
@@ -57,7 +59,7 @@ pub fn demo_config_with_tls(dir: &std::path::Path) -> Result<(Config, DemoTls), 
     std::fs::write(&file, &text)
         .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))?;
     let config = validate_text(&file, &text, &demo_env)?;
-    Ok((config, tls))
+    Ok((config, crate::runtime::sha256_hex(text.as_bytes()), tls))
 }
 
 /// One simulated connector per provider of the configuration: pools named `fx` get the FX

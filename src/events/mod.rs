@@ -64,7 +64,6 @@ pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
 }
 
 struct SinkInner {
-    triggers: Arc<Vec<TriggerSettings>>,
     delivery: Delivery,
     /// With local delivery: how many are listening (the hub's connections), once the hub is
     /// built. Nobody listening means no send, and no wake-up of the hub's task, per event.
@@ -91,12 +90,13 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Turns a captured response into its events (called once the client has the response).
-    pub fn process(&self, hit: &TriggerHit) {
+    /// Turns a captured response into the events of `triggers` (those of the request's
+    /// snapshot; called once the client has the response).
+    pub fn process(&self, hit: &TriggerHit, triggers: &[TriggerSettings]) {
         let inner = &self.inner;
         pipeline::handle(
             hit,
-            &inner.triggers,
+            triggers,
             self,
             inner.metrics.as_deref(),
             inner.business_log,
@@ -173,11 +173,7 @@ pub struct EventService {
 }
 
 /// Builds the sink the gateway uses and the service that drains it.
-pub fn build(
-    config: &Config,
-    triggers: Arc<Vec<TriggerSettings>>,
-    metrics: Option<Arc<EventMetrics>>,
-) -> (EventSink, EventService) {
+pub fn build(config: &Config, metrics: Option<Arc<EventMetrics>>) -> (EventSink, EventService) {
     let mut outbox_rx = None;
     let delivery = match (&config.notifications.enabled, &config.notifications.bus) {
         (false, _) => Delivery::Nowhere,
@@ -192,7 +188,6 @@ pub fn build(
     };
     let sink = EventSink {
         inner: Arc::new(SinkInner {
-            triggers,
             delivery,
             metrics: metrics.clone(),
             business_log: config.analytics.enabled,
@@ -248,7 +243,7 @@ mod tests {
     #[test]
     fn local_delivery_waits_for_an_audience_once_one_is_counted() {
         let config = crate::demo::demo_config().expect("demo configuration");
-        let (sink, _service) = build(&config, Arc::new(Vec::new()), None);
+        let (sink, _service) = build(&config, None);
         let mut rx = sink.subscribe_local().expect("in-memory bus");
         alert(&sink);
         assert!(

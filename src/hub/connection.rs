@@ -306,7 +306,7 @@ impl Connection {
             return Err(format!("{target} takes one argument: a tenant id"));
         };
         let allowed = self.caller.admin || name.eq_ignore_ascii_case(&self.caller.tenant);
-        let tenant = self.hub.auth.tenant(name).filter(|_| allowed);
+        let tenant = self.hub.auth.load().tenant(name).filter(|_| allowed);
         let Some(tenant) = tenant else {
             if let Some(m) = self.hub.metrics.as_deref() {
                 m.unauthorized();

@@ -43,7 +43,9 @@ const READ_BUFFER: usize = 512;
 
 pub struct Hub {
     settings: HubSettings,
-    auth: HubAuth,
+    /// Swapped whole by a reload (new keys, tenants, admin role): the next negotiate, connect or
+    /// join uses it.
+    auth: arc_swap::ArcSwap<HubAuth>,
     groups: Groups,
     negotiations: Negotiations,
     metrics: Option<Arc<HubMetrics>>,
@@ -58,6 +60,11 @@ pub enum HubRequest {
 }
 
 impl Hub {
+    /// Checks tokens with `auth` from now on (a reload).
+    pub fn set_auth(&self, auth: HubAuth) {
+        self.auth.store(std::sync::Arc::new(auth));
+    }
+
     pub fn new(
         settings: HubSettings,
         auth: HubAuth,
@@ -66,7 +73,7 @@ impl Hub {
     ) -> Self {
         Self {
             settings,
-            auth,
+            auth: arc_swap::ArcSwap::from_pointee(auth),
             groups: Groups::default(),
             negotiations: Negotiations::default(),
             metrics,
@@ -104,7 +111,7 @@ impl Hub {
     }
 
     fn authenticate(&self, req: &RequestHeader) -> Result<session::Caller, Failure> {
-        self.auth.authenticate(req).inspect_err(|_| {
+        self.auth.load().authenticate(req).inspect_err(|_| {
             if let Some(m) = self.metrics.as_deref() {
                 m.unauthorized();
             }

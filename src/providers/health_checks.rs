@@ -20,6 +20,7 @@ use pingora::{Error, ErrorType};
 
 use super::{PoolRuntime, Pools, ProviderEvents};
 use crate::config::HealthCheckSettings;
+use crate::runtime::Runtime;
 
 /// How often ejected providers are probed when the pool has no active checks.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -28,31 +29,43 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct HealthChecks {
-    pub pools: Pools,
-    pub events: Arc<ProviderEvents>,
+    pub runtime: Arc<Runtime>,
 }
 
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        super::resolver::spawn_resolvers(&self.pools, &mut tasks, &shutdown);
-        for pool in 0..self.pools.len() {
-            let (pools, events) = (Arc::clone(&self.pools), Arc::clone(&self.events));
-            tasks.spawn(refresh_weights(pools, events, pool, shutdown.clone()));
-            for provider in 0..self.pools[pool].pool.providers().len() {
-                let (pools, events) = (Arc::clone(&self.pools), Arc::clone(&self.events));
-                tasks.spawn(check_provider(
-                    pools,
-                    events,
-                    pool,
-                    provider,
-                    shutdown.clone(),
-                ));
+        let mut reloads = self.runtime.subscribe();
+        loop {
+            // The current snapshot's pools. A reload hands over new pools (sharing the kept
+            // providers' state): the checks start again on those.
+            let snapshot = self.runtime.current();
+            let pools = Arc::clone(&snapshot.pools);
+            let events = Arc::clone(&snapshot.provider_events);
+            let mut tasks = tokio::task::JoinSet::new();
+            super::resolver::spawn_resolvers(&pools, &mut tasks, &shutdown);
+            for pool in 0..pools.len() {
+                let (p, e) = (Arc::clone(&pools), Arc::clone(&events));
+                tasks.spawn(refresh_weights(p, e, pool, shutdown.clone()));
+                for provider in 0..pools[pool].pool.providers().len() {
+                    let (p, e) = (Arc::clone(&pools), Arc::clone(&events));
+                    tasks.spawn(check_provider(p, e, pool, provider, shutdown.clone()));
+                }
+            }
+            drop(snapshot);
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    tasks.abort_all();
+                    return;
+                }
+                changed = reloads.changed() => {
+                    tasks.abort_all();
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
         }
-        let _ = shutdown.changed().await;
-        tasks.abort_all();
     }
 }
 

@@ -35,6 +35,16 @@ pub type Pools = Arc<Vec<PoolRuntime>>;
 
 impl PoolRuntime {
     pub fn new(index: usize, settings: &PoolSettings) -> Result<Self, PoolError> {
+        Self::replacing(index, settings, None)
+    }
+
+    /// The pool that takes over from `previous` (a reload of the same pool name): providers kept
+    /// with the same name and address keep their state and resolved addresses.
+    pub fn replacing(
+        index: usize,
+        settings: &PoolSettings,
+        previous: Option<&PoolRuntime>,
+    ) -> Result<Self, PoolError> {
         let specs = settings
             .providers
             .iter()
@@ -53,10 +63,28 @@ impl PoolRuntime {
             .enumerate()
             .map(|(i, p)| Endpoint::new(p, &settings.timeouts, group_key(index, i)))
             .collect();
-        let pool = Pool::new(settings.name.clone(), specs, settings.policy.clone())?;
+        let pool = Pool::replacing(
+            settings.name.clone(),
+            specs,
+            settings.policy.clone(),
+            previous.map(|p| &p.pool),
+        )?;
         for (i, endpoint) in endpoints.iter().enumerate() {
-            if endpoint.is_named() {
-                pool.set_resolved(i, false);
+            let name = &settings.providers[i].name;
+            let kept = previous.and_then(|p| {
+                p.endpoints
+                    .iter()
+                    .enumerate()
+                    .find(|(j, old)| p.provider_name(*j) == name && old.address == endpoint.address)
+                    .map(|(_, old)| old)
+            });
+            match kept {
+                Some(old) if endpoint.is_named() => {
+                    // Kept by address; the pool decided above whether it counts as resolved.
+                    endpoint.set_addrs(old.addrs().to_vec());
+                }
+                None if endpoint.is_named() => pool.set_resolved(i, false),
+                _ => {}
             }
         }
         Ok(Self {
@@ -118,10 +146,22 @@ fn group_key(pool: usize, provider: usize) -> u64 {
 }
 
 pub fn build_pools(settings: &[PoolSettings]) -> Result<Pools, PoolError> {
+    rebuild_pools(settings, None)
+}
+
+/// The pools of a new configuration, each taking over the state of the previous pool of the
+/// same name.
+pub fn rebuild_pools(
+    settings: &[PoolSettings],
+    previous: Option<&Pools>,
+) -> Result<Pools, PoolError> {
     let pools = settings
         .iter()
         .enumerate()
-        .map(|(i, s)| PoolRuntime::new(i, s))
+        .map(|(i, s)| {
+            let old = previous.and_then(|p| p.iter().find(|old| old.name() == s.name));
+            PoolRuntime::replacing(i, s, old)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(pools))
 }

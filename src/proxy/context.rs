@@ -1,5 +1,6 @@
 //! What one request carries from phase to phase.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use payedge_filters::auth::Principal;
@@ -11,9 +12,12 @@ use super::capture::Capture;
 use crate::events::TriggerHit;
 use crate::failure::Failure;
 use crate::lifecycle::InFlight;
+use crate::runtime::Snapshot;
 use crate::tls::UpstreamTlsFailure;
 
 pub struct RequestCtx {
+    /// The configuration this request runs on, from its arrival to its end.
+    pub snap: Arc<Snapshot>,
     pub started: Instant,
     pub request_id: String,
     pub tenant: Option<Tenant>,
@@ -51,8 +55,9 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(in_flight: InFlight) -> Self {
+    pub fn new(in_flight: InFlight, snap: Arc<Snapshot>) -> Self {
         Self {
+            snap,
             started: Instant::now(),
             request_id: String::new(),
             tenant: None,

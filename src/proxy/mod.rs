@@ -25,88 +25,54 @@ mod attempts;
 mod capture;
 mod context;
 mod headers;
+mod routing;
 mod upstream_errors;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::HeaderName;
 use payedge_filters::request_id::accept_client_request_id;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+pub use admission::Admission;
 pub use context::RequestCtx;
+pub use routing::Routing;
 
-use crate::config::{Config, TriggerSettings};
 use crate::events::{EventSink, mask_indices};
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{Metrics, RequestLabels};
-use crate::providers::{PoolRuntime, Pools, ProviderEvents};
+use crate::metrics::RequestLabels;
+use crate::providers::PoolRuntime;
+use crate::runtime::Runtime;
 use crate::tls::{ConnectionFacts, TlsMetrics, UpstreamTlsFailure};
-use admission::{Admission, Refused};
+use admission::Refused;
 use headers::UpstreamIdentity;
-use payedge_filters::forwarded::{TrustedProxies, forwarding};
+use payedge_filters::forwarded::forwarding;
 
+/// The proxy. Everything a configuration decides is read from the request's snapshot
+/// (`ctx.snap`), taken when the request arrives and kept to its end, so a reload never changes
+/// a request half-way.
 pub struct Gateway {
-    admission: Admission,
-    tenant_header: HeaderName,
-    terminates_auth: bool,
-    route_prefixes: Vec<String>,
-    route_pools: Vec<usize>,
-    pools: Pools,
-    events: Arc<ProviderEvents>,
-    metrics: Option<Arc<Metrics>>,
-    request_logs: bool,
+    runtime: Arc<Runtime>,
     lifecycle: &'static Lifecycle,
-    triggers: Arc<Vec<TriggerSettings>>,
     sink: EventSink,
-    trusted_proxies: TrustedProxies,
     tls_metrics: Option<Arc<TlsMetrics>>,
 }
 
-/// What the gateway hands its phases besides the configuration.
-pub struct GatewayParts {
-    pub pools: Pools,
-    pub events: Arc<ProviderEvents>,
-    pub metrics: Option<Arc<Metrics>>,
-    pub lifecycle: &'static Lifecycle,
-    pub triggers: Arc<Vec<TriggerSettings>>,
-    pub sink: EventSink,
-    pub tls_metrics: Option<Arc<TlsMetrics>>,
-}
-
 impl Gateway {
-    pub fn new(config: &Config, parts: GatewayParts) -> Self {
-        let GatewayParts {
-            pools,
-            events,
-            metrics,
-            lifecycle,
-            triggers,
-            sink,
-            tls_metrics,
-        } = parts;
+    pub fn new(
+        runtime: Arc<Runtime>,
+        lifecycle: &'static Lifecycle,
+        sink: EventSink,
+        tls_metrics: Option<Arc<TlsMetrics>>,
+    ) -> Self {
         Self {
-            admission: Admission::new(config),
-            tenant_header: config.tenant_header.clone(),
-            terminates_auth: config.auth.is_some(),
-            route_prefixes: config
-                .routes
-                .iter()
-                .map(|r| r.path_prefix.clone())
-                .collect(),
-            route_pools: config.routes.iter().map(|r| r.pool).collect(),
-            pools,
-            events,
-            metrics,
-            request_logs: config.analytics.request_logs_enabled(),
+            runtime,
             lifecycle,
-            triggers,
             sink,
-            trusted_proxies: config.server.trusted_proxies.clone(),
             tls_metrics,
         }
     }
@@ -122,7 +88,7 @@ impl Gateway {
         let mut matching = 0u64;
         let mut limit = 0;
         for i in mask_indices(ctx.trigger_candidates) {
-            if let Some(t) = self.triggers.get(i)
+            if let Some(t) = ctx.snap.triggers.get(i)
                 && t.rule.matches_response(status, content_type)
             {
                 matching |= 1 << i;
@@ -141,12 +107,8 @@ impl Gateway {
         ctx.capture = Some(capture::Capture::start(matching, limit, encoding, length));
     }
 
-    fn pool(&self, ctx: &RequestCtx) -> Option<&PoolRuntime> {
-        self.pools.get(ctx.pool?)
-    }
-
-    fn provider_name(&self, ctx: &RequestCtx) -> Option<&str> {
-        Some(self.pool(ctx)?.provider_name(ctx.provider?))
+    fn provider_name<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a str> {
+        Some(pool_of(ctx)?.provider_name(ctx.provider?))
     }
 
     async fn answer(
@@ -165,7 +127,7 @@ impl Gateway {
     }
 
     fn refused(&self, ctx: &mut RequestCtx, refused: Refused) -> Failure {
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = &ctx.snap.metrics {
             match &refused.failure {
                 Failure::Tenant(r) => metrics.tenant_rejection(*r),
                 Failure::MisdirectedRequest => metrics.misdirected(),
@@ -185,7 +147,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.lifecycle.request_started())
+        RequestCtx::new(self.lifecycle.request_started(), self.runtime.current())
     }
 
     async fn early_request_filter(
@@ -213,22 +175,27 @@ impl ProxyHttp for Gateway {
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect();
-            forwarding(peer.ip(), &self.trusted_proxies, &claimed)
+            forwarding(peer.ip(), &ctx.snap.routing.trusted_proxies, &claimed)
         });
         let server_name = facts.and_then(|f| f.server_name.as_deref());
-        match self.admission.admit(session.req_header(), server_name) {
+        let snap = Arc::clone(&ctx.snap);
+        match snap
+            .routing
+            .admission
+            .admit(session.req_header(), server_name)
+        {
             Ok(admitted) => {
-                if !self.triggers.is_empty() {
+                if !snap.triggers.is_empty() {
                     let req = session.req_header();
                     let (method, path) = (req.method.as_str(), req.uri.path());
-                    ctx.trigger_candidates = self
+                    ctx.trigger_candidates = snap
                         .triggers
                         .iter()
                         .enumerate()
                         .filter(|(_, t)| t.rule.matches_request(method, path))
                         .fold(0, |mask, (i, _)| mask | 1 << i);
                 }
-                ctx.pool = self.route_pools.get(admitted.route).copied();
+                ctx.pool = snap.routing.route_pools.get(admitted.route).copied();
                 ctx.route = Some(admitted.route);
                 ctx.tenant = Some(admitted.tenant);
                 ctx.principal = admitted.principal;
@@ -247,7 +214,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(pool) = self.pool(ctx) else {
+        let snap = Arc::clone(&ctx.snap);
+        let Some(pool) = ctx.pool.and_then(|p| snap.pools.get(p)) else {
             return Error::e_explain(ErrorType::InternalError, "no pool was chosen");
         };
         match attempts::choose(pool, session, ctx) {
@@ -267,10 +235,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = match self.pool(ctx) {
+        let snap = Arc::clone(&ctx.snap);
+        let retry = match ctx.pool.and_then(|p| snap.pools.get(p)) {
             Some(pool) => attempts::connect_failed(
                 pool,
-                &self.events,
+                &snap.provider_events,
                 self.tls_metrics.as_deref(),
                 ctx,
                 crate::tls::upstream_tls_failure(&e),
@@ -287,19 +256,20 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let credentials = match (self.pool(ctx), ctx.provider) {
+        let credentials = match (pool_of(ctx), ctx.provider) {
             (Some(pool), Some(provider)) => pool.credentials(provider),
             _ => &[],
         };
         let tenant = ctx.tenant.as_ref().map_or("", |t| &t.name);
+        let routing = &ctx.snap.routing;
         headers::prepare_upstream_request(
             upstream_request,
             &UpstreamIdentity {
-                tenant_header: &self.tenant_header,
+                tenant_header: &routing.tenant_header,
                 tenant,
                 request_id: &ctx.request_id,
                 principal: ctx.principal.as_ref(),
-                terminates_auth: self.terminates_auth,
+                terminates_auth: routing.terminates_auth,
                 forwarding: ctx.forwarding.as_ref(),
                 client_subject: ctx.client_subject.as_deref(),
                 credentials,
@@ -317,8 +287,9 @@ impl ProxyHttp for Gateway {
         if status < 200 {
             return Ok(());
         }
-        let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
-            Some(pool) => attempts::answered(pool, &self.events, session, ctx, status),
+        let snap = Arc::clone(&ctx.snap);
+        let retry = match ctx.pool.and_then(|p| snap.pools.get(p)) {
+            Some(pool) => attempts::answered(pool, &snap.provider_events, session, ctx, status),
             None => false,
         };
         if retry {
@@ -338,7 +309,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.maybe_capture(upstream_response, ctx);
-        let names = match (self.pool(ctx), ctx.provider) {
+        let names = match (pool_of(ctx), ctx.provider) {
             (Some(pool), Some(provider)) => pool.credential_names(provider),
             _ => &[],
         };
@@ -386,12 +357,13 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
+        let snap = Arc::clone(&ctx.snap);
         let fresh_tls = peer.is_tls() && !client_reused;
         if let Some(refusal) = attempts::refused_tls_session(&e, fresh_tls, ctx.attempt_recorded) {
-            let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
+            let retry = match ctx.pool.and_then(|p| snap.pools.get(p)) {
                 Some(pool) => attempts::connect_failed(
                     pool,
-                    &self.events,
+                    &snap.provider_events,
                     self.tls_metrics.as_deref(),
                     ctx,
                     Some(refusal),
@@ -402,8 +374,8 @@ impl ProxyHttp for Gateway {
             e.set_retry(retry && !session.as_ref().retry_buffer_truncated());
             return e;
         }
-        let retry = match ctx.pool.and_then(|p| self.pools.get(p)) {
-            Some(pool) => attempts::broke(pool, &self.events, session, ctx, &e),
+        let retry = match ctx.pool.and_then(|p| snap.pools.get(p)) {
+            Some(pool) => attempts::broke(pool, &snap.provider_events, session, ctx, &e),
             None => false,
         };
         e.set_retry(retry);
@@ -444,11 +416,11 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(hit) = ctx.captured.take() {
-            self.sink.process(&hit);
+            self.sink.process(&hit, &ctx.snap.triggers);
         }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = &ctx.snap.metrics {
             metrics.observe_request(
                 RequestLabels {
                     tenant: ctx.tenant.as_ref().map(|t| t.index),
@@ -458,7 +430,7 @@ impl ProxyHttp for Gateway {
                 elapsed,
             );
         }
-        if !self.request_logs {
+        if !ctx.snap.routing.request_logs {
             return;
         }
         let req = session.req_header();
@@ -467,12 +439,12 @@ impl ProxyHttp for Gateway {
             method: req.method.as_str(),
             route: ctx
                 .route
-                .and_then(|r| self.route_prefixes.get(r))
+                .and_then(|r| ctx.snap.routing.route_prefixes.get(r))
                 .map(String::as_str),
             path: req.uri.path(),
             status,
             duration: elapsed,
-            pool: self.pool(ctx).map(PoolRuntime::name),
+            pool: pool_of(ctx).map(PoolRuntime::name),
             provider: self.provider_name(ctx),
             attempts: ctx.attempts,
             request_id: &ctx.request_id,
@@ -498,4 +470,9 @@ impl ProxyHttp for Gateway {
         // Failures the gateway classified are in the request log line with their code.
         ctx.failure.is_some()
     }
+}
+
+/// The pool of the request's route, in its snapshot.
+fn pool_of(ctx: &RequestCtx) -> Option<&PoolRuntime> {
+    ctx.snap.pools.get(ctx.pool?)
 }

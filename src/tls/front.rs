@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use payedge_filters::forwarded::TrustedProxies;
 use payedge_filters::proxy_protocol::{self, MAX_HEADER_BYTES, ProxyHeader};
@@ -36,20 +37,42 @@ use crate::config::TlsListener;
 /// How long a trusted balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A TLS listener of a service: where it listens and how it shakes hands.
+/// A TLS listener of a service: where it listens and how it shakes hands. The handshake part
+/// (certificates, client CAs, ALPN, deadline) is swapped whole by a reload.
 pub struct TlsEndpoint {
     listen: SocketAddr,
+    handshake: ArcSwap<Handshake>,
+}
+
+/// How a listener shakes hands, built from one configuration.
+pub struct Handshake {
     acceptor: Acceptor,
-    handshake_timeout: Duration,
-    store: Arc<CertificateStore>,
+    timeout: Duration,
 }
 
 impl TlsEndpoint {
     pub fn new(listener: &TlsListener) -> Result<Self, String> {
+        Ok(Self {
+            listen: listener.listen,
+            handshake: ArcSwap::from_pointee(Self::prepare_handshake(listener)?),
+        })
+    }
+
+    /// Builds what `listener` asks for, without installing it.
+    pub fn prepare(&self, listener: &TlsListener) -> Result<Handshake, String> {
+        Self::prepare_handshake(listener)
+    }
+
+    /// Serves the next handshakes with `handshake`; those in progress finish with theirs.
+    pub fn install(&self, handshake: Handshake) {
+        self.handshake.store(Arc::new(handshake));
+    }
+
+    fn prepare_handshake(listener: &TlsListener) -> Result<Handshake, String> {
         let store = Arc::new(CertificateStore::new(&listener.certificates));
         let mut settings =
             TlsSettings::with_callbacks(Box::new(RecordFacts)).map_err(|e| e.to_string())?;
-        settings.set_cert_resolver(Arc::clone(&store) as _);
+        settings.set_cert_resolver(store);
         if let Some(auth) = &listener.client_auth {
             let builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::clone(&auth.roots), provider());
@@ -68,17 +91,10 @@ impl TlsEndpoint {
         } else {
             settings.set_alpn(ALPN::H1);
         }
-        Ok(Self {
-            listen: listener.listen,
+        Ok(Handshake {
             acceptor: settings.build(),
-            handshake_timeout: listener.handshake_timeout,
-            store,
+            timeout: listener.handshake_timeout,
         })
-    }
-
-    /// The certificates it serves, to rotate them.
-    pub fn store(&self) -> &Arc<CertificateStore> {
-        &self.store
     }
 
     fn serves(&self, local: &SocketAddr) -> bool {
@@ -90,7 +106,7 @@ impl TlsEndpoint {
 /// What a [`Front`] would do for an app; nothing at all for plain HTTP without PROXY protocol,
 /// where the app is served bare.
 pub struct FrontSetup {
-    tls: Option<TlsEndpoint>,
+    tls: Option<Arc<TlsEndpoint>>,
     proxy_protocol: Option<TrustedProxies>,
     metrics: Option<Arc<TlsMetrics>>,
 }
@@ -108,7 +124,7 @@ impl FrontSetup {
 /// A Pingora app behind the PROXY protocol and TLS steps.
 pub struct Front<A> {
     app: Arc<A>,
-    tls: Option<TlsEndpoint>,
+    tls: Option<Arc<TlsEndpoint>>,
     /// `Some` when every connection must start with a PROXY header from one of these.
     proxy_protocol: Option<TrustedProxies>,
     metrics: Option<Arc<TlsMetrics>>,
@@ -116,7 +132,7 @@ pub struct Front<A> {
 
 impl Front<()> {
     pub fn new_if_needed(
-        tls: Option<TlsEndpoint>,
+        tls: Option<Arc<TlsEndpoint>>,
         proxy_protocol: Option<TrustedProxies>,
         metrics: Option<Arc<TlsMetrics>>,
     ) -> FrontSetup {
@@ -131,7 +147,7 @@ impl Front<()> {
 impl<A> Front<A> {
     pub fn new(
         app: A,
-        tls: Option<TlsEndpoint>,
+        tls: Option<Arc<TlsEndpoint>>,
         proxy_protocol: Option<TrustedProxies>,
         metrics: Option<Arc<TlsMetrics>>,
     ) -> Self {
@@ -144,7 +160,7 @@ impl<A> Front<A> {
     }
 
     fn tls_for(&self, stream: &Stream) -> Option<&TlsEndpoint> {
-        let tls = self.tls.as_ref()?;
+        let tls = self.tls.as_deref()?;
         let digest = stream.get_socket_digest()?;
         let local = *digest.local_addr()?.as_inet()?;
         tls.serves(&local).then_some(tls)
@@ -158,7 +174,10 @@ impl<A> Front<A> {
         }
         let started = Instant::now();
         let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
-        let first_byte_within = tls.map_or(PROXY_HEADER_TIMEOUT, |t| t.handshake_timeout);
+        let handshake = tls.map(|t| t.handshake.load_full());
+        let first_byte_within = handshake
+            .as_ref()
+            .map_or(PROXY_HEADER_TIMEOUT, |h| h.timeout);
         match first_byte(&mut l4, first_byte_within).await {
             FirstByte::Arrived => {}
             // A TCP health check, or the readiness probe: connected and left. Not a failure.
@@ -176,11 +195,11 @@ impl<A> Front<A> {
             }
             return None;
         }
-        let Some(tls) = tls else {
+        let Some(handshake) = handshake else {
             return Some(l4);
         };
-        let left = tls.handshake_timeout.saturating_sub(started.elapsed());
-        let reason = match tokio::time::timeout(left, tls.acceptor.tls_handshake(*l4)).await {
+        let left = handshake.timeout.saturating_sub(started.elapsed());
+        let reason = match tokio::time::timeout(left, handshake.acceptor.tls_handshake(*l4)).await {
             Ok(Ok(stream)) => return Some(Box::new(stream)),
             Ok(Err(e)) => {
                 let reason = handshake_failure_reason(&e);

@@ -1,6 +1,7 @@
 //! A pool of providers: who may take a request, who takes it, and what each attempt taught us.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -150,7 +151,8 @@ pub fn currency_code(code: &str) -> Option<CurrencyCode> {
 pub struct Pool {
     name: String,
     providers: Vec<Provider>,
-    health: Vec<ProviderHealth>,
+    /// Shared with the pool this one replaced (a reload) for providers it kept.
+    health: Vec<Arc<ProviderHealth>>,
     policy: PoolPolicy,
     selector: ArcSwap<Selector>,
     scores: ArcSwap<Scores>,
@@ -172,6 +174,20 @@ impl Pool {
         name: impl Into<String>,
         specs: Vec<ProviderSpec>,
         policy: PoolPolicy,
+    ) -> Result<Self, PoolError> {
+        Self::replacing(name, specs, policy, None)
+    }
+
+    /// A pool that takes over from `previous` (a reload): every provider whose name and address
+    /// are unchanged keeps its health, ejection, failure count and averages (the same state,
+    /// shared, so an attempt still finishing on the old pool counts on the new one), whether it
+    /// has an address, and, when the effective weights come out the same, its place in the
+    /// rotation. Removed providers' state goes with the old pool.
+    pub fn replacing(
+        name: impl Into<String>,
+        specs: Vec<ProviderSpec>,
+        policy: PoolPolicy,
+        previous: Option<&Pool>,
     ) -> Result<Self, PoolError> {
         if specs.is_empty() {
             return Err(PoolError::Empty);
@@ -205,15 +221,52 @@ impl Pool {
                 *tenant_masks.entry(tenant.to_ascii_lowercase()).or_default() |= bit;
             }
         }
-        let health: Vec<ProviderHealth> = specs.iter().map(|_| ProviderHealth::default()).collect();
+        let kept = |spec: &ProviderSpec| {
+            let previous = previous?;
+            let i = previous
+                .providers
+                .iter()
+                .position(|p| p.name == spec.name && p.address == spec.address)?;
+            Some((Arc::clone(&previous.health[i]), previous.is_resolved(i)))
+        };
+        let mut health = Vec::with_capacity(specs.len());
+        let mut resolved = mask_of(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            match kept(spec) {
+                Some((state, is_resolved)) => {
+                    health.push(state);
+                    if !is_resolved {
+                        resolved &= !(1 << i);
+                    }
+                }
+                None => health.push(Arc::new(ProviderHealth::default())),
+            }
+        }
+        let ejected = health
+            .iter()
+            .filter(|h| matches!(h.snapshot().admission, Admission::Ejected { .. }))
+            .count();
         let scores = score(&score_inputs(&specs, &health), &policy.selection);
+        let same_providers = previous.is_some_and(|p| {
+            p.providers.len() == specs.len()
+                && p.providers
+                    .iter()
+                    .zip(&specs)
+                    .all(|(a, b)| a.name == b.name && a.address == b.address)
+        });
+        let selector = match previous {
+            Some(p) if same_providers && p.selector.load().weights() == scores.effective => {
+                p.selector.load_full()
+            }
+            _ => Arc::new(Selector::new(scores.effective.clone())),
+        };
         Ok(Self {
             name: name.into(),
-            selector: ArcSwap::from_pointee(Selector::new(scores.effective.clone())),
+            selector: ArcSwap::new(selector),
             scores: ArcSwap::from_pointee(scores),
             budget: RetryBudget::new(policy.retry.budget_percent),
-            ejected: AtomicUsize::new(0),
-            resolved: AtomicU64::new(mask_of(specs.len())),
+            ejected: AtomicUsize::new(ejected),
+            resolved: AtomicU64::new(resolved),
             providers: specs,
             health,
             policy,
@@ -376,9 +429,9 @@ impl Pool {
         );
         if scores.effective != self.selector.load().weights() {
             self.selector
-                .store(std::sync::Arc::new(Selector::new(scores.effective.clone())));
+                .store(Arc::new(Selector::new(scores.effective.clone())));
         }
-        self.scores.store(std::sync::Arc::new(scores));
+        self.scores.store(Arc::new(scores));
     }
 
     /// How long a client should wait before trying again when nothing is available: until the
@@ -460,7 +513,7 @@ fn mask_of(n: usize) -> u64 {
     if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
-fn score_inputs(providers: &[Provider], health: &[ProviderHealth]) -> Vec<ScoreInput> {
+fn score_inputs(providers: &[Provider], health: &[Arc<ProviderHealth>]) -> Vec<ScoreInput> {
     providers
         .iter()
         .zip(health)

@@ -418,3 +418,52 @@ fn a_provider_without_an_address_is_never_chosen_and_keeps_its_state() {
     // Out of range is ignored.
     pool.set_resolved(64, false);
 }
+
+#[test]
+fn a_replacing_pool_keeps_the_state_of_providers_it_keeps() {
+    let now = Instant::now();
+    let old = weighted(&[1, 1, 1]);
+    assert!(eject(&old, 0, now).is_some());
+    old.record(1, Outcome::ConnectFailed, Duration::from_millis(1), now);
+    old.set_resolved(2, false);
+
+    // p0 kept (still ejected), p1 kept with a new weight (its failure streak kept), p2 kept
+    // (still without an address), p3 new.
+    let mut specs = vec![spec(0, 1), spec(1, 5), spec(2, 1), spec(3, 1)];
+    specs[1].cost = Cost::default();
+    let new = Pool::replacing("cards", specs, PoolPolicy::default(), Some(&old)).unwrap();
+    let status = new.status(now);
+    assert_eq!(status[0].state, "ejected");
+    assert_eq!(status[0].ejections, 1);
+    assert_eq!(status[1].consecutive_failures, 1);
+    assert_eq!(status[2].state, "unresolved");
+    assert_eq!(status[3].state, "admitted");
+    assert_eq!(status[3].consecutive_failures, 0);
+    // Only p1 and p3 are chosen: the reload re-admitted nothing.
+    let picks = counts(&new, 60);
+    assert_eq!(picks[0] + picks[2], 0, "{picks:?}");
+    assert!(picks[1] > picks[3], "weights 5:1 {picks:?}");
+    // The state is shared: an attempt finishing on the old pool counts on the new one.
+    old.record(1, Outcome::ConnectFailed, Duration::from_millis(1), now);
+    assert_eq!(new.status(now)[1].consecutive_failures, 2);
+
+    // A provider whose address changed is a new provider.
+    let mut moved = spec(0, 1);
+    moved.address = "127.0.0.1:1".into();
+    let fresh = Pool::replacing("cards", vec![moved], PoolPolicy::default(), Some(&new)).unwrap();
+    assert_eq!(fresh.status(now)[0].state, "admitted");
+}
+
+#[test]
+fn unchanged_weights_keep_the_place_in_the_rotation() {
+    let old = weighted(&[3, 1]);
+    let before: Vec<usize> = (0..3).map(|_| pick(&old)).collect();
+    let specs = vec![spec(0, 3), spec(1, 1)];
+    let new = Pool::replacing("cards", specs, PoolPolicy::default(), Some(&old)).unwrap();
+    // The rotation continues where the old pool left it: over the four picks of a full cycle
+    // (old's three plus new's first), each provider got exactly its share.
+    let mut cycle = before.clone();
+    cycle.push(pick(&new));
+    assert_eq!(cycle.iter().filter(|p| **p == 0).count(), 3, "{cycle:?}");
+    assert_eq!(cycle.iter().filter(|p| **p == 1).count(), 1, "{cycle:?}");
+}

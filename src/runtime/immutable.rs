@@ -1,0 +1,76 @@
+//! The keys a reload cannot change in place: what Pingora bound or built at start (listeners,
+//! threads, the PROXY protocol step), what the event bus and the hub were started with, and
+//! whether metrics exist. A reload that changes one fails and says which; a restart (or a binary
+//! upgrade) applies it.
+
+use crate::config::{BusSettings, Config};
+
+/// The first key (in the configuration's order) whose change needs a restart, if any.
+pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let listen = |t: &Option<crate::config::TlsListener>| t.as_ref().map(|t| t.listen);
+    let checks: [(&'static str, bool); 14] = [
+        ("server.listen", o.listen != n.listen),
+        ("server.admin_listen", o.admin_listen != n.admin_listen),
+        ("server.threads", o.threads != n.threads),
+        (
+            "server.grace_period_seconds",
+            o.grace_period != n.grace_period,
+        ),
+        ("server.tls.listen", listen(&o.tls) != listen(&n.tls)),
+        (
+            "server.admin_tls.listen",
+            listen(&o.admin_tls) != listen(&n.admin_tls),
+        ),
+        (
+            "server.proxy_protocol",
+            o.proxy_protocol != n.proxy_protocol,
+        ),
+        ("auth", old.auth.is_some() != new.auth.is_some()),
+        (
+            "analytics.enabled",
+            old.analytics.enabled != new.analytics.enabled,
+        ),
+        (
+            "analytics.metrics_path",
+            old.analytics.metrics_path != new.analytics.metrics_path,
+        ),
+        (
+            "notifications.enabled",
+            old.notifications.enabled != new.notifications.enabled,
+        ),
+        (
+            "notifications.provider",
+            !same_bus(&old.notifications.bus, &new.notifications.bus),
+        ),
+        (
+            "notifications.queue_capacity",
+            old.notifications.queue_capacity != new.notifications.queue_capacity
+                || old.notifications.source != new.notifications.source,
+        ),
+        (
+            "notifications.hub_path",
+            format!("{:?}", old.notifications.hub) != format!("{:?}", new.notifications.hub),
+        ),
+    ];
+    checks
+        .into_iter()
+        .find_map(|(key, changed)| changed.then_some(key))
+}
+
+fn same_bus(a: &BusSettings, b: &BusSettings) -> bool {
+    match (a, b) {
+        (BusSettings::InMemory, BusSettings::InMemory) => true,
+        (
+            BusSettings::Redis {
+                url: u1,
+                channel_prefix: p1,
+            },
+            BusSettings::Redis {
+                url: u2,
+                channel_prefix: p2,
+            },
+        ) => u1 == u2 && p1 == p2,
+        _ => false,
+    }
+}
