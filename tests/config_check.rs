@@ -435,8 +435,8 @@ fn unknown_key_in_the_jwt_section() {
         &[(
             "isuer:",
             "auth.jwt.isuer",
-            "unknown field `isuer`, expected one of `algorithms`, `secret_env`, `public_key_file`, \
-             `jwks_file`, `issuer`, `audience`, `tenant_claim`, `roles_claim`, `leeway_seconds`",
+            "unknown field `isuer`, expected one of `algorithms`, `secret_env`, `secret_file`, \
+             `public_key_file`, `jwks_file`, `issuer`, `audience`, `tenant_claim`, `roles_claim`, `leeway_seconds`",
         )],
     );
 }

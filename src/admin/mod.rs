@@ -101,7 +101,7 @@ impl AdminApp {
     }
 
     /// `POST /admin/reload`: reads and applies the configuration file now; the outcome as JSON
-    /// (200 applied or unchanged, 422 refused: the running configuration stays).
+    /// (200 applied, 422 refused: the running configuration stays).
     async fn reload(&self, session: &mut ServerSession) -> Result<(u16, Bytes), Failure> {
         self.operator(session.req_header())?;
         let runtime = Arc::clone(&self.runtime);

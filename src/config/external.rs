@@ -181,6 +181,9 @@ pub struct JwtSection {
     pub algorithms: Vec<String>,
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// The HMAC secret in a file (a mounted secret), read again on every reload.
+    #[serde(default)]
+    pub secret_file: Option<String>,
     #[serde(default)]
     pub public_key_file: Option<String>,
     #[serde(default)]

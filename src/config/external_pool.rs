@@ -299,11 +299,15 @@ pub struct CostSection {
     pub fixed: DecimalSetting,
 }
 
-/// A secret named by the environment variable that holds it.
+/// A secret named by where it is: the environment variable, or the file (a mounted secret; read
+/// again on every reload), that holds it. Exactly one of the two.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
-    pub secret_env: String,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
 }
 
 /// An exact decimal, written as a YAML number (`1.9`) or string (`"0.20"`); never read through a

@@ -386,16 +386,27 @@ impl Validator<'_> {
         if j.algorithms.is_empty() {
             self.issue("auth.jwt.algorithms", "list at least one algorithm");
         }
-        if j.secret_env.is_none() && j.public_key_file.is_none() && j.jwks_file.is_none() {
+        if j.secret_env.is_none()
+            && j.secret_file.is_none()
+            && j.public_key_file.is_none()
+            && j.jwks_file.is_none()
+        {
             self.issue(
                 "auth.jwt",
-                "needs a key: secret_env, public_key_file or jwks_file",
+                "needs a key: secret_env, secret_file, public_key_file or jwks_file",
             );
         }
-        let hmac_secret = j
-            .secret_env
-            .as_deref()
-            .and_then(|name| self.env_secret("auth.jwt.secret_env", name))
+        let secret_key = if j.secret_file.is_some() {
+            "auth.jwt.secret_file"
+        } else {
+            "auth.jwt.secret_env"
+        };
+        let hmac_secret = self
+            .secret(
+                "auth.jwt",
+                j.secret_env.as_deref(),
+                j.secret_file.as_deref(),
+            )
             .map(String::into_bytes);
         let public_key_pem = j
             .public_key_file
@@ -443,9 +454,7 @@ impl Validator<'_> {
             Ok(v) => v,
             Err(e) => {
                 let key = match e {
-                    JwtConfigError::UnusedSecret | JwtConfigError::WeakSecret => {
-                        "auth.jwt.secret_env"
-                    }
+                    JwtConfigError::UnusedSecret | JwtConfigError::WeakSecret => secret_key,
                     JwtConfigError::UnusablePublicKey => "auth.jwt.public_key_file",
                     JwtConfigError::BadJwks(_) => "auth.jwt.jwks_file",
                     _ => "auth.jwt.algorithms",
@@ -463,6 +472,38 @@ impl Validator<'_> {
         })
     }
 
+    /// A secret from `secret_env` or `secret_file` under `key` (exactly one of them). A file's
+    /// trailing line break is not part of the secret.
+    pub(super) fn secret(
+        &mut self,
+        key: &str,
+        env: Option<&str>,
+        file: Option<&str>,
+    ) -> Option<String> {
+        match (env, file) {
+            (Some(_), Some(_)) => {
+                self.issue(
+                    format!("{key}.secret_file"),
+                    "set secret_env or secret_file, not both",
+                );
+                None
+            }
+            (Some(name), None) => self.env_secret(&format!("{key}.secret_env"), name),
+            (None, Some(file)) => {
+                let file_key = format!("{key}.secret_file");
+                let text = self.read_file(&file_key, file)?;
+                let secret = text.strip_suffix('\n').unwrap_or(&text);
+                let secret = secret.strip_suffix('\r').unwrap_or(secret);
+                if secret.is_empty() {
+                    self.issue(file_key, format!("{file} is empty"));
+                    return None;
+                }
+                Some(secret.to_string())
+            }
+            (None, None) => None,
+        }
+    }
+
     pub(super) fn env_secret(&mut self, key: &str, name: &str) -> Option<String> {
         match (self.env)(name) {
             Some(value) if !value.is_empty() => Some(value),
@@ -478,7 +519,7 @@ impl Validator<'_> {
     }
 
     /// Reads a file named relative to the configuration file's directory.
-    fn read_file(&mut self, key: &str, name: &str) -> Option<String> {
+    pub(super) fn read_file(&mut self, key: &str, name: &str) -> Option<String> {
         let path = self.relative(name);
         match std::fs::read_to_string(&path) {
             Ok(text) => Some(text),

@@ -402,8 +402,15 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            let Some(value) = self.env_secret(&format!("{key}.secret_env"), &secret.secret_env)
-            else {
+            if secret.secret_env.is_none() && secret.secret_file.is_none() {
+                self.issue(key, "needs secret_env or secret_file");
+                continue;
+            }
+            let Some(value) = self.secret(
+                &key,
+                secret.secret_env.as_deref(),
+                secret.secret_file.as_deref(),
+            ) else {
                 continue;
             };
             match HeaderValue::from_str(&value) {
@@ -411,13 +418,17 @@ impl Validator<'_> {
                     value.set_sensitive(true);
                     out.push((header, value));
                 }
-                Err(_) => self.issue(
-                    format!("{key}.secret_env"),
-                    format!(
-                        "environment variable {} holds characters a header cannot carry",
-                        secret.secret_env
-                    ),
-                ),
+                Err(_) => {
+                    let (field, source) = match (&secret.secret_env, &secret.secret_file) {
+                        (Some(name), _) => ("secret_env", format!("environment variable {name}")),
+                        (_, Some(file)) => ("secret_file", format!("file {file}")),
+                        _ => ("secret_env", String::new()),
+                    };
+                    self.issue(
+                        format!("{key}.{field}"),
+                        format!("{source} holds characters a header cannot carry"),
+                    )
+                }
             }
         }
         out

@@ -102,12 +102,10 @@ pub struct Parts {
 /// The outcome of a reload, as `POST /admin/reload` answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reloaded {
+    /// Applied, even when the file's bytes are the same: the secrets and certificates it
+    /// names may have changed.
     Applied {
         generation: u64,
-        sha256: String,
-    },
-    /// The file is the one running: nothing to do.
-    Unchanged {
         sha256: String,
     },
     Refused {
@@ -223,11 +221,6 @@ impl Runtime {
                 sha256,
                 "configuration reloaded"
             ),
-            Reloaded::Unchanged { sha256 } => tracing::info!(
-                config = %self.path.display(),
-                sha256,
-                "configuration reload: the file is unchanged"
-            ),
             Reloaded::Refused { errors } => {
                 for error in errors {
                     tracing::error!(
@@ -269,9 +262,6 @@ impl Runtime {
                 "{}: {key}: needs a restart (or upgrade): the running value stays",
                 self.path.display()
             )]);
-        }
-        if sha256 == old.sha256 {
-            return Ok(Reloaded::Unchanged { sha256 });
         }
         for warning in &config.warnings {
             tracing::warn!(
@@ -372,7 +362,6 @@ impl Reloaded {
             Self::Applied { generation, sha256 } => {
                 json!({"result": "applied", "generation": generation, "sha256": sha256})
             }
-            Self::Unchanged { sha256 } => json!({"result": "unchanged", "sha256": sha256}),
             Self::Refused { errors } => json!({"result": "refused", "errors": errors}),
         }
     }
@@ -382,7 +371,7 @@ fn register_reload_metric() -> prometheus::Result<[IntCounter; 2]> {
     let reloads = IntCounterVec::new(
         Opts::new(
             "payedge_config_reloads_total",
-            "Configuration reloads, by result (success also counts an unchanged file).",
+            "Configuration reloads, by result.",
         ),
         &["result"],
     )?;

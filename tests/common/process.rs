@@ -114,6 +114,31 @@ impl Payedge {
         self.child.id()
     }
 
+    /// The configuration file payedge runs with (`start` writes it there): rewrite it and
+    /// reload to change what payedge does.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("payedge.yaml")
+    }
+
+    /// Rewrites the configuration file and asks for a reload through `POST /admin/reload`;
+    /// returns the answer.
+    pub fn reload_with(&self, yaml: &str) -> super::client::Response {
+        std::fs::write(self.config_file(), yaml).unwrap();
+        self.reload()
+    }
+
+    pub fn reload(&self) -> super::client::Response {
+        let admin = super::admin_bearer();
+        super::client::request(
+            self.admin,
+            "POST",
+            "/admin/reload",
+            &[("Authorization", &admin)],
+            b"",
+        )
+        .unwrap()
+    }
+
     /// Every JSON line payedge wrote to stdout so far.
     pub fn logs(&self) -> Vec<Value> {
         self.stdout
