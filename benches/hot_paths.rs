@@ -115,6 +115,7 @@ fn jwt(c: &mut Criterion) {
         hmac_secret: Some(secret.clone()),
         public_key_pem: None,
         jwks_json: None,
+        remote_keys: false,
         issuer: Some("bench".into()),
         audience: Some("payedge".into()),
         tenant_claim: "tenant".into(),

@@ -17,6 +17,7 @@ use crate::config::BusSettings;
 use crate::config::{Config, TlsListener};
 use crate::events::{self, EventMetrics};
 use crate::hub::{Backplane, Hub, HubAuth, HubFeed, HubMetrics};
+use crate::jwks::{First, Jwks};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
 use crate::metrics::MetricFamilies;
@@ -153,6 +154,11 @@ pub fn serve(
         None
     };
     let (sink, event_service) = events::build(config, event_metrics);
+    let (jwks, jwks_service) = Jwks::new(config.analytics.metrics_enabled())?;
+    if let Some(auth) = &config.auth {
+        // At start a key set that cannot be fetched is retried in the background.
+        let _ = jwks.attach(auth, First::MayFail);
+    }
     let Loaded {
         config,
         sha256,
@@ -166,6 +172,7 @@ pub fn serve(
         overrides,
         Parts {
             families,
+            jwks,
             sink: sink.clone(),
             tls_metrics: tls_metrics.clone(),
         },
@@ -327,6 +334,9 @@ pub fn serve(
     server.add_service(readiness);
     server.add_service(health_checks);
     server.add_service(hangups);
+    let mut jwks_service = background_service("jwks", jwks_service);
+    jwks_service.threads = Some(1);
+    server.add_service(jwks_service);
     server.add_service(event_service);
     if let Some(feed) = hub_feed {
         let mut feed = background_service("hub-feed", feed);

@@ -436,7 +436,8 @@ fn unknown_key_in_the_jwt_section() {
             "isuer:",
             "auth.jwt.isuer",
             "unknown field `isuer`, expected one of `algorithms`, `secret_env`, `secret_file`, \
-             `public_key_file`, `jwks_file`, `issuer`, `audience`, `tenant_claim`, `roles_claim`, `leeway_seconds`",
+             `public_key_file`, `jwks_file`, `jwks_url`, `ca_file`, `jwks_min_refresh_seconds`, \
+             `issuer`, `audience`, `tenant_claim`, `roles_claim`, `leeway_seconds`",
         )],
     );
 }
@@ -692,7 +693,7 @@ fn rs256_listed_with_only_a_secret() {
         &[(
             "algorithms: [HS256, RS256]",
             "auth.jwt.algorithms",
-            "RS256 needs an RSA key (public_key_file or jwks_file)",
+            "RS256 needs an RSA key (public_key_file, jwks_file or jwks_url)",
         )],
     );
 }
@@ -718,7 +719,7 @@ fn unsupported_algorithm() {
         &[(
             "algorithms: [HS256, none]",
             "auth.jwt.algorithms[1]",
-            "\"none\" is not supported; use HS256, HS384, HS512, RS256 or ES256",
+            "\"none\" is not supported; use HS256, HS384, HS512, RS256, PS256, ES256 or EdDSA",
         )],
     );
 }
@@ -895,7 +896,7 @@ fn jwt_key_problems_are_listed_next_to_problems_of_other_sections() {
             file.problem(
                 "algorithms: [HS256, RS256]",
                 "auth.jwt.algorithms",
-                "RS256 needs an RSA key (public_key_file or jwks_file)",
+                "RS256 needs an RSA key (public_key_file, jwks_file or jwks_url)",
             ),
         ],
     );

@@ -5,7 +5,10 @@
 //! its header names, under a validation that allows exactly that algorithm. `alg: none` is not an
 //! algorithm jsonwebtoken knows, so such a token never reaches verification.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
@@ -15,12 +18,14 @@ use crate::token_cache::{Cached, TokenCache};
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The algorithms payedge accepts in configuration.
-pub const SUPPORTED_ALGORITHMS: [Algorithm; 5] = [
+pub const SUPPORTED_ALGORITHMS: [Algorithm; 7] = [
     Algorithm::HS256,
     Algorithm::HS384,
     Algorithm::HS512,
     Algorithm::RS256,
+    Algorithm::PS256,
     Algorithm::ES256,
+    Algorithm::EdDSA,
 ];
 
 #[derive(Debug, Clone)]
@@ -29,6 +34,8 @@ pub struct JwtSettings {
     pub hmac_secret: Option<Vec<u8>>,
     pub public_key_pem: Option<Vec<u8>>,
     pub jwks_json: Option<String>,
+    /// Keys also come from a key set fetched at run time ([`RemoteKeys`], attached later).
+    pub remote_keys: bool,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub tenant_claim: String,
@@ -39,7 +46,9 @@ pub struct JwtSettings {
 /// A problem with the key material or algorithm list, found once at start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtConfigError {
-    #[error("algorithm {0:?} is not supported (use HS256, HS384, HS512, RS256 or ES256)")]
+    #[error(
+        "algorithm {0:?} is not supported (use HS256, HS384, HS512, RS256, PS256, ES256 or EdDSA)"
+    )]
     UnsupportedAlgorithm(Algorithm),
     #[error("no algorithm is allowed")]
     NoAlgorithm,
@@ -133,8 +142,98 @@ struct VerificationKey {
     key: DecodingKey,
 }
 
+/// A key set fetched from the identity provider (`jwks_url`), replaced whole on every refresh
+/// and shared by the verifiers of every configuration that names the same URL, so a reload keeps
+/// the keys. No I/O here: the fetcher lives in the binary; a token naming a `kid` the set lacks
+/// asks it for a refresh.
+pub struct RemoteKeys {
+    keys: arc_swap::ArcSwap<Vec<VerificationKey>>,
+    /// Bumped on every replacement: verifiers drop the tokens they cached under older keys.
+    generation: AtomicU64,
+    refresh_wanted: AtomicBool,
+    waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for RemoteKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKeys")
+            .field("keys", &self.keys.load().len())
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RemoteKeys {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            keys: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            generation: AtomicU64::new(0),
+            refresh_wanted: AtomicBool::new(false),
+            waker: OnceLock::new(),
+        })
+    }
+
+    /// Replaces the set with the keys of a JWKS document. Keys for encryption (`use: enc`) and
+    /// of kinds payedge does not verify with are skipped, as identity providers publish them
+    /// beside the signing keys; a document with no usable key is refused and the set is kept.
+    /// Returns the number of keys now in use.
+    pub fn replace(&self, jwks_json: &str) -> Result<usize, JwtConfigError> {
+        let set: JwkSet =
+            serde_json::from_str(jwks_json).map_err(|e| JwtConfigError::BadJwks(e.to_string()))?;
+        let keys: Vec<VerificationKey> = set
+            .keys
+            .iter()
+            .filter(|jwk| jwk.common.public_key_use != Some(PublicKeyUse::Encryption))
+            .filter_map(|jwk| verification_key(jwk).ok())
+            .collect();
+        if keys.is_empty() {
+            return Err(JwtConfigError::BadJwks(
+                "no signing key payedge can use (RSA, EC P-256 or Ed25519)".into(),
+            ));
+        }
+        let n = keys.len();
+        self.keys.store(std::sync::Arc::new(keys));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(n)
+    }
+
+    /// The key ids in use (for logs).
+    pub fn kids(&self) -> Vec<String> {
+        self.keys
+            .load()
+            .iter()
+            .filter_map(|k| k.kid.clone())
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.load().is_empty()
+    }
+
+    /// Called with nothing held whenever a refresh is wanted (a token named an unknown kid).
+    pub fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Whether a refresh was asked for since the last call.
+    pub fn take_refresh_request(&self) -> bool {
+        self.refresh_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    fn request_refresh(&self) {
+        if !self.refresh_wanted.swap(true, Ordering::AcqRel)
+            && let Some(wake) = self.waker.get()
+        {
+            wake();
+        }
+    }
+}
+
 pub struct JwtVerifier {
     keys: Vec<VerificationKey>,
+    remote: OnceLock<std::sync::Arc<RemoteKeys>>,
+    /// The remote generation the token cache was filled under.
+    cached_generation: AtomicU64,
     /// One validation per allowed algorithm, each allowing only that algorithm.
     validations: Vec<(Algorithm, Validation)>,
     tenant_claim: String,
@@ -190,11 +289,13 @@ impl JwtVerifier {
             keys.extend(keys_from_jwks(jwks)?);
         }
         for alg in &settings.algorithms {
-            if !keys.iter().any(|k| k.family == alg.family()) {
+            let remote = settings.remote_keys && alg.family() != AlgorithmFamily::Hmac;
+            if !remote && !keys.iter().any(|k| k.family == alg.family()) {
                 let needs = match alg.family() {
                     AlgorithmFamily::Hmac => "an HMAC secret (secret_env)",
-                    AlgorithmFamily::Rsa => "an RSA key (public_key_file or jwks_file)",
-                    _ => "a P-256 EC key (public_key_file or jwks_file)",
+                    AlgorithmFamily::Rsa => "an RSA key (public_key_file, jwks_file or jwks_url)",
+                    AlgorithmFamily::Ed => "an Ed25519 key (jwks_file or jwks_url)",
+                    _ => "a P-256 EC key (public_key_file, jwks_file or jwks_url)",
                 };
                 return Err(JwtConfigError::MissingKey(*alg, needs));
             }
@@ -206,11 +307,18 @@ impl JwtVerifier {
             .collect();
         Ok(Self {
             keys,
+            remote: OnceLock::new(),
+            cached_generation: AtomicU64::new(0),
             validations,
             tenant_claim: settings.tenant_claim.clone(),
             roles_claim: settings.roles_claim.clone(),
             verified: TokenCache::new(settings.leeway_seconds),
         })
+    }
+
+    /// Takes keys from `remote` too (once; later calls are ignored).
+    pub fn attach_remote(&self, remote: std::sync::Arc<RemoteKeys>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Verifies the value of an `Authorization` header (`None` when the request had none).
@@ -225,6 +333,14 @@ impl JwtVerifier {
             return Err(AuthFailure::Malformed);
         }
         let now = jsonwebtoken::get_current_timestamp();
+        if let Some(remote) = self.remote.get() {
+            // New keys (a rotation, a revocation): what was verified under the old ones is
+            // verified again.
+            let generation = remote.generation.load(Ordering::Acquire);
+            if self.cached_generation.swap(generation, Ordering::AcqRel) != generation {
+                self.verified.clear();
+            }
+        }
         match self.verified.get(token, now) {
             Cached::Valid(principal) => return Ok(principal),
             Cached::Expired => return Err(AuthFailure::Expired),
@@ -243,7 +359,9 @@ impl JwtVerifier {
             .find(|(alg, _)| *alg == header.alg)
             .ok_or(AuthFailure::AlgorithmNotAllowed)?;
         let family = header.alg.family();
-        let mut candidates = self.keys.iter().filter(|k| {
+        let remote = self.remote.get().map(|r| r.keys.load_full());
+        let remote_keys = remote.as_deref().map(Vec::as_slice).unwrap_or_default();
+        let mut candidates = self.keys.iter().chain(remote_keys).filter(|k| {
             k.family == family
                 && match (&header.kid, &k.kid) {
                     (Some(wanted), Some(have)) => wanted == have,
@@ -251,7 +369,9 @@ impl JwtVerifier {
                 }
         });
         let mut failure = AuthFailure::UnknownKey;
+        let mut tried = false;
         for key in &mut candidates {
+            tried = true;
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
                 Ok(data) => return Ok(self.principal(data.claims)),
                 Err(e) => {
@@ -261,6 +381,13 @@ impl JwtVerifier {
                     }
                 }
             }
+        }
+        // A key id nobody knows may be the identity provider's new key.
+        if !tried
+            && header.kid.is_some()
+            && let Some(remote) = self.remote.get()
+        {
+            remote.request_refresh();
         }
         Err(failure)
     }
@@ -330,26 +457,28 @@ fn public_key_from_pem(
 fn keys_from_jwks(json: &str) -> Result<Vec<VerificationKey>, JwtConfigError> {
     let set: JwkSet =
         serde_json::from_str(json).map_err(|e| JwtConfigError::BadJwks(e.to_string()))?;
-    let mut keys = Vec::new();
-    for jwk in &set.keys {
-        let family = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-            AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-            _ => {
-                return Err(JwtConfigError::BadJwks(
-                    "only RSA and EC public keys are accepted (HMAC secrets come from secret_env)"
-                        .into(),
-                ));
-            }
-        };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| JwtConfigError::BadJwks(e.to_string()))?;
-        keys.push(VerificationKey {
-            family,
-            kid: jwk.common.key_id.clone(),
-            key,
-        });
-    }
-    Ok(keys)
+    set.keys.iter().map(verification_key).collect()
+}
+
+fn verification_key(jwk: &Jwk) -> Result<VerificationKey, JwtConfigError> {
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+        AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+        AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+        _ => {
+            return Err(JwtConfigError::BadJwks(
+                "only RSA, EC and Ed25519 public keys are accepted (HMAC secrets come from \
+                 secret_env or secret_file)"
+                    .into(),
+            ));
+        }
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| JwtConfigError::BadJwks(e.to_string()))?;
+    Ok(VerificationKey {
+        family,
+        kid: jwk.common.key_id.clone(),
+        key,
+    })
 }
 
 /// Extracts the token from `Bearer <token>` (scheme case-insensitive, RFC 6750).

@@ -40,6 +40,15 @@ impl TokenCache {
         }
     }
 
+    /// Forgets every token (the keys they were verified with changed).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut shard) = shard.lock() {
+                shard.clear();
+            }
+        }
+    }
+
     /// Looks a token up at `now` (seconds since the Unix epoch).
     pub fn get(&self, token: &str, now: u64) -> Cached {
         let Ok(mut shard) = self.shard(token).lock() else {

@@ -3,7 +3,7 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use payedge_filters::auth::{
-    AuthFailure, JwtConfigError, JwtSettings, JwtVerifier, Principal, may_act_for,
+    AuthFailure, JwtConfigError, JwtSettings, JwtVerifier, Principal, RemoteKeys, may_act_for,
 };
 use serde_json::{Value, json};
 
@@ -23,6 +23,7 @@ fn settings() -> JwtSettings {
         hmac_secret: Some(SECRET.to_vec()),
         public_key_pem: None,
         jwks_json: None,
+        remote_keys: false,
         issuer: Some("https://auth.smartpay.test".into()),
         audience: Some("payedge".into()),
         tenant_claim: "tenant".into(),
@@ -374,10 +375,10 @@ fn configuration_mistakes_are_found_at_start() {
     ));
     assert!(matches!(
         err(JwtSettings {
-            algorithms: vec![Algorithm::PS256],
+            algorithms: vec![Algorithm::RS384],
             ..settings()
         }),
-        JwtConfigError::UnsupportedAlgorithm(Algorithm::PS256)
+        JwtConfigError::UnsupportedAlgorithm(Algorithm::RS384)
     ));
 }
 
@@ -399,4 +400,83 @@ fn tenant_authorisation() {
     assert!(may_act_for(&admin, "green", Some("admin")));
     assert!(!may_act_for(&admin, "green", None));
     assert!(!may_act_for(&Principal::default(), "blue", None));
+}
+
+/// A test-only Ed25519 key (generated with `openssl genpkey -algorithm ed25519`).
+const ED25519_PRIVATE: &[u8] = b"-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIFlwgBPziRQCltkyzfxOtdhQUcD/F7LxaL0IXwl6lqSU
+-----END PRIVATE KEY-----
+";
+
+fn remote_settings(algorithms: Vec<Algorithm>) -> JwtSettings {
+    JwtSettings {
+        algorithms,
+        hmac_secret: None,
+        remote_keys: true,
+        ..settings()
+    }
+}
+
+fn signed(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims(), key).unwrap()
+}
+
+#[test]
+fn remote_keys_rotate_and_ask_for_a_refresh_on_an_unknown_kid() {
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap();
+    let ed = EncodingKey::from_ed_pem(ED25519_PRIVATE).unwrap();
+    let jwk = |key: &EncodingKey, alg, kid: &str| {
+        let mut jwk = Jwk::from_encoding_key(key, alg).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        jwk
+    };
+    let v = JwtVerifier::new(&remote_settings(vec![
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::EdDSA,
+    ]))
+    .expect("RS256, PS256 and EdDSA keys may all come from the remote set");
+    let remote = RemoteKeys::new();
+    let wakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&wakes);
+    remote.set_waker(Box::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    v.attach_remote(std::sync::Arc::clone(&remote));
+
+    // Nothing fetched yet: unknown, and a refresh is asked for once however many tokens come.
+    let rs = signed(Algorithm::RS256, "k1", &rsa);
+    for _ in 0..5 {
+        assert_eq!(verify(&v, &rs), Err(AuthFailure::UnknownKey));
+    }
+    assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(remote.take_refresh_request());
+    assert!(!remote.take_refresh_request());
+
+    // An identity provider's document: signing keys, an encryption key that is skipped.
+    let mut enc = jwk(&rsa, Algorithm::RS256, "enc-1");
+    enc.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Encryption);
+    let doc = json!({"keys": [jwk(&rsa, Algorithm::RS256, "k1"), jwk(&ed, Algorithm::EdDSA, "ed-1"), enc]});
+    assert_eq!(remote.replace(&doc.to_string()), Ok(2));
+    assert!(verify(&v, &rs).is_ok());
+    assert!(verify(&v, &signed(Algorithm::PS256, "k1", &rsa)).is_ok());
+    assert!(verify(&v, &signed(Algorithm::EdDSA, "ed-1", &ed)).is_ok());
+    // Encryption keys never verify a signature.
+    assert_eq!(
+        verify(&v, &signed(Algorithm::RS256, "enc-1", &rsa)),
+        Err(AuthFailure::UnknownKey)
+    );
+
+    // Rotation: k1 is withdrawn. A token verified (and cached) under it is refused now.
+    let doc = json!({"keys": [jwk(&ed, Algorithm::EdDSA, "ed-1")]});
+    assert_eq!(remote.replace(&doc.to_string()), Ok(1));
+    assert_eq!(verify(&v, &rs), Err(AuthFailure::UnknownKey));
+
+    // A document with nothing usable is refused and the set is kept.
+    assert!(remote.replace(r#"{"keys":[]}"#).is_err());
+    assert!(remote.replace("not json").is_err());
+    assert!(verify(&v, &signed(Algorithm::EdDSA, "ed-1", &ed)).is_ok());
+    assert_eq!(remote.kids(), vec!["ed-1".to_string()]);
 }

@@ -188,6 +188,15 @@ pub struct JwtSection {
     pub public_key_file: Option<String>,
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// The identity provider's key set (HTTPS), fetched at start and refreshed.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// CA certificates trusted for `jwks_url` instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Tokens naming an unknown `kid` cause at most one fetch per this many seconds.
+    #[serde(default = "default_jwks_min_refresh_seconds")]
+    pub jwks_min_refresh_seconds: u64,
     #[serde(default)]
     pub issuer: Option<String>,
     #[serde(default)]
@@ -198,6 +207,10 @@ pub struct JwtSection {
     pub roles_claim: String,
     #[serde(default = "default_leeway_seconds")]
     pub leeway_seconds: u64,
+}
+
+fn default_jwks_min_refresh_seconds() -> u64 {
+    30
 }
 
 fn default_tenant_claim() -> String {

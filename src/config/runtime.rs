@@ -127,6 +127,8 @@ pub struct ClientAuth {
 pub struct AuthSettings {
     pub jwt: JwtSettings,
     pub verifier: Arc<JwtVerifier>,
+    /// Where the remote key set comes from (`auth.jwt.jwks_url`).
+    pub jwks: Option<JwksSource>,
     pub required_path_prefixes: Vec<String>,
     pub admin_role: Option<String>,
     pub admin_cross_tenant: bool,
@@ -254,6 +256,31 @@ impl std::fmt::Debug for UpstreamTls {
             .field("sni", &self.sni)
             .field("custom_ca", &self.ca.is_some())
             .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
+/// An identity provider's JWKS endpoint: `https://host[:port]/path`.
+#[derive(Clone)]
+pub struct JwksSource {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+    /// Trusted CAs instead of the system's roots.
+    pub ca: Option<Arc<CaType>>,
+    /// Identifies the CA file's content, so a reload that changes it starts a new fetcher.
+    pub ca_digest: Option<String>,
+    /// Unknown kids cause at most one fetch per this interval.
+    pub min_refresh: std::time::Duration,
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksSource")
+            .field("url", &self.url)
+            .field("custom_ca", &self.ca.is_some())
             .finish()
     }
 }

@@ -379,7 +379,7 @@ impl Validator<'_> {
                 Ok(alg) if SUPPORTED_ALGORITHMS.contains(&alg) => algorithms.push(alg),
                 _ => self.issue(
                     format!("auth.jwt.algorithms[{i}]"),
-                    format!("{name:?} is not supported; use HS256, HS384, HS512, RS256 or ES256"),
+                    format!("{name:?} is not supported; use HS256, HS384, HS512, RS256, PS256, ES256 or EdDSA"),
                 ),
             }
         }
@@ -390,11 +390,29 @@ impl Validator<'_> {
             && j.secret_file.is_none()
             && j.public_key_file.is_none()
             && j.jwks_file.is_none()
+            && j.jwks_url.is_none()
         {
             self.issue(
                 "auth.jwt",
-                "needs a key: secret_env, secret_file, public_key_file or jwks_file",
+                "needs a key: secret_env, secret_file, public_key_file, jwks_file or jwks_url",
             );
+        }
+        let jwks = j
+            .jwks_url
+            .as_deref()
+            .and_then(|url| self.jwks_source(url, j.ca_file.as_deref()));
+        if !(1..=3600).contains(&j.jwks_min_refresh_seconds) {
+            self.issue(
+                "auth.jwt.jwks_min_refresh_seconds",
+                "must be between 1 and 3600",
+            );
+        }
+        let jwks = jwks.map(|mut source| {
+            source.min_refresh = Duration::from_secs(j.jwks_min_refresh_seconds);
+            source
+        });
+        if j.ca_file.is_some() && j.jwks_url.is_none() {
+            self.issue("auth.jwt.ca_file", "is for jwks_url, which is not set");
         }
         let secret_key = if j.secret_file.is_some() {
             "auth.jwt.secret_file"
@@ -444,6 +462,7 @@ impl Validator<'_> {
             hmac_secret,
             public_key_pem,
             jwks_json,
+            remote_keys: j.jwks_url.is_some(),
             issuer: j.issuer.clone(),
             audience: j.audience.clone(),
             tenant_claim: j.tenant_claim.clone(),
@@ -466,6 +485,7 @@ impl Validator<'_> {
         Some(AuthSettings {
             jwt,
             verifier: Arc::new(verifier),
+            jwks,
             required_path_prefixes: a.required_path_prefixes.clone(),
             admin_role: a.admin_role.clone(),
             admin_cross_tenant: a.admin_cross_tenant,
@@ -536,6 +556,71 @@ impl Validator<'_> {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_path_buf(),
         }
+    }
+
+    fn jwks_source(&mut self, url: &str, ca_file: Option<&str>) -> Option<JwksSource> {
+        let key = "auth.jwt.jwks_url";
+        let uri: http::Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                self.issue(key, format!("{url:?} is not a URL"));
+                return None;
+            }
+        };
+        if uri.scheme_str() != Some("https") {
+            self.issue(
+                key,
+                format!("{url:?} must be an https:// URL: keys are fetched verified"),
+            );
+            return None;
+        }
+        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+            self.issue(key, format!("{url:?} names no host"));
+            return None;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let (ca, ca_digest) = match ca_file {
+            None => (None, None),
+            Some(file) => {
+                let path = self.relative(file);
+                match crate::tls::read_roots(&path) {
+                    Ok((_, certs)) => {
+                        let digest = crate::runtime::sha256_hex(
+                            &certs.iter().flat_map(|c| c.to_vec()).collect::<Vec<u8>>(),
+                        );
+                        let list: Vec<pingora::utils::tls::WrappedX509> = certs
+                            .iter()
+                            .map(|der| {
+                                pingora::utils::tls::WrappedX509::new(
+                                    der.to_vec(),
+                                    pingora::utils::tls::parse_x509,
+                                )
+                            })
+                            .collect();
+                        (Some(Arc::from(list)), Some(digest))
+                    }
+                    Err(e) => {
+                        self.issue("auth.jwt.ca_file", e);
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(JwksSource {
+            url: url.to_string(),
+            port: uri.port_u16().unwrap_or(443),
+            host,
+            path,
+            ca,
+            ca_digest,
+            min_refresh: Duration::from_secs(30),
+        })
     }
 
     fn analytics(&mut self, a: &AnalyticsSection) -> AnalyticsSettings {

@@ -33,6 +33,7 @@ use crate::admin::OperatorAuth;
 use crate::config::{Config, ConfigErrors, TriggerSettings, validate_text};
 use crate::events::EventSink;
 use crate::hub::{Hub, HubAuth};
+use crate::jwks::{First, Jwks};
 use crate::metrics::{MetricFamilies, Metrics};
 use crate::providers::{Pools, ProviderEvents, rebuild_pools};
 use crate::proxy::Routing;
@@ -95,6 +96,8 @@ impl Snapshot {
 /// What snapshots are built with, besides a configuration.
 pub struct Parts {
     pub families: Option<MetricFamilies>,
+    /// The identity providers' key sets, shared across snapshots.
+    pub jwks: Arc<Jwks>,
     pub sink: EventSink,
     pub tls_metrics: Option<Arc<TlsMetrics>>,
 }
@@ -262,6 +265,12 @@ impl Runtime {
                 "{}: {key}: needs a restart (or upgrade): the running value stays",
                 self.path.display()
             )]);
+        }
+        if let Some(auth) = &config.auth {
+            self.parts
+                .jwks
+                .attach(auth, First::MustSucceed)
+                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         }
         for warning in &config.warnings {
             tracing::warn!(
