@@ -37,6 +37,9 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         listen: ListenOverrides,
+        /// Take the listening sockets over from the running payedge (then send it SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file: exit 0, or 2 listing every problem.
     Check {
@@ -124,12 +127,20 @@ impl ListenOverrides {
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => check(&config),
-        Command::Run { config, listen } => {
+        Command::Run {
+            config,
+            listen,
+            upgrade,
+        } => {
             let env: Env = process_env;
             match config::load_with(&config, &env)
                 .and_then(|(mut cfg, sha)| listen.apply(&mut cfg).map(|()| (cfg, sha)))
             {
-                Ok((cfg, sha256)) => start(loaded(cfg, sha256, env, listen), Vec::new(), None),
+                Ok((cfg, sha256)) => {
+                    let mut loaded = loaded(cfg, sha256, env, listen);
+                    loaded.upgrade = upgrade;
+                    start(loaded, Vec::new(), None)
+                }
                 Err(errors) => config_failure(&errors),
             }
         }
@@ -288,6 +299,7 @@ fn process_env(name: &str) -> Option<String> {
 /// A configuration to serve, with what a reload needs to read it again the same way.
 fn loaded(config: Config, sha256: String, env: Env, listen: ListenOverrides) -> Loaded {
     Loaded {
+        upgrade: false,
         config,
         sha256,
         env,

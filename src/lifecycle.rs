@@ -5,6 +5,7 @@
 //! grace period, then flushes its logs and exits.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,6 +23,8 @@ pub struct Lifecycle {
     in_flight: AtomicUsize,
     draining: AtomicBool,
     proxy_listening: AtomicBool,
+    /// Events queued for the bus and not yet published: a stop waits for them too.
+    event_backlog: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl Lifecycle {
@@ -37,6 +40,17 @@ impl Lifecycle {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The event bus's queue, for a stop to wait on (set once).
+    pub fn watch_event_backlog(&self, backlog: Arc<AtomicUsize>) {
+        let _ = self.event_backlog.set(backlog);
+    }
+
+    fn event_backlog(&self) -> usize {
+        self.event_backlog
+            .get()
+            .map_or(0, |b| b.load(Ordering::Acquire))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -66,7 +80,15 @@ impl Drop for InFlight {
     }
 }
 
-/// SIGTERM and SIGQUIT drain, SIGINT stops at once.
+/// How long Pingora keeps both processes accepting after handing the sockets over (its
+/// `CLOSE_TIMEOUT`), plus a margin: the old process accepts until then, so it cannot count its
+/// requests done before.
+const UPGRADE_HANDOVER: Duration = Duration::from_secs(6);
+
+/// SIGTERM drains and exits; SIGQUIT hands the listening sockets to a `payedge run --upgrade`
+/// started beside it (Pingora's graceful upgrade), then drains and exits; SIGINT stops at once.
+/// While draining, every response closes its connection, so clients reconnect (to the new
+/// process, after an upgrade) instead of finding a kept-alive connection closed under them.
 pub struct DrainOnSignal {
     pub lifecycle: &'static Lifecycle,
     pub grace: Duration,
@@ -83,43 +105,67 @@ impl ShutdownSignalWatch for DrainOnSignal {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
+        let upgrade = tokio::select! {
             _ = int.recv() => {
                 tracing::info!("SIGINT: stopping now");
                 return ShutdownSignal::FastShutdown;
             }
-            _ = term.recv() => {}
-            _ = quit.recv() => {}
+            _ = term.recv() => false,
+            _ = quit.recv() => true,
+        };
+        if upgrade {
+            tracing::info!(
+                in_flight = self.lifecycle.in_flight(),
+                grace_seconds = self.grace.as_secs(),
+                "SIGQUIT: handing the listening sockets to the new process, then draining"
+            );
+        } else {
+            tracing::info!(
+                in_flight = self.lifecycle.in_flight(),
+                grace_seconds = self.grace.as_secs(),
+                "draining: no new connections, waiting for in-flight requests"
+            );
         }
-        tracing::info!(
-            in_flight = self.lifecycle.in_flight(),
-            grace_seconds = self.grace.as_secs(),
-            "draining: no new connections, waiting for in-flight requests"
-        );
         self.lifecycle.start_draining();
         let lifecycle = self.lifecycle;
         let grace = self.grace;
+        let accepting_for = if upgrade {
+            UPGRADE_HANDOVER
+        } else {
+            Duration::ZERO
+        };
         let spawned = std::thread::Builder::new()
             .name("payedge-drain".into())
-            .spawn(move || exit_when_drained(lifecycle, grace));
+            .spawn(move || exit_when_drained(lifecycle, accepting_for, grace));
         if spawned.is_err() {
             tracing::warn!("cannot start the drain watcher; Pingora's grace period applies");
         }
-        ShutdownSignal::GracefulTerminate
+        if upgrade {
+            ShutdownSignal::GracefulUpgrade
+        } else {
+            ShutdownSignal::GracefulTerminate
+        }
     }
 }
 
-fn exit_when_drained(lifecycle: &'static Lifecycle, grace: Duration) {
+/// Exits once nothing is in flight (or the grace period is over), counted from when the
+/// listeners stop accepting (`accepting_for` after the signal).
+fn exit_when_drained(lifecycle: &'static Lifecycle, accepting_for: Duration, grace: Duration) {
+    std::thread::sleep(accepting_for);
     let started = Instant::now();
     std::thread::sleep(DRAIN_SETTLE.min(grace));
-    while lifecycle.in_flight() > 0 && started.elapsed() < grace {
+    // Requests first; then the events they produced, which the publisher either sends or, at
+    // the end of the grace period, logs as lost.
+    while (lifecycle.in_flight() > 0 || lifecycle.event_backlog() > 0) && started.elapsed() < grace
+    {
         std::thread::sleep(DRAIN_POLL);
     }
-    let left = lifecycle.in_flight();
-    if left > 0 {
+    let (left, events) = (lifecycle.in_flight(), lifecycle.event_backlog());
+    if left > 0 || events > 0 {
         tracing::warn!(
             in_flight = left,
-            "grace period over; stopping with requests in flight"
+            events_queued = events,
+            "grace period over; stopping with work left"
         );
     } else {
         tracing::info!("drained; stopping");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings};
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::ServiceWithDependents;
 use pingora::services::background::background_service;
@@ -63,6 +63,8 @@ pub type OnReady = Box<dyn Fn() + Send + Sync>;
 
 /// A validated configuration and how to load it again.
 pub struct Loaded {
+    /// `run --upgrade`: take the listening sockets over from the running process.
+    pub upgrade: bool,
     pub config: Config,
     /// sha256 of the file's bytes.
     pub sha256: String,
@@ -78,6 +80,7 @@ pub fn serve(
     on_ready: Option<OnReady>,
 ) -> Result<(), StartError> {
     let config = &loaded.config;
+    let upgrade = loaded.upgrade;
     let server_settings = &config.server;
     let mut binds: Vec<(SocketAddr, String)> = [
         (server_settings.listen, "server.listen"),
@@ -97,13 +100,16 @@ pub fn serve(
     binds.extend(companions.iter().map(|c| (c.listen, c.what.clone())));
     // Pingora panics in a service thread when it cannot bind; find out here and say so. All
     // are held at once, so two listeners overlapping (0.0.0.0:P and 127.0.0.1:P) are found too.
-    let held = binds
-        .into_iter()
-        .map(|(addr, what)| {
-            TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(held);
+    // An upgrade takes the sockets over from the running process instead.
+    if !upgrade {
+        let held = binds
+            .into_iter()
+            .map(|(addr, what)| {
+                TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(held);
+    }
     for warning in &config.warnings {
         tracing::warn!(
             config = %config.source.display(),
@@ -154,12 +160,14 @@ pub fn serve(
         None
     };
     let (sink, event_service) = events::build(config, event_metrics);
+    lifecycle.watch_event_backlog(sink.backlog());
     let (jwks, jwks_service) = Jwks::new(config.analytics.metrics_enabled())?;
     if let Some(auth) = &config.auth {
         // At start a key set that cannot be fetched is retried in the background.
         let _ = jwks.attach(auth, First::MayFail);
     }
     let Loaded {
+        upgrade: _,
         config,
         sha256,
         env,
@@ -195,7 +203,11 @@ pub fn serve(
         tls_metrics.clone(),
     );
 
-    let mut server = Server::new_with_opt_and_conf(None, server_conf(config));
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(config));
     server.bootstrap();
 
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
@@ -387,8 +399,12 @@ fn server_conf(config: &Config) -> ServerConf {
             .join(format!("payedge-{port}.pid"))
             .display()
             .to_string(),
-        upgrade_sock: tmp
-            .join(format!("payedge-{port}.sock"))
+        // One per instance on the host unless configured: named after the proxy's port.
+        upgrade_sock: config
+            .server
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| tmp.join(format!("payedge-{port}.sock")))
             .display()
             .to_string(),
         ..ServerConf::default()

@@ -290,3 +290,88 @@ fn beyond_the_queue_events_are_dropped_and_counted_exactly() {
         "arrived {arrived}, dropped {dropped}"
     );
 }
+
+fn with_grace(yaml: String, seconds: u64) -> String {
+    yaml.replace(
+        "grace_period_seconds: 5",
+        &format!("grace_period_seconds: {seconds}"),
+    )
+}
+
+#[test]
+fn a_stop_publishes_the_queued_events_when_redis_returns_within_the_grace_period() {
+    let mut redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let mut gw = Payedge::start(&with_grace(bus_config(&fx, &redis, 100), 8), &env());
+    redis.kill();
+    let sent: Vec<String> = (0..3).map(|i| format!("queued-{i}")).collect();
+    for id in &sent {
+        assert_eq!(quote(&gw, "blue", id).status, 201);
+    }
+    gw.wait_for_log(|l| l["event"] == "redis_lost");
+    gw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    redis.restart();
+    let all = Subscriber::new(&redis, &["payedge:events:blue"]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while seen.len() < sent.len() && Instant::now() < deadline {
+        if let Some((_, payload)) = all.next(Duration::from_millis(100)) {
+            let event: Value = serde_json::from_str(&payload).unwrap();
+            seen.push(event["correlationid"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(seen, sent, "the events queued at the stop were published");
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !gw.raw_stdout().contains("event lost"),
+        "{}",
+        gw.raw_stdout()
+    );
+}
+
+#[test]
+fn events_redis_never_takes_are_logged_lost_by_id_when_the_grace_period_ends() {
+    let mut redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let mut gw = Payedge::start(&with_grace(bus_config(&fx, &redis, 100), 2), &env());
+    redis.kill();
+    let sent: Vec<String> = (0..3).map(|i| format!("doomed-{i}")).collect();
+    for id in &sent {
+        assert_eq!(quote(&gw, "blue", id).status, 201);
+    }
+    gw.wait_for_log(|l| l["event"] == "redis_lost");
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "it waited for the grace period for Redis: {took:?}"
+    );
+    let lost: Vec<String> = gw
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("event lost"))
+        })
+        .map(|l| {
+            assert!(
+                l["event_id"].as_str().is_some_and(|id| !id.is_empty()),
+                "{l}"
+            );
+            assert_eq!(l["event_type"], "fx.quote.created");
+            l["correlation_id"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        sent,
+        "each lost event is named once:\n{}",
+        gw.raw_stdout()
+    );
+}

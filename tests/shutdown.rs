@@ -137,5 +137,5 @@ fn an_idle_gateway_stops_at_once_and_a_stuck_one_at_the_grace_period() {
         client.join().unwrap().is_err(),
         "a request cut at the grace period cannot complete"
     );
-    gw.wait_for_log(|l| l["message"] == "grace period over; stopping with requests in flight");
+    gw.wait_for_log(|l| l["message"] == "grace period over; stopping with work left");
 }

@@ -29,6 +29,10 @@ pub struct ServerSection {
     /// Every proxy connection starts with a PROXY protocol (v1 or v2) header from a trusted proxy.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The Unix socket a `run --upgrade` process receives the listening sockets on (absolute;
+    /// the same for the old and the new process).
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -42,6 +46,7 @@ impl Default for ServerSection {
             admin_tls: None,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            upgrade_sock: None,
         }
     }
 }

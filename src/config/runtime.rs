@@ -84,6 +84,9 @@ pub struct ServerSettings {
     pub admin_tls: Option<TlsListener>,
     pub trusted_proxies: TrustedProxies,
     pub proxy_protocol: bool,
+    /// Where a binary upgrade hands over the listening sockets (`None`: one per proxy port in
+    /// the system's temporary folder).
+    pub upgrade_sock: Option<PathBuf>,
 }
 
 impl ServerSettings {

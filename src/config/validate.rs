@@ -267,10 +267,25 @@ impl Validator<'_> {
                 "needs server.trusted_proxies: the balancers allowed to send PROXY headers",
             );
         }
+        let upgrade_sock = match &s.upgrade_sock {
+            Some(path) if Path::new(path).is_absolute() => Some(PathBuf::from(path)),
+            Some(path) => {
+                self.issue(
+                    "server.upgrade_sock",
+                    format!(
+                        "{path:?} must be an absolute path: the old and the new process must \
+                         agree on it whatever their working directory"
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
         if self.issues.len() > before {
             return None;
         }
         Some(ServerSettings {
+            upgrade_sock,
             listen,
             admin_listen,
             threads: s.threads,

@@ -12,7 +12,7 @@ pub const TRIGGER_ERROR_REASONS: [&str; 5] = [
     "unsupported_encoding",
     "bad_encoding",
 ];
-pub const DROP_REASONS: [&str; 1] = ["queue_full"];
+pub const DROP_REASONS: [&str; 2] = ["queue_full", "shutdown"];
 const PAYMENT_OUTCOMES: [&str; 5] = ["succeeded", "failed", "pending", "declined", "refunded"];
 
 pub struct EventMetrics {

@@ -64,6 +64,8 @@ pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
 }
 
 struct SinkInner {
+    /// Events handed to the Redis queue and not yet published (or declared lost).
+    backlog: Arc<AtomicUsize>,
     delivery: Delivery,
     /// With local delivery: how many are listening (the hub's connections), once the hub is
     /// built. Nobody listening means no send, and no wake-up of the hub's task, per event.
@@ -119,10 +121,13 @@ impl EventSink {
                 let _ = local.send(Arc::new(event));
             }
             Delivery::Redis(outbox) => {
-                if outbox.try_send(Arc::new(event)).is_err()
-                    && let Some(m) = &self.inner.metrics
-                {
-                    m.dropped("queue_full");
+                // Counted before it is sent: the publisher may take it at once.
+                self.inner.backlog.fetch_add(1, Ordering::AcqRel);
+                if outbox.try_send(Arc::new(event)).is_err() {
+                    self.inner.backlog.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(m) = &self.inner.metrics {
+                        m.dropped("queue_full");
+                    }
                 }
             }
         }
@@ -149,6 +154,12 @@ impl EventSink {
         &self.inner.source
     }
 
+    /// Events queued for the bus and not yet published: a stop waits for them (within its grace
+    /// period).
+    pub fn backlog(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.inner.backlog)
+    }
+
     /// Counts who listens locally (the hub's connections): while it is zero, local delivery
     /// is skipped. Set once; later calls are ignored.
     pub fn set_local_audience(&self, audience: Arc<AtomicUsize>) {
@@ -167,6 +178,9 @@ impl EventSink {
 /// The background service that publishes to Redis (nothing to do for the other providers).
 pub struct EventService {
     outbox: Mutex<Option<mpsc::Receiver<Arc<Event>>>>,
+    backlog: Arc<AtomicUsize>,
+    /// How long a stop waits for queued events before it gives them up as lost.
+    pub grace: std::time::Duration,
     bus: BusSettings,
     source: String,
     metrics: Option<Arc<EventMetrics>>,
@@ -186,8 +200,10 @@ pub fn build(config: &Config, metrics: Option<Arc<EventMetrics>>) -> (EventSink,
             Delivery::Redis(tx)
         }
     };
+    let backlog = Arc::new(AtomicUsize::new(0));
     let sink = EventSink {
         inner: Arc::new(SinkInner {
+            backlog: Arc::clone(&backlog),
             delivery,
             metrics: metrics.clone(),
             business_log: config.analytics.enabled,
@@ -197,6 +213,8 @@ pub fn build(config: &Config, metrics: Option<Arc<EventMetrics>>) -> (EventSink,
     };
     let service = EventService {
         outbox: Mutex::new(outbox_rx),
+        backlog,
+        grace: config.server.grace_period,
         bus: config.notifications.bus.clone(),
         source: config.notifications.source.clone(),
         metrics,
@@ -218,17 +236,24 @@ impl BackgroundService for EventService {
         else {
             return;
         };
-        let publisher = publisher::redis(
-            url.clone(),
-            channel_prefix.clone(),
+        // Runs through the stop: what is queued is still published, until the grace period is
+        // over; what is left then is logged, by id, as lost.
+        let stopping = async move {
+            let _ = shutdown.changed().await;
+        };
+        publisher::redis(
+            publisher::Publisher {
+                url: url.clone(),
+                prefix: channel_prefix.clone(),
+                source: self.source.clone(),
+                metrics: self.metrics.clone(),
+                backlog: Arc::clone(&self.backlog),
+                grace: self.grace,
+            },
             outbox,
-            self.source.clone(),
-            self.metrics.clone(),
-        );
-        tokio::select! {
-            _ = publisher => {}
-            _ = shutdown.changed() => {}
-        }
+            stopping,
+        )
+        .await;
     }
 }
 

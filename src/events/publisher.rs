@@ -6,7 +6,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Map;
 use tokio::sync::mpsc;
@@ -19,19 +20,39 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub const ALL_TENANTS: &str = "_all";
+/// Events are given up this long before the grace period ends, so their loss is logged before
+/// the process exits.
+const GIVE_UP_MARGIN: Duration = Duration::from_millis(500);
 
 pub fn channel(prefix: &str, event: &Event) -> String {
     format!("{prefix}{}", event.tenant.as_deref().unwrap_or(ALL_TENANTS))
 }
 
+/// What the publisher works with.
+pub struct Publisher {
+    pub url: String,
+    pub prefix: String,
+    pub source: String,
+    pub metrics: Option<Arc<EventMetrics>>,
+    /// Queued and not yet published; decremented as they are published or given up.
+    pub backlog: Arc<AtomicUsize>,
+    /// After the stop begins, how long queued events may still wait for Redis.
+    pub grace: Duration,
+}
+
+/// An event waiting to be published; `queued` when it came through the queue (and counts in
+/// the backlog), not for the publisher's own alerts.
+struct Waiting {
+    event: Arc<Event>,
+    queued: bool,
+}
+
 pub async fn redis(
-    url: String,
-    prefix: String,
+    p: Publisher,
     mut outbox: mpsc::Receiver<Arc<Event>>,
-    source: String,
-    metrics: Option<Arc<EventMetrics>>,
+    stopping: impl std::future::Future<Output = ()>,
 ) {
-    let client = match redis::Client::open(url.as_str()) {
+    let client = match redis::Client::open(p.url.as_str()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "invalid Redis URL; events will not be published");
@@ -42,28 +63,56 @@ pub async fn redis(
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
-    let mut pending: VecDeque<Arc<Event>> = VecDeque::new();
+    let mut pending: VecDeque<Waiting> = VecDeque::new();
     let mut backoff = BACKOFF_START;
     let mut lost = false;
+    tokio::pin!(stopping);
+    // Set when the stop begins: queued events are given up after this.
+    let mut give_up_at: Option<Instant> = None;
+    let alert = |code: &str, message: &str| Waiting {
+        event: Arc::new(Event::alert(&p.source, code, message, Map::new())),
+        queued: false,
+    };
     loop {
         if pending.is_empty() {
-            match outbox.recv().await {
-                Some(event) => pending.push_back(event),
-                None => return,
+            tokio::select! {
+                event = outbox.recv() => match event {
+                    Some(event) => pending.push_back(Waiting { event, queued: true }),
+                    None => return,
+                },
+                _ = &mut stopping, if give_up_at.is_none() => {
+                    give_up_at = Some(Instant::now() + p.grace.saturating_sub(GIVE_UP_MARGIN));
+                    continue;
+                }
             }
         }
         while pending.len() < BATCH {
             match outbox.try_recv() {
-                Ok(event) => pending.push_back(event),
+                Ok(event) => pending.push_back(Waiting {
+                    event,
+                    queued: true,
+                }),
                 Err(_) => break,
             }
         }
+        if give_up_at.is_some_and(|at| Instant::now() >= at) && connection.is_none() {
+            give_up(&p, &mut pending, &mut outbox);
+            continue;
+        }
+        // After the stop, nothing may wait past the moment events are given up.
+        let until_give_up = give_up_at.map(|at| at.saturating_duration_since(Instant::now()));
         let con = match &mut connection {
             Some(con) => con,
-            None => match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+            None => match tokio::time::timeout(
+                until_give_up.unwrap_or(CONNECT_TIMEOUT),
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            }) {
                 Ok(con) => {
                     if lost {
                         lost = false;
@@ -71,12 +120,10 @@ pub async fn redis(
                             event = "redis_regained",
                             "Redis reachable again; publishing resumes"
                         );
-                        pending.push_front(Arc::new(Event::alert(
-                            &source,
+                        pending.push_front(alert(
                             "redis_regained",
                             "the event bus reaches Redis again",
-                            Map::new(),
-                        )));
+                        ));
                     }
                     backoff = BACKOFF_START;
                     connection.insert(con)
@@ -85,31 +132,48 @@ pub async fn redis(
                     if !lost {
                         lost = true;
                         tracing::warn!(event = "redis_lost", error = %e, "Redis unreachable; events wait in the queue");
-                        pending.push_front(Arc::new(Event::alert(
-                            &source,
+                        pending.push_front(alert(
                             "redis_lost",
                             "the event bus lost Redis; events are queued",
-                            Map::new(),
-                        )));
+                        ));
                     }
-                    tokio::time::sleep(backoff).await;
+                    let wait = until_give_up.map_or(backoff, |left| left.min(backoff));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut stopping, if give_up_at.is_none() => {
+                            give_up_at = Some(Instant::now() + p.grace.saturating_sub(GIVE_UP_MARGIN));
+                        }
+                    }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             },
         };
         let mut pipe = redis::pipe();
-        for event in &pending {
+        for waiting in &pending {
             pipe.cmd("PUBLISH")
-                .arg(channel(&prefix, event))
-                .arg(event.json.as_bytes())
+                .arg(channel(&p.prefix, &waiting.event))
+                .arg(waiting.event.json.as_bytes())
                 .ignore();
         }
-        match pipe.query_async::<()>(con).await {
+        let sent = tokio::time::timeout(
+            until_give_up.unwrap_or(RESPONSE_TIMEOUT),
+            pipe.query_async::<()>(con),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        });
+        match sent {
             Ok(()) => {
-                for event in pending.drain(..) {
-                    if let Some(m) = &metrics {
-                        m.published(&event.kind);
+                for waiting in pending.drain(..) {
+                    if let Some(m) = &p.metrics {
+                        m.published(&waiting.event.kind);
+                    }
+                    if waiting.queued {
+                        p.backlog.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
             }
@@ -117,17 +181,47 @@ pub async fn redis(
                 if !lost {
                     lost = true;
                     tracing::warn!(event = "redis_lost", error = %e, "publishing to Redis failed; events wait in the queue");
-                    pending.push_front(Arc::new(Event::alert(
-                        &source,
+                    pending.push_front(alert(
                         "redis_lost",
                         "the event bus lost Redis; events are queued",
-                        Map::new(),
-                    )));
+                    ));
                 }
                 connection = None;
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(until_give_up.map_or(backoff, |left| left.min(backoff))).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+}
+
+/// The stop's grace period is over and Redis is not there: every waiting event is lost. Each is
+/// logged with its id (and the request it came from), so it can be reconciled, and counted.
+fn give_up(
+    p: &Publisher,
+    pending: &mut VecDeque<Waiting>,
+    outbox: &mut mpsc::Receiver<Arc<Event>>,
+) {
+    while let Ok(event) = outbox.try_recv() {
+        pending.push_back(Waiting {
+            event,
+            queued: true,
+        });
+    }
+    for waiting in pending.drain(..) {
+        if !waiting.queued {
+            continue;
+        }
+        let event = &waiting.event;
+        tracing::error!(
+            event_id = event.id,
+            event_type = event.kind,
+            tenant = event.tenant.as_deref().unwrap_or(ALL_TENANTS),
+            correlation_id = event.correlation_id.as_deref().unwrap_or(""),
+            "event lost: the process stopped before Redis could take it"
+        );
+        if let Some(m) = &p.metrics {
+            m.dropped("shutdown");
+        }
+        p.backlog.fetch_sub(1, Ordering::AcqRel);
     }
 }

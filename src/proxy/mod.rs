@@ -155,6 +155,11 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.lifecycle.is_draining() {
+            // Stopping (or handing over to a new process): this response closes the connection,
+            // so the client's next request goes to a listener that will serve it.
+            session.set_keepalive(None);
+        }
         ctx.request_id = session
             .req_header()
             .headers

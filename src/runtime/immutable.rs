@@ -9,7 +9,7 @@ use crate::config::{BusSettings, Config};
 pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let listen = |t: &Option<crate::config::TlsListener>| t.as_ref().map(|t| t.listen);
-    let checks: [(&'static str, bool); 14] = [
+    let checks: [(&'static str, bool); 15] = [
         ("server.listen", o.listen != n.listen),
         ("server.admin_listen", o.admin_listen != n.admin_listen),
         ("server.threads", o.threads != n.threads),
@@ -26,6 +26,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
             "server.proxy_protocol",
             o.proxy_protocol != n.proxy_protocol,
         ),
+        ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
         ("auth", old.auth.is_some() != new.auth.is_some()),
         (
             "analytics.enabled",

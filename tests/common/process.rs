@@ -57,6 +57,19 @@ impl Payedge {
     }
 
     pub fn spawn(
+        command: Command,
+        env: &[(&str, String)],
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let mut payedge = Self::spawn_unready(command, env, proxy, admin, dir);
+        payedge.wait_ready();
+        payedge
+    }
+
+    /// Starts the process without waiting for it (a `--upgrade` waits for the running one).
+    pub fn spawn_unready(
         mut command: Command,
         env: &[(&str, String)],
         proxy: SocketAddr,
@@ -74,19 +87,17 @@ impl Payedge {
         let mut child = command.spawn().expect("cannot start payedge");
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
-        let mut payedge = Self {
+        Self {
             child,
             proxy,
             admin,
             stdout,
             stderr,
             _dir: dir,
-        };
-        payedge.wait_ready();
-        payedge
+        }
     }
 
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
