@@ -214,10 +214,14 @@ pub fn serve(
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     proxy_app.server_options = Some(options);
-    let proxy_protocol = config
-        .server
-        .proxy_protocol
-        .then(|| config.server.trusted_proxies.clone());
+    // The balancers allowed to send PROXY headers follow reloads (the switch itself does not).
+    let proxy_protocol = config.server.proxy_protocol.then(|| {
+        let trusted = Arc::new(arc_swap::ArcSwap::from_pointee(
+            config.server.trusted_proxies.clone(),
+        ));
+        runtime.attach_proxy_protocol(Arc::clone(&trusted));
+        trusted
+    });
     let proxy_listeners: Vec<SocketAddr> = [
         config.server.listen,
         config.server.tls.as_ref().map(|t| t.listen),

@@ -276,3 +276,28 @@ fn proxy_protocol_comes_before_the_tls_handshake() {
     assert_eq!(seen.headers_named("x-forwarded-for"), vec!["198.51.100.23"]);
     assert_eq!(seen.header("x-tenant"), Some("blue"));
 }
+
+#[test]
+fn the_trusted_balancers_follow_a_reload() {
+    let upstream = MockUpstream::start("p0");
+    let yaml = |trusted: &str| {
+        with_server(
+            &upstream,
+            &format!("  trusted_proxies: [{trusted}]\n  proxy_protocol: true\n"),
+        )
+    };
+    let gw = Payedge::start(&yaml("127.0.0.2/32"), &env());
+    let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n";
+    assert_eq!(
+        raw_request(gw.proxy, v1, "before"),
+        None,
+        "127.0.0.1 is not trusted yet"
+    );
+    let resp = gw.reload_with(&yaml("127.0.0.1/32"));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    assert_eq!(raw_request(gw.proxy, v1, "after"), Some(200));
+    assert_eq!(
+        upstream.last().headers_named("x-forwarded-for"),
+        vec!["203.0.113.9"]
+    );
+}

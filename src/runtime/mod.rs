@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use payedge_filters::forwarded::TrustedProxies;
 use payedge_filters::tenant::TenantResolver;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use serde_json::{Value, json};
@@ -133,6 +134,7 @@ pub struct Runtime {
     /// Serialises reloads; the request path never takes it.
     reloading: Mutex<()>,
     tls: Mutex<Vec<(&'static str, Arc<TlsEndpoint>)>>,
+    proxy_protocol: Mutex<Option<Arc<ArcSwap<TrustedProxies>>>>,
     hub: Mutex<Option<Arc<Hub>>>,
     changed: tokio::sync::watch::Sender<u64>,
     reloads: Option<[IntCounter; 2]>,
@@ -163,6 +165,7 @@ impl Runtime {
             status: Mutex::new(ReloadStatus::default()),
             reloading: Mutex::new(()),
             tls: Mutex::new(Vec::new()),
+            proxy_protocol: Mutex::new(None),
             hub: Mutex::new(None),
             changed: tokio::sync::watch::channel(1).0,
             reloads,
@@ -183,6 +186,13 @@ impl Runtime {
     pub fn attach_tls(&self, key: &'static str, endpoint: Arc<TlsEndpoint>) {
         if let Ok(mut tls) = self.tls.lock() {
             tls.push((key, endpoint));
+        }
+    }
+
+    /// The PROXY protocol step's trusted balancers, which follow reloads.
+    pub fn attach_proxy_protocol(&self, trusted: Arc<ArcSwap<TrustedProxies>>) {
+        if let Ok(mut slot) = self.proxy_protocol.lock() {
+            *slot = Some(trusted);
         }
     }
 
@@ -334,7 +344,13 @@ impl Runtime {
             snapshot.provider_events.publish_health(pool);
         }
         let generation = snapshot.generation;
+        let trusted = snapshot.config.server.trusted_proxies.clone();
         self.current.store(Arc::new(snapshot));
+        if let Ok(slot) = self.proxy_protocol.lock()
+            && let Some(slot) = slot.as_ref()
+        {
+            slot.store(Arc::new(trusted));
+        }
         for (endpoint, acceptor) in staged {
             endpoint.install(acceptor);
         }

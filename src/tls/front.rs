@@ -107,7 +107,7 @@ impl TlsEndpoint {
 /// where the app is served bare.
 pub struct FrontSetup {
     tls: Option<Arc<TlsEndpoint>>,
-    proxy_protocol: Option<TrustedProxies>,
+    proxy_protocol: Option<Arc<ArcSwap<TrustedProxies>>>,
     metrics: Option<Arc<TlsMetrics>>,
 }
 
@@ -126,14 +126,14 @@ pub struct Front<A> {
     app: Arc<A>,
     tls: Option<Arc<TlsEndpoint>>,
     /// `Some` when every connection must start with a PROXY header from one of these.
-    proxy_protocol: Option<TrustedProxies>,
+    proxy_protocol: Option<Arc<ArcSwap<TrustedProxies>>>,
     metrics: Option<Arc<TlsMetrics>>,
 }
 
 impl Front<()> {
     pub fn new_if_needed(
         tls: Option<Arc<TlsEndpoint>>,
-        proxy_protocol: Option<TrustedProxies>,
+        proxy_protocol: Option<Arc<ArcSwap<TrustedProxies>>>,
         metrics: Option<Arc<TlsMetrics>>,
     ) -> FrontSetup {
         FrontSetup {
@@ -148,7 +148,7 @@ impl<A> Front<A> {
     pub fn new(
         app: A,
         tls: Option<Arc<TlsEndpoint>>,
-        proxy_protocol: Option<TrustedProxies>,
+        proxy_protocol: Option<Arc<ArcSwap<TrustedProxies>>>,
         metrics: Option<Arc<TlsMetrics>>,
     ) -> Self {
         Self {
@@ -187,8 +187,8 @@ impl<A> Front<A> {
                 return None;
             }
         }
-        if let Some(trusted) = &self.proxy_protocol
-            && let Err(reason) = read_proxy_header(&mut l4, trusted).await
+        if let Some(trusted) = self.proxy_protocol.as_ref().map(|t| t.load_full())
+            && let Err(reason) = read_proxy_header(&mut l4, &trusted).await
         {
             if let Some(m) = &self.metrics {
                 m.proxy_refused(reason);
