@@ -18,6 +18,8 @@ pub enum Failure {
     TenantMismatch,
     /// The request names another tenant than the TLS server name of its connection.
     MisdirectedRequest,
+    /// The connection's client certificate was verified under client CAs since replaced.
+    StaleClientCertificate,
     RouteNotFound,
     /// No provider serving the tenant takes the request's currency.
     CurrencyUnsupported,
@@ -69,7 +71,7 @@ impl Failure {
             | Self::HubConnectionUnknown
             | Self::HubDisabled => 404,
             Self::HubConnectionTaken => 409,
-            Self::MisdirectedRequest => 421,
+            Self::MisdirectedRequest | Self::StaleClientCertificate => 421,
             Self::MethodNotAllowed => 405,
             Self::CurrencyUnsupported => 422,
             Self::NoProviderAvailable { .. } | Self::HubBusy => 503,
@@ -86,6 +88,7 @@ impl Failure {
             Self::Unauthorized(_) => "unauthorized",
             Self::TenantMismatch => "tenant_mismatch",
             Self::MisdirectedRequest => "misdirected_request",
+            Self::StaleClientCertificate => "client_certificate_stale",
             Self::RouteNotFound => "route_not_found",
             Self::CurrencyUnsupported => "currency_unsupported",
             Self::TenantNotServed => "tenant_not_served",
@@ -114,6 +117,11 @@ impl Failure {
             Self::Tenant(r) => r.message().into(),
             Self::Unauthorized(f) => f.message().into(),
             Self::TenantMismatch => "the token does not grant access to this tenant".into(),
+            Self::StaleClientCertificate => {
+                "this connection's client certificate was verified under client CAs that changed; \
+                 connect again"
+                    .into()
+            }
             Self::MisdirectedRequest => {
                 "this connection was opened for another tenant's host; connect to this tenant's host"
                     .into()

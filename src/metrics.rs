@@ -277,26 +277,9 @@ impl MetricFamilies {
 
     /// Drops the series of providers, pools, tenants and routes that `old` had and `new` has
     /// not, so a removed provider leaves no stale gauge behind.
-    pub fn forget_removed(
-        &self,
-        old: &Config,
-        new: &Config,
-        old_tenants: &[Arc<str>],
-        new_tenants: &[Arc<str>],
-    ) {
-        let providers = |c: &Config| -> Vec<(String, String)> {
-            c.pools
-                .iter()
-                .flat_map(|pool| {
-                    pool.providers
-                        .iter()
-                        .map(move |p| (pool.name.clone(), p.name.clone()))
-                })
-                .collect()
-        };
-        let kept = providers(new);
-        for (pool, provider) in providers(old) {
-            if kept.contains(&(pool.clone(), provider.clone())) {
+    pub fn forget_removed(&self, old: &SeriesSet, new: &SeriesSet) {
+        for (pool, provider) in &old.providers {
+            if new.providers.contains(&(pool.clone(), provider.clone())) {
                 continue;
             }
             let labels = [pool.as_str(), provider.as_str()];
@@ -304,49 +287,37 @@ impl MetricFamilies {
             let _ = self.ejections.remove_label_values(&labels);
             let _ = self.upstream_duration.remove_label_values(&labels);
             for class in STATUS_CLASSES {
-                let _ = self
-                    .upstream
-                    .remove_label_values(&[&pool, &provider, class]);
+                let _ = self.upstream.remove_label_values(&[pool, provider, class]);
             }
         }
         for pool in &old.pools {
-            if new.pools.iter().any(|p| p.name == pool.name) {
+            if new.pools.contains(pool) {
                 continue;
             }
-            let _ = self.budget.remove_label_values(&[&pool.name]);
+            let _ = self.budget.remove_label_values(&[pool]);
             for reason in FailoverReason::ALL {
-                let _ = self
-                    .failovers
-                    .remove_label_values(&[&pool.name, reason.label()]);
+                let _ = self.failovers.remove_label_values(&[pool, reason.label()]);
             }
         }
-        let routes = |c: &Config| -> Vec<String> {
-            c.routes.iter().map(|r| r.path_prefix.clone()).collect()
-        };
-        let (old_routes, new_routes) = (routes(old), routes(new));
-        let gone_tenants: Vec<&str> = old_tenants
+        let all_tenants: Vec<&str> = old
+            .tenants
             .iter()
-            .filter(|t| !new_tenants.contains(t))
-            .map(|t| &**t)
-            .collect();
-        let gone_routes: Vec<&str> = old_routes
-            .iter()
-            .filter(|r| !new_routes.contains(r))
             .map(String::as_str)
-            .collect();
-        let all_tenants: Vec<&str> = old_tenants
-            .iter()
-            .map(|t| &**t)
             .chain([NO_TENANT])
             .collect();
-        let all_routes: Vec<&str> = old_routes
+        let all_routes: Vec<&str> = old
+            .routes
             .iter()
             .map(String::as_str)
             .chain([NO_ROUTE])
             .collect();
         for tenant in &all_tenants {
             for route in &all_routes {
-                if !gone_tenants.contains(tenant) && !gone_routes.contains(route) {
+                let gone_tenant = old.tenants.iter().any(|t| t == tenant)
+                    && !new.tenants.iter().any(|t| t == tenant);
+                let gone_route =
+                    old.routes.iter().any(|r| r == route) && !new.routes.iter().any(|r| r == route);
+                if !gone_tenant && !gone_route {
                     continue;
                 }
                 let _ = self.duration.remove_label_values(&[tenant, route]);
@@ -354,6 +325,51 @@ impl MetricFamilies {
                     let _ = self.requests.remove_label_values(&[tenant, route, class]);
                 }
             }
+        }
+    }
+}
+
+/// The label values one configuration gives metric series: what a reload compares to drop the
+/// series of what is gone.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesSet {
+    pub providers: Vec<(String, String)>,
+    pub tls_providers: Vec<(String, String)>,
+    pub pools: Vec<String>,
+    pub routes: Vec<String>,
+    pub tenants: Vec<String>,
+    pub certificates: Vec<String>,
+}
+
+impl SeriesSet {
+    pub fn of(config: &Config, tenants: &[Arc<str>]) -> Self {
+        let pairs = |tls_only: bool| -> Vec<(String, String)> {
+            config
+                .pools
+                .iter()
+                .flat_map(|pool| {
+                    pool.providers
+                        .iter()
+                        .filter(move |p| !tls_only || p.tls.is_some())
+                        .map(move |p| (pool.name.clone(), p.name.clone()))
+                })
+                .collect()
+        };
+        Self {
+            providers: pairs(false),
+            tls_providers: pairs(true),
+            pools: config.pools.iter().map(|p| p.name.clone()).collect(),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| r.path_prefix.clone())
+                .collect(),
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            certificates: [&config.server.tls, &config.server.admin_tls]
+                .into_iter()
+                .flatten()
+                .flat_map(|l| l.certificates.iter().map(|c| c.label.clone()))
+                .collect(),
         }
     }
 }

@@ -201,6 +201,7 @@ pub fn serve(
         lifecycle,
         sink.clone(),
         tls_metrics.clone(),
+        proxy_tls.clone(),
     );
 
     let opt = Opt {
@@ -379,11 +380,11 @@ pub fn serve(
         config = %config.source.display(),
         "payedge starting"
     );
+    let grace = config.server.grace_period;
+    // Requests and reloads hold the snapshots they use; this one is not kept past start.
+    drop(snapshot);
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainOnSignal {
-            lifecycle,
-            grace: config.server.grace_period,
-        }),
+        shutdown_signal: Box::new(DrainOnSignal { lifecycle, grace }),
     });
     crate::logging::flush();
     Ok(())

@@ -88,6 +88,9 @@ fn an_untrusted_peer_cannot_choose_its_address() {
             "X-Forwarded-For: 1.2.3.4",
             "Forwarded: for=1.2.3.4",
             "X-Real-IP: 1.2.3.4",
+            "X-Forwarded-Proto: https",
+            "X-Forwarded-Host: bank.example",
+            "X-Forwarded-Port: 443",
             "X-Request-Id: untrusted-1",
         ],
         &[],
@@ -97,6 +100,10 @@ fn an_untrusted_peer_cannot_choose_its_address() {
     assert_eq!(seen.headers_named("x-forwarded-for"), vec!["127.0.0.2"]);
     assert!(seen.headers_named("forwarded").is_empty());
     assert!(seen.headers_named("x-real-ip").is_empty());
+    // The scheme is payedge's own word: plain HTTP here.
+    assert_eq!(seen.headers_named("x-forwarded-proto"), vec!["http"]);
+    assert!(seen.headers_named("x-forwarded-host").is_empty());
+    assert!(seen.headers_named("x-forwarded-port").is_empty());
     assert_eq!(log_line(&gw, "untrusted-1")["client"], "127.0.0.2");
 }
 
@@ -113,12 +120,15 @@ fn a_trusted_proxy_keeps_the_client_it_forwards() {
         &[
             "X-Forwarded-For: 198.51.100.4, 10.1.2.3",
             "Forwarded: for=198.51.100.4",
+            "X-Forwarded-Proto: https",
             "X-Request-Id: trusted-1",
         ],
         &[],
     );
     assert_eq!(status, 200);
     let seen = upstream.last();
+    // The balancer terminated TLS: its word on the scheme stands.
+    assert_eq!(seen.headers_named("x-forwarded-proto"), vec!["https"]);
     assert_eq!(
         seen.headers_named("x-forwarded-for"),
         vec!["198.51.100.4, 10.1.2.3, 127.0.0.1"]
@@ -189,13 +199,23 @@ fn proxy_protocol_from_a_trusted_balancer_sets_the_client_address() {
         vec!["192.0.2.44"]
     );
 
-    // LOCAL (the balancer's own health check): the connection's own address stands.
+    // LOCAL and UNKNOWN (the balancer's own checks) name no client: the client is unknown, and
+    // what the connection claims is not believed either.
     let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
     assert_eq!(raw_request(gw.proxy, local, "pp-local"), Some(200));
     assert_eq!(
         upstream.last().headers_named("x-forwarded-for"),
-        vec!["127.0.0.1"]
+        vec!["0.0.0.0"]
     );
+    assert_eq!(
+        raw_request(gw.proxy, b"PROXY UNKNOWN\r\n", "pp-unknown"),
+        Some(200)
+    );
+    assert_eq!(
+        upstream.last().headers_named("x-forwarded-for"),
+        vec!["0.0.0.0"]
+    );
+    assert_eq!(log_line(&gw, "pp-unknown")["client"], "0.0.0.0");
 
     // A trusted peer without a header, or with a broken one: closed, nothing forwarded.
     let before = upstream.count();
@@ -275,6 +295,7 @@ fn proxy_protocol_comes_before_the_tls_handshake() {
     let seen = upstream.last();
     assert_eq!(seen.headers_named("x-forwarded-for"), vec!["198.51.100.23"]);
     assert_eq!(seen.header("x-tenant"), Some("blue"));
+    assert_eq!(seen.headers_named("x-forwarded-proto"), vec!["https"]);
 }
 
 #[test]

@@ -333,10 +333,13 @@ impl JwtVerifier {
             return Err(AuthFailure::Malformed);
         }
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(remote) = self.remote.get() {
+        let remote_generation = self
+            .remote
+            .get()
+            .map(|r| r.generation.load(Ordering::Acquire));
+        if let Some(generation) = remote_generation {
             // New keys (a rotation, a revocation): what was verified under the old ones is
             // verified again.
-            let generation = remote.generation.load(Ordering::Acquire);
             if self.cached_generation.swap(generation, Ordering::AcqRel) != generation {
                 self.verified.clear();
             }
@@ -348,6 +351,16 @@ impl JwtVerifier {
         }
         let principal = self.verify_uncached(token)?;
         self.verified.insert(token, &principal, now);
+        // Keys replaced while this token was being verified (it may have used one just
+        // withdrawn): whichever of this check and the next request's comes later empties the
+        // cache, so the entry cannot outlive the replacement.
+        let now_generation = self
+            .remote
+            .get()
+            .map(|r| r.generation.load(Ordering::Acquire));
+        if now_generation != remote_generation {
+            self.verified.clear();
+        }
         Ok(principal)
     }
 

@@ -42,9 +42,11 @@ impl TrustedProxies {
         self.nets.is_empty()
     }
 
+    /// Whether `ip` is a trusted proxy. The unspecified address (a client nobody could name) is
+    /// never one, whatever the list says.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.nets.iter().any(|net| net.contains(&ip))
+        !ip.is_unspecified() && self.nets.iter().any(|net| net.contains(&ip))
     }
 }
 

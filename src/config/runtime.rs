@@ -124,6 +124,9 @@ pub struct ServerCertificate {
 pub struct ClientAuth {
     pub roots: Arc<RootCertStore>,
     pub required: bool,
+    /// Identifies the CA set (a digest of its certificates): a connection verified under
+    /// another set, before a reload, is not trusted with a client identity any more.
+    pub id: u64,
 }
 
 #[derive(Debug)]
@@ -251,6 +254,9 @@ pub struct UpstreamTls {
     pub ca: Option<Arc<CaType>>,
     /// Mutual TLS: what payedge presents.
     pub client_cert: Option<Arc<CertKey>>,
+    /// A digest of the CA and client certificate: connections made under other ones are never
+    /// reused for this provider (Pingora's pool key leaves the CA out).
+    pub identity: u64,
 }
 
 impl std::fmt::Debug for UpstreamTls {

@@ -81,10 +81,18 @@ impl Validator<'_> {
         let client_auth = section.client_auth.as_ref().and_then(|auth| {
             let ca_key = format!("{key}.client_auth.ca_file");
             match tls::read_roots(&self.relative(&auth.ca_file)) {
-                Ok((roots, _)) => Some(ClientAuth {
-                    roots: Arc::new(roots),
-                    required: auth.required,
-                }),
+                Ok((roots, certs)) => {
+                    let mut id = std::collections::hash_map::DefaultHasher::new();
+                    for cert in &certs {
+                        std::hash::Hash::hash(cert.as_ref(), &mut id);
+                    }
+                    Some(ClientAuth {
+                        roots: Arc::new(roots),
+                        required: auth.required,
+                        // Never 0: that means "no client certificates".
+                        id: std::hash::Hasher::finish(&id) | 1,
+                    })
+                }
                 Err(e) => {
                     self.issue(ca_key, e);
                     None
@@ -229,10 +237,14 @@ impl Validator<'_> {
             (None, Some(address)) => address.host.clone(),
             (None, None) => String::new(),
         };
+        let mut identity = std::collections::hash_map::DefaultHasher::new();
         let ca = section.ca_file.as_deref().and_then(|file| {
             let ca_key = format!("{key}.ca_file");
             match tls::read_roots(&self.relative(file)) {
                 Ok((_, certs)) => {
+                    for cert in &certs {
+                        std::hash::Hash::hash(cert.as_ref(), &mut identity);
+                    }
                     let list: Vec<WrappedX509> = certs
                         .iter()
                         .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
@@ -263,6 +275,9 @@ impl Validator<'_> {
             }
             (Some(cert), Some(private)) => self.client_certificate(key, cert, private),
         };
+        if let Some(client) = &client_cert {
+            std::hash::Hash::hash(&client.leaf().borrow_raw_cert(), &mut identity);
+        }
         if self.issues.len() > before || sni.is_empty() {
             return None;
         }
@@ -270,6 +285,7 @@ impl Validator<'_> {
             sni,
             ca,
             client_cert,
+            identity: std::hash::Hasher::finish(&identity),
         })
     }
 

@@ -23,6 +23,8 @@ pub const ALL_TENANTS: &str = "_all";
 /// Events are given up this long before the grace period ends, so their loss is logged before
 /// the process exits.
 const GIVE_UP_MARGIN: Duration = Duration::from_millis(500);
+/// The least time a send to a connected Redis gets during a stop.
+const MIN_SEND: Duration = Duration::from_millis(500);
 
 pub fn channel(prefix: &str, event: &Event) -> String {
     format!("{prefix}{}", event.tenant.as_deref().unwrap_or(ALL_TENANTS))
@@ -156,8 +158,10 @@ pub async fn redis(
                 .arg(waiting.event.json.as_bytes())
                 .ignore();
         }
+        // A Redis that is there gets at least half a second, even past the give-up moment:
+        // events it takes must not be reported lost.
         let sent = tokio::time::timeout(
-            until_give_up.unwrap_or(RESPONSE_TIMEOUT),
+            until_give_up.map_or(RESPONSE_TIMEOUT, |left| left.max(MIN_SEND)),
             pipe.query_async::<()>(con),
         )
         .await

@@ -35,7 +35,7 @@ impl Endpoint {
         if let Some(tls) = &tls {
             template.options.ca = tls.ca.clone();
             template.client_cert_key = tls.client_cert.clone();
-            template.group_key = group;
+            template.group_key = group ^ tls.identity;
         }
         template.options.connection_timeout = Some(timeouts.connect);
         template.options.total_connection_timeout = Some(timeouts.connect);

@@ -106,11 +106,16 @@ async fn check_provider(
         .health_check
         .as_ref()
         .map(|settings| (http_check(runtime, provider, settings), settings.clone()));
+    // The first check comes soon (after a jitter only): this task starts again on every reload,
+    // and reloads more frequent than the interval must not starve the checks.
+    let mut first = true;
     loop {
         let wait = match &active {
+            Some((_, s)) if first => jitter(s.jitter),
             Some((_, s)) => s.interval + jitter(s.jitter),
             None => PROBE_INTERVAL,
         };
+        first = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,

@@ -138,15 +138,18 @@ pub fn answered(
 /// server has checked its certificate, so a provider refusing payedge's client certificate is
 /// seen after the connect: as its alert on the first read, or, when its reset arrives first, as
 /// a failed write of the request on the new connection. Either way the provider never accepted
-/// the connection and never had the whole request (the write failed before the end of it): this
-/// is a connect failure, and the request may go to another provider, a POST included.
+/// the connection: this is a connect failure, and the request may go to another provider, a
+/// POST included. The failed write counts only when not one byte of the request's body was
+/// written: the provider then cannot hold a complete request. A write that failed later (a
+/// chunked body's last chunk, say) is an exchange that broke: the outcome is unknown.
 ///
 /// `fresh_tls`: the attempt's connection is a new one to a TLS provider; `answered`: a response
-/// header arrived (then nothing here applies).
+/// header arrived; `body_bytes_sent`: what Pingora wrote of the body (`None`: not tracked).
 pub fn refused_tls_session(
     e: &Error,
     fresh_tls: bool,
     answered: bool,
+    body_bytes_sent: Option<usize>,
 ) -> Option<UpstreamTlsFailure> {
     if e.esource() != &ErrorSource::Upstream || !fresh_tls || answered {
         return None;
@@ -155,7 +158,9 @@ pub fn refused_tls_session(
         Some(UpstreamTlsFailure::ClientCertificateRefused) => {
             Some(UpstreamTlsFailure::ClientCertificateRefused)
         }
-        _ if e.etype() == &ErrorType::WriteError => Some(UpstreamTlsFailure::ClosedAfterHandshake),
+        _ if e.etype() == &ErrorType::WriteError && body_bytes_sent == Some(0) => {
+            Some(UpstreamTlsFailure::ClosedAfterHandshake)
+        }
         _ => None,
     }
 }
@@ -266,4 +271,51 @@ fn remaining(pool: &PoolRuntime, ctx: &RequestCtx) -> Duration {
         .timeouts
         .total
         .saturating_sub(ctx.started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_error() -> Box<Error> {
+        Error::new(ErrorType::WriteError).into_up()
+    }
+
+    #[test]
+    fn only_a_write_that_sent_no_body_byte_is_a_refused_session() {
+        let refused = Some(UpstreamTlsFailure::ClosedAfterHandshake);
+        assert_eq!(
+            refused_tls_session(&write_error(), true, false, Some(0)),
+            refused
+        );
+        // Part of the body went out: the provider may hold the request; outcome unknown.
+        assert_eq!(
+            refused_tls_session(&write_error(), true, false, Some(1)),
+            None
+        );
+        // Not tracked (HTTP/2 upstream): unknown too.
+        assert_eq!(refused_tls_session(&write_error(), true, false, None), None);
+        // A reused or plain connection, or an answer already seen: never.
+        assert_eq!(
+            refused_tls_session(&write_error(), false, false, Some(0)),
+            None
+        );
+        assert_eq!(
+            refused_tls_session(&write_error(), true, true, Some(0)),
+            None
+        );
+        // A read error is not a write that failed early.
+        let read = Error::new(ErrorType::ReadError).into_up();
+        assert_eq!(refused_tls_session(&read, true, false, Some(0)), None);
+        // The provider's alert refusing the certificate is one, whatever was written.
+        let mut alert = Error::explain(
+            ErrorType::ReadError,
+            "while reading: received fatal alert: CertificateRequired",
+        );
+        alert.as_up();
+        assert_eq!(
+            refused_tls_session(&alert, true, false, Some(10)),
+            Some(UpstreamTlsFailure::ClientCertificateRefused)
+        );
+    }
 }

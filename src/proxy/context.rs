@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub forwarding: Option<Forwarding>,
     /// The verified client certificate's subject (TLS with client_auth).
     pub client_subject: Option<String>,
+    /// The client came over TLS.
+    pub https: bool,
     /// Why the last TLS handshake with a provider failed, if one did.
     pub upstream_tls_failure: Option<UpstreamTlsFailure>,
     pub _in_flight: InFlight,
@@ -78,6 +80,7 @@ impl RequestCtx {
             captured: None,
             forwarding: None,
             client_subject: None,
+            https: false,
             upstream_tls_failure: None,
             _in_flight: in_flight,
         }

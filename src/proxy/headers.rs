@@ -21,6 +21,9 @@ pub const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 pub const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 pub struct UpstreamIdentity<'a> {
@@ -34,6 +37,8 @@ pub struct UpstreamIdentity<'a> {
     pub forwarding: Option<&'a Forwarding>,
     /// The verified client certificate's subject.
     pub client_subject: Option<&'a str>,
+    /// Whether the client reached payedge over TLS (`X-Forwarded-Proto`).
+    pub https: bool,
     pub credentials: &'a [(HeaderName, http::HeaderValue)],
 }
 
@@ -74,7 +79,17 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
     req.remove_header(&X_FORWARDED_FOR);
     req.remove_header(&X_REAL_IP);
     if !keep_forwarded {
-        req.remove_header(&FORWARDED);
+        for claimed in [
+            &FORWARDED,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_FORWARDED_PORT,
+        ] {
+            req.remove_header(claimed);
+        }
+    }
+    if req.headers.get(&X_FORWARDED_PROTO).is_none() {
+        req.insert_header(X_FORWARDED_PROTO, if id.https { "https" } else { "http" })?;
     }
     if let Some(forwarding) = id.forwarding {
         req.insert_header(X_FORWARDED_FOR, forwarding.x_forwarded_for.as_str())?;

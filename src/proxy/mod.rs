@@ -47,7 +47,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::RequestLabels;
 use crate::providers::PoolRuntime;
 use crate::runtime::Runtime;
-use crate::tls::{ConnectionFacts, TlsMetrics, UpstreamTlsFailure};
+use crate::tls::{ConnectionFacts, TlsEndpoint, TlsMetrics, UpstreamTlsFailure};
 use admission::Refused;
 use headers::UpstreamIdentity;
 use payedge_filters::forwarded::forwarding;
@@ -60,6 +60,8 @@ pub struct Gateway {
     lifecycle: &'static Lifecycle,
     sink: EventSink,
     tls_metrics: Option<Arc<TlsMetrics>>,
+    /// The proxy's TLS listener: whose client CA set a connection's certificate must still match.
+    tls: Option<Arc<TlsEndpoint>>,
 }
 
 impl Gateway {
@@ -68,12 +70,14 @@ impl Gateway {
         lifecycle: &'static Lifecycle,
         sink: EventSink,
         tls_metrics: Option<Arc<TlsMetrics>>,
+        tls: Option<Arc<TlsEndpoint>>,
     ) -> Self {
         Self {
             runtime,
             lifecycle,
             sink,
             tls_metrics,
+            tls,
         }
     }
 
@@ -170,7 +174,20 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let facts = ConnectionFacts::of(session.digest());
+        if let (Some(facts), Some(tls)) = (facts, &self.tls)
+            && facts.client_subject.is_some()
+            && facts.client_ca != tls.client_ca()
+        {
+            // Verified under client CAs a reload has since replaced: the identity is not
+            // vouched for any more. A new connection is verified under the current ones.
+            session.set_keepalive(None);
+            let failure = Failure::StaleClientCertificate;
+            ctx.failure = Some(failure.clone());
+            self.answer(session, ctx, &failure).await?;
+            return Ok(true);
+        }
         ctx.client_subject = facts.and_then(|f| f.client_subject.clone());
         ctx.forwarding = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
             let claimed: Vec<&[u8]> = session
@@ -277,6 +294,7 @@ impl ProxyHttp for Gateway {
                 terminates_auth: routing.terminates_auth,
                 forwarding: ctx.forwarding.as_ref(),
                 client_subject: ctx.client_subject.as_deref(),
+                https: ctx.https,
                 credentials,
             },
         )
@@ -364,7 +382,10 @@ impl ProxyHttp for Gateway {
         }
         let snap = Arc::clone(&ctx.snap);
         let fresh_tls = peer.is_tls() && !client_reused;
-        if let Some(refusal) = attempts::refused_tls_session(&e, fresh_tls, ctx.attempt_recorded) {
+        let body_sent = session.upstream_body_bytes_sent();
+        if let Some(refusal) =
+            attempts::refused_tls_session(&e, fresh_tls, ctx.attempt_recorded, body_sent)
+        {
             let retry = match ctx.pool.and_then(|p| snap.pools.get(p)) {
                 Some(pool) => attempts::connect_failed(
                     pool,

@@ -35,10 +35,13 @@ use crate::config::{Config, ConfigErrors, TriggerSettings, validate_text};
 use crate::events::EventSink;
 use crate::hub::{Hub, HubAuth};
 use crate::jwks::{First, Jwks};
-use crate::metrics::{MetricFamilies, Metrics};
+use crate::metrics::{MetricFamilies, Metrics, SeriesSet};
 use crate::providers::{Pools, ProviderEvents, rebuild_pools};
 use crate::proxy::Routing;
 use crate::tls::{TlsEndpoint, TlsMetrics};
+
+/// How long removed series wait for requests still on the old snapshot.
+const FORGET_AFTER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Looks an environment variable up (the process environment, or the demo's fallbacks).
 pub type Env = fn(&str) -> Option<String>;
@@ -308,16 +311,13 @@ impl Runtime {
                 ));
             }
         }
-        let new_tenants = TenantResolver::new(&config.tenancy);
-        if let Some(families) = &self.parts.families {
-            families.forget_removed(
-                &old.config,
-                &config,
-                old.tenants.tenants(),
-                new_tenants.tenants(),
-            );
-        }
         if let Some(m) = &self.parts.tls_metrics {
+            m.upstream_providers(config.pools.iter().flat_map(|pool| {
+                pool.providers
+                    .iter()
+                    .filter(|p| p.tls.is_some())
+                    .map(|p| (pool.name.as_str(), p.name.as_str()))
+            }));
             for listener in [&config.server.tls, &config.server.admin_tls]
                 .into_iter()
                 .flatten()
@@ -345,7 +345,9 @@ impl Runtime {
         }
         let generation = snapshot.generation;
         let trusted = snapshot.config.server.trusted_proxies.clone();
-        self.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.current.store(Arc::clone(&snapshot));
+        self.forget_removed_series(old, snapshot);
         if let Ok(slot) = self.proxy_protocol.lock()
             && let Some(slot) = slot.as_ref()
         {
@@ -360,6 +362,37 @@ impl Runtime {
             hub.set_auth(auth);
         }
         Ok(Reloaded::Applied { generation, sha256 })
+    }
+
+    /// Drops the metric series of what `old` had and `new` has not, once the requests still
+    /// running on `old` are done (they would bring a removed series back), at most a minute on.
+    fn forget_removed_series(&self, old: Arc<Snapshot>, new: Arc<Snapshot>) {
+        let (families, tls) = (self.parts.families.clone(), self.parts.tls_metrics.clone());
+        if families.is_none() && tls.is_none() {
+            return;
+        }
+        let gone = SeriesSet::of(&old.config, old.tenants.tenants());
+        let kept = SeriesSet::of(&new.config, new.tenants.tenants());
+        // Only a weak reference: the requests still running on `old` are what is waited for.
+        let old = Arc::downgrade(&old);
+        drop(new);
+        let spawned = std::thread::Builder::new()
+            .name("payedge-forget".into())
+            .spawn(move || {
+                let deadline = std::time::Instant::now() + FORGET_AFTER_AT_MOST;
+                while old.strong_count() > 0 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                if let Some(families) = families {
+                    families.forget_removed(&gone, &kept);
+                }
+                if let Some(tls) = tls {
+                    tls.forget_removed(&gone, &kept);
+                }
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start the metric clean-up; removed series stay");
+        }
     }
 
     /// `GET /admin/config`: what runs, since when, and how the last reload went.

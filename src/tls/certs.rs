@@ -161,21 +161,95 @@ pub fn inspect(der: &CertificateDer<'_>) -> Result<CertificateInfo, String> {
     })
 }
 
-/// The subject of a peer's leaf certificate (DER), as it may go into a header: printable ASCII
-/// only, anything else escaped as `\xNN`.
+/// The subject of a peer's leaf certificate (DER) as an RFC 4514 string: the last RDN first,
+/// `,` between RDNs, `+` inside one, and `,+"\<>;=`, a leading `#` or space, a trailing space
+/// and every byte outside printable ASCII escaped (`\,`, `\C3\A9`), so that no value can
+/// imitate another subject and the result fits a header. `None` when the DER does not parse.
 pub fn subject_of(der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let subject = cert.subject().to_string();
-    let mut out = String::with_capacity(subject.len());
-    for c in subject.chars() {
-        if c == ' ' || c.is_ascii_graphic() {
+    let registry = x509_parser::objects::oid_registry();
+    let mut rdns: Vec<String> = Vec::new();
+    for rdn in cert.subject().iter_rdn() {
+        let attributes: Vec<String> = rdn
+            .iter()
+            .map(|attribute| {
+                let oid = attribute.attr_type();
+                let name = x509_parser::objects::oid2abbrev(oid, registry)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|_| oid.to_id_string());
+                let value = match attribute.as_str() {
+                    Ok(text) => escape_value(text),
+                    // Not a string type: RFC 4514's hex form of the DER value.
+                    Err(_) => format!(
+                        "#{}",
+                        attribute
+                            .attr_value()
+                            .data
+                            .iter()
+                            .map(|b| format!("{b:02X}"))
+                            .collect::<String>()
+                    ),
+                };
+                format!("{name}={value}")
+            })
+            .collect();
+        rdns.push(attributes.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+/// RFC 4514 section 2.4, with every non-printable or non-ASCII byte hex-escaped.
+fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.len().saturating_sub(1);
+    for (i, c) in value.char_indices() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+            out.push(c);
+        } else if c.is_ascii_graphic() || c == ' ' {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\x{b:02X}"));
+                out.push_str(&format!("\\{b:02X}"));
             }
         }
     }
-    Some(out)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_so_no_subject_imitates_another() {
+        assert_eq!(escape_value("partner-a"), "partner-a");
+        assert_eq!(escape_value("partner-b, O=Acme"), "partner-b\\, O\\=Acme");
+        assert_eq!(escape_value("#x y "), "\\#x y\\ ");
+        assert_eq!(escape_value(" a\\b"), "\\ a\\\\b");
+        assert_eq!(escape_value("Zürich"), "Z\\C3\\BCrich");
+        assert_eq!(escape_value("a\nb"), "a\\0Ab");
+    }
+
+    #[test]
+    fn the_subject_reads_last_rdn_first() {
+        let ca = crate::tls::Authority::new("test").unwrap();
+        let issued = ca
+            .client(
+                "partner-b, O=Acme Payments",
+                "Acme",
+                crate::tls::Validity::days(1),
+            )
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        assert_eq!(
+            subject_of(&der).unwrap(),
+            "O=Acme,CN=partner-b\\, O\\=Acme Payments"
+        );
+    }
 }

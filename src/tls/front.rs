@@ -48,6 +48,7 @@ pub struct TlsEndpoint {
 pub struct Handshake {
     acceptor: Acceptor,
     timeout: Duration,
+    client_ca: u64,
 }
 
 impl TlsEndpoint {
@@ -70,8 +71,9 @@ impl TlsEndpoint {
 
     fn prepare_handshake(listener: &TlsListener) -> Result<Handshake, String> {
         let store = Arc::new(CertificateStore::new(&listener.certificates));
-        let mut settings =
-            TlsSettings::with_callbacks(Box::new(RecordFacts)).map_err(|e| e.to_string())?;
+        let client_ca = listener.client_auth.as_ref().map_or(0, |a| a.id);
+        let mut settings = TlsSettings::with_callbacks(Box::new(RecordFacts { client_ca }))
+            .map_err(|e| e.to_string())?;
         settings.set_cert_resolver(store);
         if let Some(auth) = &listener.client_auth {
             let builder =
@@ -94,7 +96,13 @@ impl TlsEndpoint {
         Ok(Handshake {
             acceptor: settings.build(),
             timeout: listener.handshake_timeout,
+            client_ca,
         })
+    }
+
+    /// The client CA set new handshakes verify against (0: none).
+    pub fn client_ca(&self) -> u64 {
+        self.handshake.load().client_ca
     }
 
     fn serves(&self, local: &SocketAddr) -> bool {
@@ -291,13 +299,18 @@ async fn read_proxy_header(
         }
     };
     l4.rewind(&buf[length..filled]);
-    if let Some(client) = client {
-        let replaced = SocketDigest::from_raw_fd(l4.as_raw_fd());
-        let _ = replaced.peer_addr.set(Some(PeerAddr::Inet(client)));
-        if let Some(local) = digest.as_ref().and_then(|d| d.local_addr()) {
-            let _ = replaced.local_addr.set(Some(local.clone()));
-        }
-        l4.set_socket_digest(replaced);
+    // A header naming no client (LOCAL, UNKNOWN: the balancer's own checks, or a source it
+    // could not tell) leaves the client unknown: 0.0.0.0, which no trusted_proxies list holds,
+    // so nothing the connection claims in X-Forwarded-For is believed either.
+    let client = client.unwrap_or_else(|| match peer {
+        Some(SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+    });
+    let replaced = SocketDigest::from_raw_fd(l4.as_raw_fd());
+    let _ = replaced.peer_addr.set(Some(PeerAddr::Inet(client)));
+    if let Some(local) = digest.as_ref().and_then(|d| d.local_addr()) {
+        let _ = replaced.local_addr.set(Some(local.clone()));
     }
+    l4.set_socket_digest(replaced);
     Ok(())
 }

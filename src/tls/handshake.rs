@@ -20,6 +20,8 @@ pub struct ConnectionFacts {
     pub server_name: Option<String>,
     /// The subject of the client certificate, verified against `client_auth.ca_file`.
     pub client_subject: Option<String>,
+    /// The client CA set it was verified under ([`crate::config::ClientAuth::id`]; 0: none).
+    pub client_ca: u64,
 }
 
 impl ConnectionFacts {
@@ -29,8 +31,11 @@ impl ConnectionFacts {
     }
 }
 
-/// Records [`ConnectionFacts`] when a handshake completes.
-pub struct RecordFacts;
+/// Records [`ConnectionFacts`] when a handshake completes, under the listener's client CA set
+/// `client_ca`.
+pub struct RecordFacts {
+    pub client_ca: u64,
+}
 
 #[async_trait]
 impl TlsAccept for RecordFacts {
@@ -45,6 +50,7 @@ impl TlsAccept for RecordFacts {
         Some(Arc::new(ConnectionFacts {
             server_name,
             client_subject,
+            client_ca: self.client_ca,
         }))
     }
 }

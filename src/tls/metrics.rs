@@ -5,6 +5,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 use super::handshake::{HANDSHAKE_FAILURE_REASONS, UpstreamTlsFailure};
 use crate::config::ServerCertificate;
+use crate::metrics::SeriesSet;
 
 /// Why a connection was closed before the TLS handshake (PROXY protocol).
 pub const PROXY_REFUSAL_REASONS: [&str; 3] = ["untrusted_peer", "bad_header", "timeout"];
@@ -94,6 +95,28 @@ impl TlsMetrics {
         self.upstream_failures
             .with_label_values(&[pool, provider, failure.label()])
             .inc();
+    }
+
+    /// Drops the series of certificates and TLS providers `old` had and `new` has not.
+    pub fn forget_removed(&self, old: &SeriesSet, new: &SeriesSet) {
+        for label in &old.certificates {
+            if !new.certificates.contains(label) {
+                let _ = self.certificate_expiry.remove_label_values(&[label]);
+            }
+        }
+        for (pool, provider) in &old.tls_providers {
+            if new
+                .tls_providers
+                .contains(&(pool.clone(), provider.clone()))
+            {
+                continue;
+            }
+            for failure in UpstreamTlsFailure::ALL {
+                let _ =
+                    self.upstream_failures
+                        .remove_label_values(&[pool, provider, failure.label()]);
+            }
+        }
     }
 
     /// Creates every upstream series at zero, so a rate() is defined before the first failure.

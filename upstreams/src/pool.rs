@@ -409,7 +409,9 @@ impl Pool {
         };
         let transitions = health.record_probe(success, now, active.then_some(&self.policy.health));
         if transitions.contains(&Transition::Readmitted) {
-            self.ejected.fetch_sub(1, Ordering::AcqRel);
+            let _ = self
+                .ejected
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
         transitions
     }
@@ -423,6 +425,14 @@ impl Pool {
     /// Recomputes the effective weights from the latest measurements; keeps the rotations (and
     /// their positions) when nothing changed.
     pub fn refresh(&self) {
+        // The ejection count follows the providers' (possibly shared) state: after a reload an
+        // ejection or re-admission may have been counted by the pool this one replaced.
+        let ejected = self
+            .health
+            .iter()
+            .filter(|h| matches!(h.snapshot().admission, Admission::Ejected { .. }))
+            .count();
+        self.ejected.store(ejected, Ordering::Release);
         let scores = score(
             &score_inputs(&self.providers, &self.health),
             &self.policy.selection,
