@@ -486,6 +486,144 @@ fn a_required_client_certificate_is_verified_and_its_subject_passed_on() {
     assert_eq!(line["client_cert_subject"], "O=Acme Payments,CN=partner-a");
 }
 
+/// A kept-alive `openssl s_client` session: what is written goes over one TLS connection,
+/// what the server answers collects in the background.
+struct Session {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Session {
+    fn open(addr: SocketAddr, servername: &str, ca: &Pki, client: &Pair) -> Self {
+        use std::io::Read;
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+            .args(["-servername", servername, "-CAfile"])
+            .arg(ca.ca_file())
+            .arg("-cert")
+            .arg(&client.cert)
+            .arg("-key")
+            .arg(&client.key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl is needed for the TLS tests");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Session { child, output }
+    }
+
+    fn send(&mut self, request: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(request.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until the answers so far contain `needle` `times` times; returns them all.
+    fn wait_for(&self, needle: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.output.lock().unwrap().clone();
+            if text.matches(needle).count() >= times || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_connection_verified_against_a_replaced_client_ca_is_told_to_reconnect() {
+    let upstream = MockUpstream::start("p0");
+    let c = certs();
+    let old_partners = Pki::new("partners-2025");
+    let old_partner = old_partners.client("partner", "partner-a", "Acme Payments");
+    let new_partners = Pki::new("partners-2026");
+    let new_partner = new_partners.client("partner", "partner-a", "Acme Payments");
+    let tls = free_addr();
+    let gw = Payedge::start(
+        &mtls_config(&upstream, tls, &c, &old_partners, true),
+        &env(),
+    );
+    let request = format!(
+        "GET /api/pay HTTP/1.1\r\nHost: blue.smartpay.com\r\nAuthorization: {}\r\n\r\n",
+        bearer("blue")
+    );
+
+    let mut session = Session::open(tls, "blue.smartpay.com", &c.pki, &old_partner);
+    session.send(&request);
+    let answers = session.wait_for("HTTP/1.1 200", 1);
+    assert!(answers.contains("HTTP/1.1 200"), "{answers}");
+    assert_eq!(upstream.count(), 1);
+
+    // A reload that keeps the partners' CA leaves the connection working.
+    let resp = gw.reload_with(&mtls_config(&upstream, tls, &c, &old_partners, true));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    session.send(&request);
+    let answers = session.wait_for("HTTP/1.1 200", 2);
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 2, "{answers}");
+    assert_eq!(upstream.count(), 2);
+
+    // The operator replaces the partners' CA: the old certificate is no longer trusted.
+    let resp = gw.reload_with(&mtls_config(&upstream, tls, &c, &new_partners, true));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+
+    // The next request on the connection verified against the old CA is not let through.
+    session.send(&request);
+    let answers = session.wait_for("HTTP/1.1 421", 1);
+    assert!(answers.contains("HTTP/1.1 421"), "{answers}");
+    assert!(
+        answers.contains("\"client_certificate_stale\""),
+        "{answers}"
+    );
+    assert_eq!(upstream.count(), 2, "nothing more reached the provider");
+
+    // A new connection with the old certificate fails its handshake; one with the new passes.
+    let auth = format!("Authorization: {}", bearer("blue"));
+    let with = |pair: &Pair| {
+        https(
+            &c.pki,
+            "blue.smartpay.com",
+            tls,
+            "/api/pay",
+            &[
+                "--cert",
+                pair.cert.to_str().unwrap(),
+                "--key",
+                pair.key.to_str().unwrap(),
+                "-H",
+                &auth,
+            ],
+        )
+    };
+    let got = with(&old_partner);
+    assert_ne!(got.exit, 0, "{got:?}");
+    let got = with(&new_partner);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(upstream.count(), 3);
+}
+
 #[test]
 fn an_optional_client_certificate_is_passed_on_when_sent() {
     let upstream = MockUpstream::start("p0");
