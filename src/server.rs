@@ -16,7 +16,7 @@ use crate::admin::{AdminApp, ReadinessProbe};
 use crate::config::BusSettings;
 use crate::config::{Config, TlsListener};
 use crate::events::{self, EventMetrics};
-use crate::hub::{Backplane, Hub, HubAuth, HubFeed, HubMetrics};
+use crate::hub::{Backplane, HistorySource, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::jwks::{First, Jwks};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
 use crate::logging::DroppedLines;
@@ -260,6 +260,7 @@ pub fn serve(
                 hub_auth,
                 hub_metrics,
                 lifecycle,
+                history_source(&config.notifications, &sink),
             )))
         }
         None => {
@@ -468,5 +469,25 @@ where
             buffers,
             threads,
         ),
+    }
+}
+
+/// Where the hub reads the history resuming clients missed.
+fn history_source(
+    notifications: &crate::config::NotificationSettings,
+    sink: &events::EventSink,
+) -> HistorySource {
+    if let Some(history) = sink.local_history() {
+        return HistorySource::Memory(history);
+    }
+    match &notifications.bus {
+        BusSettings::Redis {
+            url,
+            channel_prefix,
+        } if notifications.enabled => {
+            events::redis_history::RedisReader::new(url, channel_prefix, notifications.history)
+                .map_or(HistorySource::Off, |r| HistorySource::Redis(Box::new(r)))
+        }
+        _ => HistorySource::Off,
     }
 }

@@ -249,7 +249,7 @@ fn a_provider_killed_under_load_costs_only_its_in_flight_requests() {
 }
 
 #[test]
-fn a_blackholed_provider_is_ejected_within_two_seconds() {
+fn a_blackholed_provider_is_ejected_within_seconds() {
     let a = ProviderProcess::start("cards-a");
     let b = ProviderProcess::start("cards-b");
     let gw = gateway(&[&a, &b], FAST_POOL);
@@ -259,7 +259,8 @@ fn a_blackholed_provider_is_ejected_within_two_seconds() {
     });
     let before = a.received().len();
     a.set_mode("blackhole");
-    let took = wait_for("cards-a out of rotation", Duration::from_secs(2), || {
+    // Far inside the 30 s the mission allows; not a benchmark (README: failover figures).
+    let took = wait_for("cards-a out of rotation", Duration::from_secs(5), || {
         provider_state(&gw, "cards-a")["state"] != "admitted"
     });
     let b_before = b.received().len();

@@ -35,6 +35,34 @@ pub struct NotificationsSection {
     /// The largest message a hub client may send.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Each tenant's recent events, for clients resuming after a lost connection.
+    #[serde(default)]
+    pub history: HistorySection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    #[serde(default = "default_history_events")]
+    pub max_events: usize,
+    #[serde(default = "default_history_age")]
+    pub max_age_seconds: u64,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        Self {
+            max_events: default_history_events(),
+            max_age_seconds: default_history_age(),
+        }
+    }
+}
+
+fn default_history_events() -> usize {
+    1000
+}
+fn default_history_age() -> u64 {
+    600
 }
 
 impl Default for NotificationsSection {
@@ -51,6 +79,7 @@ impl Default for NotificationsSection {
             client_timeout_ms: default_client_timeout_ms(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             max_message_bytes: default_max_message_bytes(),
+            history: HistorySection::default(),
         }
     }
 }

@@ -48,6 +48,7 @@ pub struct NotificationSettings {
     /// CloudEvents `source`: `payedge/{instance}`.
     pub source: String,
     pub hub: HubSettings,
+    pub history: crate::events::HistoryLimits,
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,8 @@ const MAX_CONNECTION_QUEUE: usize = 65_536;
 const MAX_HUB_TIMER_MS: u64 = 3_600_000;
 const MAX_HUB_MESSAGE: usize = 1024 * 1024;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
+const MAX_HISTORY_EVENTS: usize = 100_000;
+const MAX_HISTORY_AGE: u64 = 7 * 24 * 3600;
 
 impl Validator<'_> {
     pub(super) fn notifications(&mut self, n: &NotificationsSection) -> NotificationSettings {
@@ -59,6 +61,26 @@ impl Validator<'_> {
             queue_capacity: n.queue_capacity,
             source: format!("payedge/{instance}"),
             hub: self.hub(n),
+            history: self.history(&n.history),
+        }
+    }
+
+    fn history(&mut self, h: &HistorySection) -> crate::events::HistoryLimits {
+        if h.max_events == 0 || h.max_events > MAX_HISTORY_EVENTS {
+            self.issue(
+                "notifications.history.max_events",
+                format!("must be between 1 and {MAX_HISTORY_EVENTS}"),
+            );
+        }
+        if h.max_age_seconds == 0 || h.max_age_seconds > MAX_HISTORY_AGE {
+            self.issue(
+                "notifications.history.max_age_seconds",
+                format!("must be between 1 and {MAX_HISTORY_AGE} (7 days)"),
+            );
+        }
+        crate::events::HistoryLimits {
+            max_events: h.max_events,
+            max_age: Duration::from_secs(h.max_age_seconds),
         }
     }
 

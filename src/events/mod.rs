@@ -16,10 +16,13 @@
 
 mod business;
 mod envelope;
+pub mod history;
 mod log_format;
 mod metrics;
 mod pipeline;
 mod publisher;
+pub mod redis_history;
+pub mod stream_id;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -32,8 +35,10 @@ use serde_json::{Map, Value};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
 pub use envelope::{Event, FieldMap, SYSTEM_ALERT};
+pub use history::{HistoryLimits, MemoryHistory, Recovery, Replayed, Unrecoverable};
 pub use log_format::LogFormat;
 pub use metrics::EventMetrics;
+pub use stream_id::StreamId;
 
 use crate::config::{BusSettings, Config, TriggerSettings};
 
@@ -75,12 +80,24 @@ struct SinkInner {
     source: String,
 }
 
+/// An event with its place in its tenant's history, as the in-memory bus hands it to the hub.
+#[derive(Debug)]
+pub struct Published {
+    pub event: Arc<Event>,
+    pub id: StreamId,
+    /// The envelope with its `streamid`.
+    pub json: Arc<str>,
+}
+
 /// Where published events go.
 enum Delivery {
     /// Notifications are off.
     Nowhere,
-    /// Straight to this instance's subscribers (the hub); never blocks.
-    Local(broadcast::Sender<Arc<Event>>),
+    /// Into this instance's history, and straight to its subscribers (the hub); never blocks.
+    Local {
+        fanout: broadcast::Sender<Arc<Published>>,
+        history: Arc<MemoryHistory>,
+    },
     /// To the Redis publisher task, through a bounded queue.
     Redis(mpsc::Sender<Arc<Event>>),
 }
@@ -109,16 +126,28 @@ impl EventSink {
     pub fn publish(&self, event: Event) {
         match &self.inner.delivery {
             Delivery::Nowhere => {}
-            Delivery::Local(local) => {
+            Delivery::Local { fanout, history } => {
                 if let Some(m) = &self.inner.metrics {
                     m.published(&event.kind);
                 }
+                let stream: Arc<str> = event
+                    .tenant
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(history::ALL_TENANTS));
                 let audience = self.inner.local_audience.get();
-                if audience.is_some_and(|a| a.load(Ordering::Relaxed) == 0) {
-                    return;
-                }
-                // No subscriber is not an error: nobody is listening right now.
-                let _ = local.send(Arc::new(event));
+                let listened = audience.is_none_or(|a| a.load(Ordering::Relaxed) != 0);
+                let event = Arc::new(event);
+                // Sent while the history is held, so that live order is history order.
+                history.append(&stream, &event.json, |entry| {
+                    if listened {
+                        // No subscriber is not an error: nobody is listening right now.
+                        let _ = fanout.send(Arc::new(Published {
+                            event: Arc::clone(&event),
+                            id: entry.id,
+                            json: Arc::clone(&entry.json),
+                        }));
+                    }
+                });
             }
             Delivery::Redis(outbox) => {
                 // Counted before it is sent: the publisher may take it at once.
@@ -167,9 +196,17 @@ impl EventSink {
     }
 
     /// With the in-memory provider: every published event, for the local hub.
-    pub fn subscribe_local(&self) -> Option<broadcast::Receiver<Arc<Event>>> {
+    pub fn subscribe_local(&self) -> Option<broadcast::Receiver<Arc<Published>>> {
         match &self.inner.delivery {
-            Delivery::Local(local) => Some(local.subscribe()),
+            Delivery::Local { fanout, .. } => Some(fanout.subscribe()),
+            _ => None,
+        }
+    }
+
+    /// With the in-memory provider: the history clients resume from.
+    pub fn local_history(&self) -> Option<Arc<MemoryHistory>> {
+        match &self.inner.delivery {
+            Delivery::Local { history, .. } => Some(Arc::clone(history)),
             _ => None,
         }
     }
@@ -182,6 +219,7 @@ pub struct EventService {
     /// How long a stop waits for queued events before it gives them up as lost.
     pub grace: std::time::Duration,
     bus: BusSettings,
+    history: HistoryLimits,
     source: String,
     metrics: Option<Arc<EventMetrics>>,
 }
@@ -191,9 +229,10 @@ pub fn build(config: &Config, metrics: Option<Arc<EventMetrics>>) -> (EventSink,
     let mut outbox_rx = None;
     let delivery = match (&config.notifications.enabled, &config.notifications.bus) {
         (false, _) => Delivery::Nowhere,
-        (true, BusSettings::InMemory) => {
-            Delivery::Local(broadcast::channel(LOCAL_FANOUT_CAPACITY).0)
-        }
+        (true, BusSettings::InMemory) => Delivery::Local {
+            fanout: broadcast::channel(LOCAL_FANOUT_CAPACITY).0,
+            history: Arc::new(MemoryHistory::new(config.notifications.history)),
+        },
         (true, BusSettings::Redis { .. }) => {
             let (tx, rx) = mpsc::channel(config.notifications.queue_capacity);
             outbox_rx = Some(rx);
@@ -216,6 +255,7 @@ pub fn build(config: &Config, metrics: Option<Arc<EventMetrics>>) -> (EventSink,
         backlog,
         grace: config.server.grace_period,
         bus: config.notifications.bus.clone(),
+        history: config.notifications.history,
         source: config.notifications.source.clone(),
         metrics,
     };
@@ -245,6 +285,7 @@ impl BackgroundService for EventService {
             publisher::Publisher {
                 url: url.clone(),
                 prefix: channel_prefix.clone(),
+                history: self.history,
                 source: self.source.clone(),
                 metrics: self.metrics.clone(),
                 backlog: Arc::clone(&self.backlog),

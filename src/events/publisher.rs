@@ -1,5 +1,7 @@
 //! The Redis publisher takes what is queued (up to a batch) and sends it as one pipeline of
-//! PUBLISH commands to `{prefix}{tenant}` (`{prefix}_all` for system-wide events). When Redis
+//! script invocations, each appending one event to its tenant's history stream and publishing it
+//! to `{prefix}{tenant}` (`{prefix}_all` for system-wide events) with its `streamid`
+//! (`redis_history.rs`). When Redis
 //! cannot be reached it keeps the batch, reconnects with backoff, and lets the queue absorb what
 //! arrives meanwhile; what the queue cannot hold is dropped (and counted) by the senders. A
 //! batch interrupted by a broken connection is sent again: delivery is at least once.
@@ -12,14 +14,15 @@ use std::time::{Duration, Instant};
 use serde_json::Map;
 use tokio::sync::mpsc;
 
-use super::{Event, EventMetrics};
+use super::redis_history::{self, PublishArgs};
+use super::{Event, EventMetrics, HistoryLimits};
 
 const BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-pub const ALL_TENANTS: &str = "_all";
+pub use super::history::ALL_TENANTS;
 /// Events are given up this long before the grace period ends, so their loss is logged before
 /// the process exits.
 const GIVE_UP_MARGIN: Duration = Duration::from_millis(500);
@@ -34,6 +37,7 @@ pub fn channel(prefix: &str, event: &Event) -> String {
 pub struct Publisher {
     pub url: String,
     pub prefix: String,
+    pub history: HistoryLimits,
     pub source: String,
     pub metrics: Option<Arc<EventMetrics>>,
     /// Queued and not yet published; decremented as they are published or given up.
@@ -65,6 +69,7 @@ pub async fn redis(
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let script = redis::Script::new(redis_history::PUBLISH);
     let mut pending: VecDeque<Waiting> = VecDeque::new();
     let mut backoff = BACKOFF_START;
     let mut lost = false;
@@ -105,10 +110,14 @@ pub async fn redis(
         let until_give_up = give_up_at.map(|at| at.saturating_duration_since(Instant::now()));
         let con = match &mut connection {
             Some(con) => con,
-            None => match tokio::time::timeout(
-                until_give_up.unwrap_or(CONNECT_TIMEOUT),
-                client.get_multiplexed_async_connection_with_config(&config),
-            )
+            None => match tokio::time::timeout(until_give_up.unwrap_or(CONNECT_TIMEOUT), async {
+                let mut con = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                // Loaded on every new connection: a restarted Redis has no scripts.
+                script.prepare_invoke().load_async(&mut con).await?;
+                Ok::<_, redis::RedisError>(con)
+            })
             .await
             .unwrap_or_else(|_| {
                 Err(redis::RedisError::from(std::io::Error::from(
@@ -153,10 +162,20 @@ pub async fn redis(
         };
         let mut pipe = redis::pipe();
         for waiting in &pending {
-            pipe.cmd("PUBLISH")
-                .arg(channel(&p.prefix, &waiting.event))
-                .arg(waiting.event.json.as_bytes())
-                .ignore();
+            let event = &waiting.event;
+            let stream = event.tenant.as_deref().unwrap_or(ALL_TENANTS);
+            redis_history::add_publish(
+                &mut pipe,
+                script.get_hash(),
+                &redis_history::stream_key(&p.prefix, stream),
+                &event.json,
+                &PublishArgs {
+                    limits: p.history,
+                    channel: &channel(&p.prefix, event),
+                    sharded: false,
+                },
+            );
+            pipe.ignore();
         }
         // A Redis that is there gets at least half a second, even past the give-up moment:
         // events it takes must not be reported lost.

@@ -3,8 +3,14 @@
 //! With Redis, the hub subscribes to `{prefix}_all` and to `{prefix}{tenant}` for exactly the
 //! tenants that have members here, re-subscribing as groups fill and empty, and reconnecting
 //! with backoff when Redis goes away. Two or more instances on one Redis thus form one hub.
+//!
+//! Pub/sub loses what is published while a subscriber is away, so the hub keeps, per stream it
+//! follows, the position of the last event it delivered. After it subscribes again it reads what
+//! came after that position from the history and delivers it before anything newer; when the
+//! history no longer reaches back, the members of that group are told to reconnect and resume
+//! (each then learns whether it can). Nothing is delivered twice: positions only move forward.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,16 +22,18 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast;
 
 use super::Hub;
-use crate::events::{Event, EventSink};
+use super::recovery::HistorySource;
+use crate::events::redis_history::RedisReader;
+use crate::events::{EventSink, Published, Recovery, StreamId, Unrecoverable};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A Redis that does not accept the connection in this time is tried again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const ALL_TENANTS: &str = "_all";
+use crate::events::history::ALL_TENANTS;
 
 pub enum Backplane {
-    Local(broadcast::Receiver<Arc<Event>>),
+    Local(broadcast::Receiver<Arc<Published>>),
     Redis { url: String, prefix: String },
     Nothing,
 }
@@ -74,14 +82,15 @@ impl pingora::services::background::BackgroundService for HubFeed {
     }
 }
 
-async fn local(mut events: broadcast::Receiver<Arc<Event>>, hub: &Hub) {
+async fn local(mut events: broadcast::Receiver<Arc<Published>>, hub: &Hub) {
     loop {
         match events.recv().await {
-            Ok(event) => hub.deliver(
-                &event.kind,
-                event.tenant.as_deref(),
-                &event.json,
-                event.created,
+            Ok(published) => hub.deliver(
+                &published.event.kind,
+                published.event.tenant.as_deref(),
+                &published.json,
+                published.event.created,
+                Some(published.id),
             ),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
@@ -94,12 +103,13 @@ async fn local(mut events: broadcast::Receiver<Arc<Event>>, hub: &Hub) {
     }
 }
 
-/// The two envelope attributes the hub needs from a Redis message.
+/// The envelope attributes the hub needs from a Redis message.
 #[derive(Deserialize)]
 struct Head {
     #[serde(rename = "type")]
     kind: String,
     time: Option<String>,
+    streamid: Option<String>,
 }
 
 async fn redis(url: &str, prefix: &str, hub: &Hub) {
@@ -107,12 +117,19 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
         tracing::error!("invalid Redis URL; the hub receives no events");
         return;
     };
+    let HistorySource::Redis(reader) = &hub.history else {
+        tracing::error!("the Redis backplane has no Redis history; the hub receives no events");
+        return;
+    };
     let mut backoff = BACKOFF_START;
+    // Kept across reconnections: where each followed stream stands.
+    let mut forwarded: HashMap<Arc<str>, StreamId> = HashMap::new();
     loop {
         match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => {
                 backoff = BACKOFF_START;
-                follow(pubsub, prefix, hub).await;
+                follow(pubsub, prefix, hub, reader, &mut forwarded).await;
+                hub.live.set(HashSet::new());
                 tracing::warn!("the hub lost its Redis subscription; reconnecting");
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "the hub cannot reach Redis; retrying"),
@@ -129,26 +146,43 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
 /// A subscribed connection only ever receives, so a Redis that vanished without closing the
 /// socket (a host gone, a dropped NAT entry) would look like a quiet one forever: the hub pings
 /// it every `keepalive` and starts over when no answer comes within another `keepalive`.
-async fn follow(pubsub: redis::aio::PubSub, prefix: &str, hub: &Hub) {
+async fn follow(
+    pubsub: redis::aio::PubSub,
+    prefix: &str,
+    hub: &Hub,
+    reader: &RedisReader,
+    forwarded: &mut HashMap<Arc<str>, StreamId>,
+) {
     let (mut control, mut messages) = pubsub.split();
     let answer_within = hub.settings.keepalive;
     let mut keepalive = tokio::time::interval(answer_within);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.tick().await;
-    let mut subscribed: HashSet<String> = HashSet::new();
+    let mut subscribed: HashSet<Arc<str>> = HashSet::new();
     let mut groups_changed = true;
     loop {
         if groups_changed {
-            let wanted: HashSet<String> = std::iter::once(ALL_TENANTS.into())
-                .chain(hub.groups.active_tenants().iter().map(|t| t.to_string()))
-                .map(|t| format!("{prefix}{t}"))
+            let wanted: HashSet<Arc<str>> = std::iter::once(Arc::from(ALL_TENANTS))
+                .chain(hub.groups.active_tenants())
                 .collect();
+            let new: Vec<Arc<str>> = wanted.difference(&subscribed).cloned().collect();
+            // Streams followed before (this is a reconnection) are repaired; the others start
+            // from where they stand now, read before subscribing so that nothing received live
+            // is older.
+            let (repair, fresh): (Vec<_>, Vec<_>) =
+                new.into_iter().partition(|s| forwarded.contains_key(s));
+            for stream in fresh {
+                let Some(head) = reader.head(&stream).await else {
+                    return;
+                };
+                forwarded.insert(stream, head);
+            }
             let changes = async {
-                for channel in wanted.difference(&subscribed) {
-                    control.subscribe(channel).await?;
+                for stream in wanted.difference(&subscribed) {
+                    control.subscribe(format!("{prefix}{stream}")).await?;
                 }
-                for channel in subscribed.difference(&wanted) {
-                    control.unsubscribe(channel).await?;
+                for stream in subscribed.difference(&wanted) {
+                    control.unsubscribe(format!("{prefix}{stream}")).await?;
                 }
                 Ok::<_, redis::RedisError>(())
             };
@@ -158,21 +192,40 @@ async fn follow(pubsub: redis::aio::PubSub, prefix: &str, hub: &Hub) {
             ) {
                 return;
             }
+            forwarded.retain(|s, _| wanted.contains(s));
             subscribed = wanted;
             groups_changed = false;
+            for stream in repair {
+                if !catch_up(hub, reader, &stream, forwarded).await {
+                    return;
+                }
+            }
+            hub.live.set(
+                subscribed
+                    .iter()
+                    .filter(|s| &***s != ALL_TENANTS)
+                    .cloned()
+                    .collect(),
+            );
         }
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { return };
                 let channel = message.get_channel_name();
                 let Ok(payload) = message.get_payload::<String>() else { continue };
-                let tenant = channel.strip_prefix(prefix).filter(|t| *t != ALL_TENANTS);
+                let Some(stream) = channel.strip_prefix(prefix) else { continue };
                 let Ok(head) = serde_json::from_str::<Head>(&payload) else { continue };
-                let time = head
-                    .time
-                    .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
-                    .map_or_else(SystemTime::now, SystemTime::from);
-                hub.deliver(&head.kind, tenant, &payload, time);
+                let position = head.streamid.as_deref().and_then(|id| id.parse::<StreamId>().ok());
+                if let Some(position) = position {
+                    match forwarded.get_mut(stream) {
+                        Some(last) if position <= *last => continue,
+                        Some(last) => *last = position,
+                        None => {
+                            forwarded.insert(Arc::from(stream), position);
+                        }
+                    }
+                }
+                deliver(hub, stream, &head, &payload, position);
             }
             // `notify_one` keeps a permit, so a change made while a message was being
             // delivered is seen on the next turn.
@@ -185,5 +238,62 @@ async fn follow(pubsub: redis::aio::PubSub, prefix: &str, hub: &Hub) {
                 }
             }
         }
+    }
+}
+
+fn deliver(hub: &Hub, stream: &str, head: &Head, json: &str, position: Option<StreamId>) {
+    let tenant = Some(stream).filter(|t| *t != ALL_TENANTS);
+    let time = head
+        .time
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .map_or_else(SystemTime::now, SystemTime::from);
+    hub.deliver(&head.kind, tenant, json, time, position);
+}
+
+/// Delivers what `stream` received after this instance's position while it was not
+/// subscribed; `false` when Redis cannot be read (the caller starts over).
+async fn catch_up(
+    hub: &Hub,
+    reader: &RedisReader,
+    stream: &Arc<str>,
+    forwarded: &mut HashMap<Arc<str>, StreamId>,
+) -> bool {
+    let Some(&after) = forwarded.get(stream) else {
+        return true;
+    };
+    match reader.resume(stream, after).await {
+        Recovery::Recovered { entries, position } => {
+            if !entries.is_empty() {
+                tracing::info!(
+                    stream = &**stream,
+                    events = entries.len(),
+                    "the hub delivered what it missed while its Redis subscription was down"
+                );
+            }
+            for entry in &entries {
+                if let Ok(head) = serde_json::from_str::<Head>(&entry.json) {
+                    deliver(hub, stream, &head, &entry.json, Some(entry.id));
+                }
+            }
+            forwarded.insert(Arc::clone(stream), position);
+            true
+        }
+        Recovery::Unrecoverable {
+            reason: Unrecoverable::Gap,
+            position,
+        } => {
+            let tenant = Some(&**stream).filter(|t| *t != ALL_TENANTS);
+            let told = hub.groups.resync(tenant);
+            tracing::warn!(
+                stream = &**stream,
+                connections = told,
+                "events were missed while the hub's Redis subscription was down and the history \
+                 no longer reaches back; its connections are told to reconnect and resume"
+            );
+            forwarded.insert(Arc::clone(stream), position.unwrap_or(StreamId::START));
+            true
+        }
+        Recovery::Unrecoverable { .. } => false,
     }
 }

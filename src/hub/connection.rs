@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::Hub;
 use super::groups::{ConnectionId, EventFrame, Member};
 use super::protocol::{self, ClientMessage, Framer};
+use super::recovery::{self, Written};
 use super::session::Caller;
+use crate::events::{Recovery, StreamId};
 
 type Ws = WebSocketStream<Stream>;
 
@@ -24,8 +26,12 @@ type Ws = WebSocketStream<Stream>;
 const WRITE_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A new connection's events wait this long for its first invocation (or until it comes): a
+/// client resuming with `JoinTenantGroup(tenant, lastStreamId)` then gets what it missed before
+/// anything newer. (The official client pings right after its handshake: pings do not count.)
+const FIRST_MESSAGE_HOLD: Duration = Duration::from_secs(1);
+
 const JOIN: &str = "JoinTenantGroup";
-const SLOW: &str = "the connection fell too far behind its messages";
 const LEAVE: &str = "LeaveTenantGroup";
 
 enum End {
@@ -44,6 +50,12 @@ struct Connection {
     joined: Vec<Arc<str>>,
     ws: Ws,
     last_sent: Instant,
+    /// What was written of each stream, so that no event is written twice.
+    written: Written,
+    /// Events that arrived while the connection waits for its first invocation.
+    held: Option<Vec<Arc<EventFrame>>>,
+    /// The client has invoked a hub method.
+    invoked: bool,
 }
 
 pub async fn serve(hub: Arc<Hub>, mut ws: Ws, caller: Caller, shutdown: ShutdownWatch) {
@@ -70,6 +82,9 @@ pub async fn serve(hub: Arc<Hub>, mut ws: Ws, caller: Caller, shutdown: Shutdown
         member,
         ws,
         last_sent: Instant::now(),
+        written: Written::default(),
+        held: Some(Vec::new()),
+        invoked: false,
     };
     let end = connection.run(framer, leftover, rx, shutdown).await;
     connection.finish(end).await;
@@ -124,14 +139,18 @@ impl Connection {
         mut rx: mpsc::Receiver<Arc<EventFrame>>,
         mut shutdown: ShutdownWatch,
     ) -> End {
-        for message in leftover {
-            if let Some(end) = self.on_message(&message).await {
+        for message in &leftover {
+            if let Some(end) = self.on_message(message).await {
                 return end;
             }
+        }
+        if self.invoked && self.release_held().await.is_err() {
+            return End::Quiet;
         }
         let settings = self.hub.settings.clone();
         let expires = token_deadline(self.caller.expires_at);
         let eviction = Arc::clone(&self.member.eviction);
+        let evicted_end = || End::Close(Some(eviction.reason().into()), true);
         // Made once and polled again and again: a future made per loop turn costs a timer or
         // waiter registration per message.
         let evicted = eviction.notify.notified();
@@ -145,7 +164,8 @@ impl Connection {
                 .min(expires)
         };
         let timer = tokio::time::sleep_until(deadline(self.last_sent, last_received).into());
-        tokio::pin!(evicted, stopping, timer);
+        let hold = tokio::time::sleep(FIRST_MESSAGE_HOLD);
+        tokio::pin!(evicted, stopping, timer, hold);
         loop {
             tokio::select! {
                 frame = self.ws.next() => {
@@ -173,16 +193,42 @@ impl Connection {
                             end = tokio::time::timeout(settings.client_timeout, self.on_message(&message)) => {
                                 end.unwrap_or(Some(End::Quiet))
                             }
-                            _ = &mut evicted => Some(End::Close(Some(SLOW.into()), true)),
+                            _ = &mut evicted => Some(evicted_end()),
                             _ = &mut stopping => Some(End::Close(None, true)),
                         };
                         if let Some(end) = handled {
                             return end;
                         }
                     }
+                    if self.held.is_some() && self.invoked {
+                        let released = tokio::select! {
+                            released = self.release_held() => released,
+                            _ = &mut evicted => return evicted_end(),
+                            _ = &mut stopping => return End::Close(None, true),
+                        };
+                        if released.is_err() {
+                            return End::Quiet;
+                        }
+                    }
                 }
                 outgoing = rx.recv() => {
                     let Some(first) = outgoing else { return End::Quiet };
+                    if let Some(held) = &mut self.held {
+                        held.push(first);
+                        // The wait is a courtesy to resuming clients: a busy stream ends it.
+                        if held.len() < settings.connection_queue {
+                            continue;
+                        }
+                        let released = tokio::select! {
+                            released = self.release_held() => released,
+                            _ = &mut evicted => return evicted_end(),
+                            _ = &mut stopping => return End::Close(None, true),
+                        };
+                        if released.is_err() {
+                            return End::Quiet;
+                        }
+                        continue;
+                    }
                     // A client that does not read blocks the write: eviction interrupts it.
                     tokio::select! {
                         written = self.write(first, &mut rx) => {
@@ -190,7 +236,7 @@ impl Connection {
                                 return End::Quiet;
                             }
                         }
-                        _ = &mut evicted => return End::Close(Some(SLOW.into()), true),
+                        _ = &mut evicted => return evicted_end(),
                         _ = &mut stopping => return End::Close(None, true),
                     }
                 }
@@ -207,7 +253,7 @@ impl Connection {
                             sent = tokio::time::timeout(settings.client_timeout, self.send(protocol::ping())) => {
                                 matches!(sent, Ok(Ok(())))
                             }
-                            _ = &mut evicted => return End::Close(Some(SLOW.into()), true),
+                            _ = &mut evicted => return evicted_end(),
                             _ = &mut stopping => return End::Close(None, true),
                         };
                         if !pinged {
@@ -216,14 +262,57 @@ impl Connection {
                     }
                     timer.as_mut().reset(deadline(self.last_sent, last_received).into());
                 }
+                _ = &mut hold, if self.held.is_some() => {
+                    let released = tokio::select! {
+                        released = self.release_held() => released,
+                        _ = &mut evicted => return evicted_end(),
+                        _ = &mut stopping => return End::Close(None, true),
+                    };
+                    if released.is_err() {
+                        return End::Quiet;
+                    }
+                }
                 _ = &mut evicted => {
-                    return End::Close(Some(SLOW.into()), true);
+                    return evicted_end();
                 }
                 _ = &mut stopping => {
                     return End::Close(None, true);
                 }
             }
         }
+    }
+
+    /// Ends the wait for the first message: writes what arrived meanwhile.
+    async fn release_held(&mut self) -> Result<(), ()> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        for frame in held {
+            self.feed(frame).await?;
+        }
+        self.ws.flush().await.map_err(|_| ())?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Queues one event's message on the socket, unless the connection already has it.
+    async fn feed(&mut self, frame: Arc<EventFrame>) -> Result<(), ()> {
+        if let Some(position) = frame.position
+            && !self.written.admit(frame.stream.as_ref(), position)
+        {
+            return Ok(());
+        }
+        if let Some(m) = self.hub.metrics.as_deref() {
+            m.delivered(
+                SystemTime::now()
+                    .duration_since(frame.time)
+                    .unwrap_or_default(),
+            );
+        }
+        self.ws
+            .feed(Message::Text(frame.text.clone()))
+            .await
+            .map_err(|_| ())
     }
 
     /// Writes `first` and whatever else is queued, then flushes once.
@@ -235,17 +324,7 @@ impl Connection {
         let mut next = Some(first);
         let mut written = 0;
         while let Some(frame) = next.take() {
-            if let Some(m) = self.hub.metrics.as_deref() {
-                m.delivered(
-                    SystemTime::now()
-                        .duration_since(frame.time)
-                        .unwrap_or_default(),
-                );
-            }
-            self.ws
-                .feed(Message::Text(frame.text.clone()))
-                .await
-                .map_err(|_| ())?;
+            self.feed(frame).await?;
             written += 1;
             if written < WRITE_BATCH {
                 next = rx.try_recv().ok();
@@ -269,6 +348,7 @@ impl Connection {
             Ok(ClientMessage::Close) => Some(End::Quiet),
             Ok(ClientMessage::Ping) | Ok(ClientMessage::Ignored(_)) => None,
             Ok(ClientMessage::StreamInvocation { invocation_id }) => {
+                self.invoked = true;
                 self.reply(
                     invocation_id.as_deref(),
                     Some("streaming invocations are not supported"),
@@ -280,9 +360,19 @@ impl Connection {
                 target,
                 arguments,
             }) => {
-                let outcome = self.invoke(&target, &arguments);
-                self.reply(invocation_id.as_deref(), outcome.err().as_deref())
-                    .await
+                self.invoked = true;
+                match self.invoke(&target, &arguments).await {
+                    Ok(Some(result)) => match invocation_id {
+                        Some(id) => self
+                            .send(protocol::completion_result(&id, result))
+                            .await
+                            .err()
+                            .map(|()| End::Quiet),
+                        None => None,
+                    },
+                    Ok(None) => self.reply(invocation_id.as_deref(), None).await,
+                    Err(error) => self.reply(invocation_id.as_deref(), Some(&error)).await,
+                }
             }
         }
     }
@@ -296,14 +386,28 @@ impl Connection {
     }
 
     /// The hub's methods: join or leave a tenant's group (one's own; any with the admin role).
-    fn invoke(&mut self, target: &str, arguments: &[Value]) -> Result<(), String> {
+    /// A join naming the last position seen first gets what was missed; its result says so.
+    async fn invoke(&mut self, target: &str, arguments: &[Value]) -> Result<Option<Value>, String> {
         let join = match target {
             JOIN => true,
             LEAVE => false,
             other => return Err(format!("Unknown hub method '{other}'")),
         };
-        let [Value::String(name)] = arguments else {
-            return Err(format!("{target} takes one argument: a tenant id"));
+        let (name, after) = match arguments {
+            [Value::String(name)] => (name, None),
+            [Value::String(name), Value::Null] if join => (name, None),
+            [Value::String(name), Value::String(last)] if join => {
+                let after = last
+                    .parse::<StreamId>()
+                    .map_err(|e| format!("lastStreamId {last:?} is {e}"))?;
+                (name, Some(after))
+            }
+            _ if join => {
+                return Err(format!(
+                    "{target} takes a tenant id and, optionally, the last streamid received"
+                ));
+            }
+            _ => return Err(format!("{target} takes one argument: a tenant id")),
         };
         let allowed = self.caller.admin || name.eq_ignore_ascii_case(&self.caller.tenant);
         let tenant = self.hub.auth.load().tenant(name).filter(|_| allowed);
@@ -316,16 +420,61 @@ impl Connection {
                 if join { "join" } else { "leave" }
             ));
         };
-        if join {
-            if !self.joined.contains(&tenant) {
-                self.hub.groups.join(&tenant, self.id, self.member.clone());
-                self.joined.push(tenant);
+        if !join {
+            if let Some(i) = self.joined.iter().position(|t| *t == tenant) {
+                self.hub.groups.leave(&tenant, self.id);
+                self.joined.remove(i);
             }
-        } else if let Some(i) = self.joined.iter().position(|t| *t == tenant) {
-            self.hub.groups.leave(&tenant, self.id);
-            self.joined.remove(i);
+            return Ok(None);
         }
-        Ok(())
+        if !self.joined.contains(&tenant) {
+            self.hub.groups.join(&tenant, self.id, self.member.clone());
+            self.joined.push(Arc::clone(&tenant));
+        }
+        let Some(after) = after else {
+            return Ok(None);
+        };
+        // Live events of the tenant queue for this connection from here on; the history is read
+        // once they reach this instance, so the two overlap rather than leave a gap.
+        let recovery = if self.hub.live.ready(&tenant).await {
+            self.hub.history.resume(&tenant, after).await
+        } else {
+            Recovery::Unrecoverable {
+                reason: crate::events::Unrecoverable::Unavailable,
+                position: None,
+            }
+        };
+        let replayed = self
+            .replay(&tenant, &recovery)
+            .await
+            .map_err(|()| "the connection broke during the replay".to_string())?;
+        if let Some(m) = self.hub.metrics.as_deref() {
+            m.resumed(&recovery, replayed);
+        }
+        Ok(Some(recovery::outcome(&recovery, replayed)))
+    }
+
+    /// Writes the events a resume recovered (those not already written live); how many.
+    async fn replay(&mut self, tenant: &Arc<str>, recovery: &Recovery) -> Result<usize, ()> {
+        let Recovery::Recovered { entries, position } = recovery else {
+            return Ok(0);
+        };
+        let mut replayed = 0;
+        for entry in entries {
+            if self.written.has(tenant, entry.id) {
+                continue;
+            }
+            let kind = recovery::event_type(&entry.json);
+            self.ws
+                .feed(text(protocol::event_invocation(&kind, &entry.json)))
+                .await
+                .map_err(|_| ())?;
+            replayed += 1;
+        }
+        self.ws.flush().await.map_err(|_| ())?;
+        self.last_sent = Instant::now();
+        self.written.caught_up(tenant, *position);
+        Ok(replayed)
     }
 
     async fn finish(mut self, end: End) {

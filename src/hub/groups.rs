@@ -20,6 +20,10 @@ pub struct EventFrame {
     pub text: Utf8Bytes,
     /// The event's own time, for the delivery latency.
     pub time: SystemTime,
+    /// The tenant whose stream it is in (`None`: system-wide), and its position there, by
+    /// which each connection writes it once.
+    pub stream: Option<Arc<str>>,
+    pub position: Option<crate::events::StreamId>,
 }
 
 /// How the hub reaches one connection.
@@ -29,12 +33,20 @@ pub struct Member {
     pub eviction: Arc<Eviction>,
 }
 
-/// Tells a connection, once, to close as a slow consumer.
+/// Tells a connection, once, to close: as a slow consumer, or because events of its groups
+/// were missed here and it has to resume them.
 #[derive(Default)]
 pub struct Eviction {
     pub notify: Notify,
     flagged: AtomicBool,
+    resync: AtomicBool,
 }
+
+/// The Close message's error for a slow consumer.
+pub const SLOW: &str = "the connection fell too far behind its messages";
+/// The Close message's error after a gap this instance could not repair.
+pub const RESYNC: &str =
+    "events may have been missed; reconnect and resume from the last streamid received";
 
 impl Eviction {
     /// `true` the first time only.
@@ -44,6 +56,21 @@ impl Eviction {
             self.notify.notify_one();
         }
         first
+    }
+
+    /// Evicts to make the client resume.
+    pub fn resync(&self) -> bool {
+        self.resync.store(true, Ordering::Release);
+        self.evict()
+    }
+
+    /// What the Close message says.
+    pub fn reason(&self) -> &'static str {
+        if self.resync.load(Ordering::Acquire) {
+            RESYNC
+        } else {
+            SLOW
+        }
     }
 }
 
@@ -122,6 +149,23 @@ impl Groups {
             .unwrap_or_default()
     }
 
+    /// Tells the members of `tenant`'s group (everyone, for `None`) to reconnect and resume;
+    /// how many.
+    pub fn resync(&self, tenant: Option<&str>) -> usize {
+        let tell = |members: &HashMap<ConnectionId, Member>| {
+            members.values().filter(|m| m.eviction.resync()).count()
+        };
+        match tenant {
+            Some(tenant) => self
+                .groups
+                .read()
+                .ok()
+                .and_then(|g| g.get(tenant).map(tell))
+                .unwrap_or(0),
+            None => self.everyone.read().map(|e| tell(&e)).unwrap_or(0),
+        }
+    }
+
     /// Hands `frame` to the members of `tenant`'s group, or to everyone when `tenant` is `None`.
     pub fn deliver(
         &self,
@@ -178,6 +222,8 @@ mod tests {
         Arc::new(EventFrame {
             text: Utf8Bytes::from_static("x"),
             time: SystemTime::now(),
+            stream: None,
+            position: None,
         })
     }
 

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts};
+
+use crate::events::Recovery;
 
 const DELIVERY_BUCKETS: [f64; 12] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -15,6 +17,8 @@ pub struct HubMetrics {
     delivery: Histogram,
     slow: IntCounter,
     unauthorized: IntCounter,
+    resumes: IntCounterVec,
+    replayed: IntCounter,
 }
 
 impl HubMetrics {
@@ -45,8 +49,21 @@ impl HubMetrics {
             "payedge_hub_unauthorized_total",
             "Hub requests refused: a bad token, or a group of another tenant.",
         )?;
+        let resumes = IntCounterVec::new(
+            Opts::new(
+                "payedge_hub_resumes_total",
+                "Joins that named a last position, by result: recovered, gap, unavailable.",
+            ),
+            &["result"],
+        )?;
+        let replayed = IntCounter::new(
+            "payedge_hub_replayed_events_total",
+            "Events written again to resuming hub connections from the history.",
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 5] = [
+        let collectors: [Box<dyn Collector>; 7] = [
+            Box::new(resumes.clone()),
+            Box::new(replayed.clone()),
             Box::new(connections.clone()),
             Box::new(sent.clone()),
             Box::new(delivery.clone()),
@@ -62,7 +79,18 @@ impl HubMetrics {
             delivery,
             slow,
             unauthorized,
+            resumes,
+            replayed,
         })
+    }
+
+    pub fn resumed(&self, recovery: &Recovery, replayed: usize) {
+        let result = match recovery {
+            Recovery::Recovered { .. } => "recovered",
+            Recovery::Unrecoverable { reason, .. } => reason.code(),
+        };
+        self.resumes.with_label_values(&[result]).inc();
+        self.replayed.inc_by(replayed as u64);
     }
 
     pub fn connected(&self, tenant: &str, delta: i64) {

@@ -14,6 +14,7 @@ mod groups;
 mod metrics;
 mod negotiate;
 pub mod protocol;
+mod recovery;
 mod session;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub use backplane::{Backplane, HubFeed};
 use groups::{EventFrame, Groups};
 pub use metrics::HubMetrics;
 use negotiate::{Claim, Negotiations};
+pub use recovery::HistorySource;
+use recovery::LiveFeed;
 pub use session::HubAuth;
 
 /// Bytes tungstenite reads at a time; small, because every idle connection holds its buffer.
@@ -50,6 +53,10 @@ pub struct Hub {
     negotiations: Negotiations,
     metrics: Option<Arc<HubMetrics>>,
     lifecycle: &'static Lifecycle,
+    /// Where resuming clients' missed events are read.
+    history: HistorySource,
+    /// Which tenants' live events reach this instance.
+    live: LiveFeed,
 }
 
 /// What the admin service does with a request under the hub's path.
@@ -70,6 +77,7 @@ impl Hub {
         auth: HubAuth,
         metrics: Option<Arc<HubMetrics>>,
         lifecycle: &'static Lifecycle,
+        history: HistorySource,
     ) -> Self {
         Self {
             settings,
@@ -78,6 +86,8 @@ impl Hub {
             negotiations: Negotiations::default(),
             metrics,
             lifecycle,
+            live: LiveFeed::for_source(&history),
+            history,
         }
     }
 
@@ -208,11 +218,21 @@ impl Hub {
         Ok((caller, accept))
     }
 
-    /// Delivers one event to the connections of its tenant (everyone's when `tenant` is `None`).
-    pub fn deliver(&self, kind: &str, tenant: Option<&str>, envelope_json: &str, time: SystemTime) {
+    /// Delivers one event to the connections of its tenant (everyone's when `tenant` is `None`);
+    /// `position` is its place in that stream's history.
+    pub fn deliver(
+        &self,
+        kind: &str,
+        tenant: Option<&str>,
+        envelope_json: &str,
+        time: SystemTime,
+        position: Option<crate::events::StreamId>,
+    ) {
         let frame = Arc::new(EventFrame {
             text: Utf8Bytes::from(protocol::event_invocation(kind, envelope_json)),
             time,
+            stream: tenant.map(Arc::from),
+            position,
         });
         self.groups.deliver(tenant, &frame, self.metrics.as_deref());
     }

@@ -195,6 +195,15 @@ pub fn completion(invocation_id: &str, error: Option<&str>) -> String {
     framed(&message)
 }
 
+/// A successful completion carrying `result`.
+pub fn completion_result(invocation_id: &str, result: serde_json::Value) -> String {
+    framed(&serde_json::json!({
+        "type": COMPLETION,
+        "invocationId": invocation_id,
+        "result": result,
+    }))
+}
+
 /// A server push: `target` is the event type, the only argument the event envelope (already
 /// JSON), written once and shared by every connection that receives it.
 pub fn event_invocation(target: &str, envelope_json: &str) -> String {

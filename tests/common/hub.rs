@@ -145,6 +145,26 @@ impl NodeClient {
         self.stdin.flush().unwrap();
     }
 
+    /// `JoinTenantGroup(tenant, last)` and the client's `invoked` line for it (its `result`).
+    pub fn join_from(&mut self, tenant: &str, last: Option<&str>) -> Value {
+        let before = self.lines().len();
+        match last {
+            Some(last) => self.command(&format!("join {tenant} {last}")),
+            None => self.command(&format!("join {tenant}")),
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(line) = self.lines()[before..]
+                .iter()
+                .find(|l| l["event"] == "invoked" && l["method"] == "JoinTenantGroup")
+            {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "no answer to JoinTenantGroup");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Invokes a hub method and returns the client's `invoked` line for it.
     pub fn invoke(&mut self, command: &str, method: &str, argument: &str) -> Value {
         let before = self.lines().len();

@@ -10,19 +10,38 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Writes every command to an append-only file (fsync each): a restart keeps the data.
+    persistent: bool,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A Redis whose data survives `kill` and `restart`.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let addr = super::process::free_addr();
         let dir = tempfile::tempdir().unwrap();
         let mut server = Self {
             addr,
             child: None,
             dir,
+            persistent,
         };
         server.spawn();
         server
+    }
+
+    /// A connection for the test's own commands.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("the test's Redis")
     }
 
     pub fn url(&self) -> String {
@@ -37,7 +56,12 @@ impl RedisServer {
                 "--bind",
                 "127.0.0.1",
             ])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -68,6 +92,11 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.kill();
+        self.spawn();
+    }
+
+    /// Starts it again after `kill`.
+    pub fn start_again(&mut self) {
         self.spawn();
     }
 }

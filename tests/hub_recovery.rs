@@ -1,0 +1,459 @@
+//! Missed-event recovery with the official SignalR client: a client that comes back names the
+//! last `streamid` it received in `JoinTenantGroup(tenant, lastStreamId)` and gets exactly what it
+//! missed, in order, then live events, with nothing twice — on another instance, after the
+//! instance's own Redis subscription dropped, after Redis restarted. What Redis holds (XRANGE on
+//! the tenant's stream) is the truth every client's messages are compared with.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::hub::NodeClient;
+use common::redis::RedisServer;
+use common::*;
+use serde_json::Value;
+
+const STREAM: &str = "payedge:events:stream:{blue}";
+
+fn hub_config(fx: &MockUpstream, redis: Option<&RedisServer>, history: &str) -> String {
+    let bus = match redis {
+        Some(redis) => format!("  provider: redis\n  redis:\n    url: {}\n", redis.url()),
+        None => "  provider: in_memory\n".to_string(),
+    };
+    config_for(&[("fx".into(), fx.addr)], "")
+        + &format!(
+            r#"notifications:
+{bus}{history}triggers:
+  - name: fx-quote-created
+    event: fx.quote.created
+    match: {{ method: POST, path: /api/fx/quote, status: [200, 201] }}
+    fields: {{ quoteId: /id, amount: /amount }}
+    required: [quoteId, amount]
+"#
+        )
+}
+
+fn quote(gw: &Payedge, tenant: &str, id: &str) {
+    let resp = request(
+        gw.proxy,
+        "POST",
+        "/api/fx/quote",
+        &[
+            ("X-Tenant", tenant),
+            ("Authorization", &bearer(tenant)),
+            ("X-Request-Id", id),
+        ],
+        br#"{"from":"USD","to":"GBP","amount":"10.00"}"#,
+    )
+    .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}
+
+/// (streamid, correlation id) of the quotes a client received, in order.
+fn quotes_received(client: &NodeClient) -> Vec<(String, String)> {
+    client
+        .messages()
+        .iter()
+        .filter(|m| m["type"] == "fx.quote.created")
+        .map(position)
+        .collect()
+}
+
+fn position(envelope: &Value) -> (String, String) {
+    (
+        envelope["streamid"].as_str().unwrap_or("").to_string(),
+        envelope["correlationid"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// What Redis holds of blue's stream after `after` (exclusive), as (streamid, correlation id).
+fn stream_after(redis: &RedisServer, after: &str) -> Vec<(String, String)> {
+    let mut con = redis.connection();
+    let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg(format!("({after}"))
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let json = &fields.iter().find(|(k, _)| k == "e").unwrap().1;
+            let v: Value = serde_json::from_str(json).unwrap();
+            (id, v["correlationid"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Waits until Redis holds `count` entries after `after` (publishing is asynchronous).
+fn wait_stream_after(redis: &RedisServer, after: &str, count: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries = stream_after(redis, after);
+        if entries.len() >= count || Instant::now() > deadline {
+            return entries;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `client` received `count` quotes; returns them.
+fn wait_quotes(client: &NodeClient, count: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = quotes_received(client);
+        if got.len() >= count {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} quotes; lines {:?}",
+            got.len(),
+            client.lines()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts `got == expected`, naming the first difference rather than printing both.
+fn assert_same(got: &[(String, String)], expected: &[(String, String)], what: &str) {
+    if let Some(i) = (0..got.len().max(expected.len())).find(|&i| got.get(i) != expected.get(i)) {
+        panic!(
+            "{what}: {} received, {} expected; first difference at {i}: got {:?}, expected {:?}",
+            got.len(),
+            expected.len(),
+            got.get(i),
+            expected.get(i)
+        );
+    }
+}
+
+/// A small deterministic generator for the interleavings (its seed is printed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Publishes quotes for blue through `gw` until told to stop; how many.
+struct Publisher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Publisher {
+    fn start(gw: &Payedge, prefix: &str, pause_ms: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let proxy = gw.proxy;
+        let (flag, prefix) = (Arc::clone(&stop), prefix.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let resp = request(
+                    proxy,
+                    "POST",
+                    "/api/fx/quote",
+                    &[
+                        ("X-Tenant", "blue"),
+                        ("Authorization", &bearer("blue")),
+                        ("X-Request-Id", &format!("{prefix}-{n}")),
+                    ],
+                    br#"{"from":"USD","to":"GBP","amount":"10.00"}"#,
+                )
+                .unwrap();
+                assert_eq!(resp.status, 201);
+                n += 1;
+                std::thread::sleep(Duration::from_millis(pause_ms));
+            }
+            n
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn a_client_resumes_on_another_instance_with_exactly_what_it_missed_then_live() {
+    let redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let yaml = hub_config(&fx, Some(&redis), "");
+    let a = Payedge::start(&yaml, &env());
+    let b = Payedge::start(&yaml, &env());
+    let seed = now();
+    eprintln!("interleavings from seed {seed}");
+    let mut rng = Rng(seed);
+    let published = AtomicUsize::new(0);
+    let id = || format!("q{}", published.fetch_add(1, Ordering::Relaxed));
+    for round in 0..4 {
+        let first = NodeClient::connected(a.admin, &token("blue"), &[]);
+        for _ in 0..3 {
+            quote(&a, "blue", &id());
+        }
+        let seen = wait_quotes(&first, 3);
+        let last = seen.last().unwrap().0.clone();
+        drop(first);
+
+        // Missed while away, published through both instances.
+        let missed = 20 + rng.below(40) as usize;
+        for i in 0..missed {
+            quote(if i % 2 == 0 { &a } else { &b }, "blue", &id());
+        }
+        // And more published while the client comes back.
+        let live = Publisher::start(&b, &format!("live{round}"), rng.below(4));
+        std::thread::sleep(Duration::from_millis(rng.below(50)));
+        let mut second = NodeClient::connected(b.admin, &token("blue"), &[]);
+        std::thread::sleep(Duration::from_millis(rng.below(20)));
+        let joined = second.join_from("blue", Some(&last));
+        std::thread::sleep(Duration::from_millis(rng.below(200)));
+        let during = live.finish();
+        quote(&b, "blue", &id());
+
+        assert_eq!(joined["ok"], true, "{joined}");
+        let result = &joined["result"];
+        assert_eq!(result["recovered"], true, "{joined}");
+        let replayed = result["replayed"].as_u64().unwrap() as usize;
+        assert!(replayed >= missed, "{replayed} replayed, {missed} missed");
+
+        let truth = wait_stream_after(&redis, &last, missed + during + 1);
+        let mut ids: Vec<&String> = truth.iter().map(|(_, c)| c).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            (truth.len(), ids.len()),
+            (missed + during + 1, missed + during + 1),
+            "round {round}: (entries, distinct requests) in the stream after {last}; \
+             {missed} missed, {during} during the reconnect, 1 after"
+        );
+        wait_quotes(&second, truth.len());
+        std::thread::sleep(Duration::from_millis(200));
+        assert_same(
+            &quotes_received(&second),
+            &truth,
+            &format!("round {round}: exactly what the stream holds after {last}, in order"),
+        );
+        assert!(
+            truth.iter().any(|(id, _)| *id == result["streamId"]),
+            "{result}"
+        );
+    }
+}
+
+#[test]
+fn the_in_memory_history_resumes_a_client_on_the_same_instance() {
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(&hub_config(&fx, None, ""), &env());
+    let first = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    quote(&gw, "blue", "m0");
+    let last = wait_quotes(&first, 1)[0].0.clone();
+    drop(first);
+    for i in 1..=30 {
+        quote(&gw, "blue", &format!("m{i}"));
+    }
+    let mut second = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    let joined = second.join_from("blue", Some(&last));
+    assert_eq!(joined["result"]["recovered"], true, "{joined}");
+    assert_eq!(joined["result"]["replayed"], 30, "{joined}");
+    quote(&gw, "blue", "m31");
+    let got: Vec<String> = wait_quotes(&second, 31)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    let expected: Vec<String> = (1..=31).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected);
+    // Live and replayed events carry their position alike; positions only go up.
+    let positions: Vec<(u64, u64)> = quotes_received(&second)
+        .iter()
+        .map(|(id, _)| {
+            let (ms, seq) = id.split_once('-').unwrap();
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+}
+
+#[test]
+fn a_gap_beyond_the_history_replays_nothing_and_others_tenants_positions_are_refused() {
+    let redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let history = "  history:\n    max_events: 5\n";
+    let gw = Payedge::start(&hub_config(&fx, Some(&redis), history), &env());
+    let first = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    quote(&gw, "blue", "g0");
+    let last = wait_quotes(&first, 1)[0].0.clone();
+    drop(first);
+    for i in 1..=10 {
+        quote(&gw, "blue", &format!("g{i}"));
+    }
+    let mut second = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    let joined = second.join_from("blue", Some(&last));
+    assert_eq!(joined["ok"], true, "{joined}");
+    let result = &joined["result"];
+    assert_eq!(result["recovered"], false, "{joined}");
+    assert_eq!(result["reason"], "gap", "{joined}");
+    assert_eq!(result["replayed"], 0, "{joined}");
+    // The head it may continue from, and live events after it.
+    assert_eq!(
+        result["streamId"].as_str(),
+        stream_after(&redis, "0-0")
+            .last()
+            .map(|(id, _)| id.as_str())
+    );
+    quote(&gw, "blue", "g11");
+    let got = wait_quotes(&second, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(quotes_received(&second), got);
+    assert_eq!(got[0].1, "g11", "nothing replayed, only live");
+
+    // Green cannot resume blue's stream, nor name a position that is not one.
+    let mut green = NodeClient::connected(gw.admin, &token("green"), &[]);
+    let refused = green.join_from("blue", Some(&last));
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed to join the group of tenant 'blue'"),
+        "{refused}"
+    );
+    let bad = green.join_from("green", Some("yesterday"));
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("lastStreamId"),
+        "{bad}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        quotes_received(&green).is_empty(),
+        "green got blue's events"
+    );
+    let metrics = gw.metrics();
+    assert!(
+        metrics.contains("payedge_hub_resumes_total{result=\"gap\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Kills every pub/sub connection Redis has (the hubs' subscriptions); Redis stays up.
+fn kill_subscriptions(redis: &RedisServer) -> i64 {
+    let mut con = redis.connection();
+    ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut con)
+        .unwrap()
+}
+
+#[test]
+fn an_instance_repairs_what_it_missed_while_its_subscription_was_down() {
+    let redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(&hub_config(&fx, Some(&redis), ""), &env());
+    let client = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    quote(&gw, "blue", "r0");
+    let start = wait_quotes(&client, 1)[0].0.clone();
+    // Until a burst lands in the window before the hub subscribes again (usually the first).
+    let mut n = 1;
+    for attempt in 0.. {
+        assert!(attempt < 10, "no event ever fell into the gap");
+        assert!(kill_subscriptions(&redis) >= 1);
+        for _ in 0..20 {
+            quote(&gw, "blue", &format!("r{n}"));
+            n += 1;
+        }
+        let repaired = gw.logs().iter().any(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("delivered what it missed")
+        });
+        if repaired {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    quote(&gw, "blue", &format!("r{n}"));
+    let truth = wait_stream_after(&redis, &start, n);
+    assert_eq!(truth.len(), n);
+    wait_quotes(&client, n + 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_same(
+        &quotes_received(&client)[1..],
+        &truth,
+        "once each, in order",
+    );
+}
+
+#[test]
+fn after_redis_restarts_every_event_in_the_stream_reaches_connected_clients_once() {
+    let mut redis = RedisServer::start_persistent();
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(&hub_config(&fx, Some(&redis), ""), &env());
+    let client = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    quote(&gw, "blue", "s0");
+    let start = wait_quotes(&client, 1)[0].0.clone();
+    redis.kill();
+    // Accepted while Redis is away: queued, published when it is back.
+    for i in 1..=10 {
+        quote(&gw, "blue", &format!("s{i}"));
+    }
+    redis.start_again();
+    let mut con = redis.connection();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ::redis::cmd("XLEN")
+        .arg(STREAM)
+        .query::<usize>(&mut con)
+        .unwrap()
+        < 11
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the queued events were not published"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    quote(&gw, "blue", "s11");
+    let truth = wait_stream_after(&redis, &start, 11);
+    assert_eq!(truth.len(), 11);
+    wait_quotes(&client, 12);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_same(
+        &quotes_received(&client)[1..],
+        &truth,
+        "once each, in order",
+    );
+}
+
+#[test]
+fn when_redis_lost_the_history_clients_are_told_to_resume_and_learn_they_cannot() {
+    let mut redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(&hub_config(&fx, Some(&redis), ""), &env());
+    let client = NodeClient::connected(gw.admin, &token("blue"), &["--resume", "blue"]);
+    quote(&gw, "blue", "l0");
+    let last = wait_quotes(&client, 1)[0].0.clone();
+    // A Redis without persistence comes back empty: the hub cannot know what it missed.
+    redis.restart();
+    let resumed = client.wait_for_within("a resume", Duration::from_secs(20), |l| {
+        l["event"] == "resumed"
+    });
+    assert_eq!(resumed["from"], last.as_str(), "{resumed}");
+    assert_eq!(resumed["result"]["recovered"], false, "{resumed}");
+    assert_eq!(resumed["result"]["reason"], "gap", "{resumed}");
+    // Live events flow again on the new connection.
+    quote(&gw, "blue", "l1");
+    let got = wait_quotes(&client, 2);
+    assert_eq!(got[1].1, "l1");
+}
