@@ -286,7 +286,7 @@ fn main() {
         "tenants: [blue, green]",
         &format!("tenants: [{}]", names.join(", ")),
     ) + &format!(
-        "notifications:\n  provider: redis\n  redis:\n    url: {}\n  connection_queue: 1024\n",
+        "notifications:\n  provider: redis\n  redis:\n    url: {}\n  connection_queue: 1024\n  limits:\n    max_connections_per_subject: 1000000\n    max_connections_per_tenant: 1000000\n",
         redis.url()
     );
     let gw = Payedge::start(&yaml, &env());

@@ -20,6 +20,10 @@ pub enum Failure {
     MisdirectedRequest,
     /// The connection's client certificate was verified under client CAs since replaced.
     StaleClientCertificate,
+    /// A browser page from an origin not in `notifications.cors.allowed_origins`.
+    OriginNotAllowed,
+    /// The caller or its tenant holds as many hub connections as it may.
+    TooManyConnections(crate::hub::LimitRefusal),
     RouteNotFound,
     /// No provider serving the tenant takes the request's currency.
     CurrencyUnsupported,
@@ -65,7 +69,11 @@ impl Failure {
             Self::PathInvalid | Self::BadRequest | Self::HubNeedsWebSocket => 400,
             Self::Tenant(r) => r.http_status(),
             Self::Unauthorized(_) => 401,
-            Self::TenantMismatch | Self::Forbidden | Self::TenantNotServed => 403,
+            Self::TenantMismatch
+            | Self::Forbidden
+            | Self::TenantNotServed
+            | Self::OriginNotAllowed => 403,
+            Self::TooManyConnections(_) => 429,
             Self::RouteNotFound
             | Self::NotFound
             | Self::HubConnectionUnknown
@@ -89,6 +97,8 @@ impl Failure {
             Self::TenantMismatch => "tenant_mismatch",
             Self::MisdirectedRequest => "misdirected_request",
             Self::StaleClientCertificate => "client_certificate_stale",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::RouteNotFound => "route_not_found",
             Self::CurrencyUnsupported => "currency_unsupported",
             Self::TenantNotServed => "tenant_not_served",
@@ -117,6 +127,16 @@ impl Failure {
             Self::Tenant(r) => r.message().into(),
             Self::Unauthorized(f) => f.message().into(),
             Self::TenantMismatch => "the token does not grant access to this tenant".into(),
+            Self::OriginNotAllowed => {
+                "pages from this origin may not use the hub (notifications.cors.allowed_origins)"
+                    .into()
+            }
+            Self::TooManyConnections(crate::hub::LimitRefusal::Subject) => {
+                "this caller holds as many hub connections as it may; close one first".into()
+            }
+            Self::TooManyConnections(crate::hub::LimitRefusal::Tenant) => {
+                "this tenant holds as many hub connections as it may".into()
+            }
             Self::StaleClientCertificate => {
                 "this connection's client certificate was verified under client CAs that changed; \
                  connect again"

@@ -401,3 +401,88 @@ fn payedge_watch_prints_each_event_as_one_line() {
     assert!(line.contains(" fx.quote.created tenant=blue "), "{line}");
     assert!(line.contains(r#""amount":"1000.10""#), "{line}");
 }
+
+#[test]
+fn a_caller_or_a_tenant_past_its_connection_limit_is_refused() {
+    let fx = fx_quote_provider();
+    let limits = "notifications:\n  limits:\n    max_connections_per_subject: 2\n    max_connections_per_tenant: 3\n";
+    let gw = Payedge::start(&hub_config(&fx, limits), &env());
+    let alice = sign(&{
+        let mut c = claims("blue");
+        c["sub"] = json!("alice");
+        c
+    });
+    let bob = sign(&{
+        let mut c = claims("blue");
+        c["sub"] = json!("bob");
+        c
+    });
+    let negotiate = |token: &str| {
+        request(
+            gw.admin,
+            "POST",
+            "/hubs/notifications/negotiate?negotiateVersion=1",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .unwrap()
+    };
+    let _a1 = NodeClient::connected(gw.admin, &alice, &[]);
+    let _a2 = NodeClient::connected(gw.admin, &alice, &[]);
+    // Alice's third: negotiate says no, and so does the WebSocket without negotiating.
+    let third = negotiate(&alice);
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert_eq!(error_of(&third)["code"], "too_many_connections");
+    let skipping = NodeClient::start(gw.admin, &alice, &["--skip-negotiation"]);
+    skipping.wait_for("a refusal", |l| l["event"] == "failed");
+    // The browser WebSocket API hides the status; a raw upgrade shows it.
+    let upgrade = request(
+        gw.admin,
+        "GET",
+        "/hubs/notifications",
+        &[
+            ("Authorization", &format!("Bearer {alice}")),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(upgrade.status, 429, "{}", upgrade.text());
+    assert_eq!(error_of(&upgrade)["code"], "too_many_connections");
+    // Bob may still connect, until blue holds three.
+    let _b1 = NodeClient::connected(gw.admin, &bob, &[]);
+    let fourth = negotiate(&bob);
+    assert_eq!(fourth.status, 429);
+    assert!(
+        error_of(&fourth)["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant"),
+        "{}",
+        fourth.text()
+    );
+    // Green is another tenant.
+    assert_eq!(negotiate(&token("green")).status, 200);
+    // A closed connection frees its place.
+    drop(_a2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while negotiate(&alice).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place was not freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = gw.metrics();
+    for reason in ["subject_limit", "tenant_limit"] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!(
+                "payedge_hub_refusals_total{{reason=\"{reason}\"}}"
+            )) && !l.ends_with(" 0")),
+            "{reason}: {metrics}"
+        );
+    }
+}

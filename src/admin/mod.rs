@@ -161,10 +161,24 @@ async fn write_json(
 }
 
 async fn write_body(session: &mut ServerSession, status: u16, body: Bytes) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    write_body_with(session, status, body, &[]).await
+}
+
+async fn write_body_with(
+    session: &mut ServerSession,
+    status: u16,
+    body: Bytes,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    if !body.is_empty() {
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra {
+        header.insert_header(name.clone(), value.clone())?;
+    }
     session.write_response_header(Box::new(header)).await?;
     session.write_response_body(body, true).await
 }
@@ -173,9 +187,20 @@ pub(crate) async fn write_failure(
     session: &mut ServerSession,
     failure: &Failure,
 ) -> pingora::Result<()> {
+    write_failure_with(session, failure, &[]).await
+}
+
+async fn write_failure_with(
+    session: &mut ServerSession,
+    failure: &Failure,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) -> pingora::Result<()> {
     let request_id = uuid::Uuid::now_v7().to_string();
     let body = failure.body(&request_id);
-    let header = failure.response_header(&request_id, body.len())?;
+    let mut header = failure.response_header(&request_id, body.len())?;
+    for (name, value) in extra {
+        header.insert_header(name.clone(), value.clone())?;
+    }
     session.write_response_header(Box::new(header)).await?;
     session.write_response_body(body, true).await
 }
@@ -212,10 +237,18 @@ impl HttpServerApp for AdminApp {
                 hub.connect(session, shutdown).await;
                 return None;
             }
-            (HubRequest::Negotiate, Some(hub)) => match hub.negotiate(session.req_header()) {
-                Ok(body) => write_body(&mut session, 200, Bytes::from(body)).await,
-                Err(failure) => write_failure(&mut session, &failure).await,
-            },
+            (HubRequest::Negotiate, Some(hub)) => {
+                let answer = hub.negotiate(session.req_header());
+                match answer.result {
+                    Ok((status, body)) => {
+                        write_body_with(&mut session, status, Bytes::from(body), &answer.headers)
+                            .await
+                    }
+                    Err(failure) => {
+                        write_failure_with(&mut session, &failure, &answer.headers).await
+                    }
+                }
+            }
             _ => self.respond(&mut session).await,
         };
         if let Err(e) = result {

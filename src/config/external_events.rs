@@ -38,6 +38,44 @@ pub struct NotificationsSection {
     /// Each tenant's recent events, for clients resuming after a lost connection.
     #[serde(default)]
     pub history: HistorySection,
+    /// Web pages (origins) that may use the hub from a browser.
+    #[serde(default)]
+    pub cors: CorsSection,
+    #[serde(default)]
+    pub limits: HubLimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Exact origins (`https://dashboard.example.com`); none: no browser page may connect.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubLimitsSection {
+    #[serde(default = "default_per_subject")]
+    pub max_connections_per_subject: usize,
+    #[serde(default = "default_per_tenant")]
+    pub max_connections_per_tenant: usize,
+}
+
+impl Default for HubLimitsSection {
+    fn default() -> Self {
+        Self {
+            max_connections_per_subject: default_per_subject(),
+            max_connections_per_tenant: default_per_tenant(),
+        }
+    }
+}
+
+fn default_per_subject() -> usize {
+    100
+}
+fn default_per_tenant() -> usize {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +118,8 @@ impl Default for NotificationsSection {
             handshake_timeout_ms: default_handshake_timeout_ms(),
             max_message_bytes: default_max_message_bytes(),
             history: HistorySection::default(),
+            cors: CorsSection::default(),
+            limits: HubLimitsSection::default(),
         }
     }
 }

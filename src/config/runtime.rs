@@ -54,6 +54,9 @@ pub struct NotificationSettings {
 #[derive(Debug, Clone)]
 pub struct HubSettings {
     pub path: String,
+    /// Origins (normalized) whose pages may negotiate and connect.
+    pub allowed_origins: Vec<String>,
+    pub limits: crate::hub::LimitSettings,
     pub connection_queue: usize,
     pub keepalive: Duration,
     pub client_timeout: Duration,

@@ -16,6 +16,7 @@ const MAX_HUB_TIMER_MS: u64 = 3_600_000;
 const MAX_HUB_MESSAGE: usize = 1024 * 1024;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
 const MAX_HISTORY_EVENTS: usize = 100_000;
+const MAX_HUB_CONNECTIONS: usize = 10_000_000;
 const MAX_HISTORY_AGE: u64 = 7 * 24 * 3600;
 
 impl Validator<'_> {
@@ -124,7 +125,42 @@ impl Validator<'_> {
                 format!("must be between 1024 and {MAX_HUB_MESSAGE}"),
             );
         }
+        let mut allowed_origins = Vec::new();
+        for (i, origin) in n.cors.allowed_origins.iter().enumerate() {
+            match crate::hub::normalize_origin(origin) {
+                Some(o) => allowed_origins.push(o),
+                None => self.issue(
+                    format!("notifications.cors.allowed_origins[{i}]"),
+                    format!(
+                        "{origin:?} is not an origin like https://dashboard.example.com \
+                         (scheme, host and port only; no wildcards)"
+                    ),
+                ),
+            }
+        }
+        for (key, value) in [
+            (
+                "max_connections_per_subject",
+                n.limits.max_connections_per_subject,
+            ),
+            (
+                "max_connections_per_tenant",
+                n.limits.max_connections_per_tenant,
+            ),
+        ] {
+            if value == 0 || value > MAX_HUB_CONNECTIONS {
+                self.issue(
+                    format!("notifications.limits.{key}"),
+                    format!("must be between 1 and {MAX_HUB_CONNECTIONS}"),
+                );
+            }
+        }
         HubSettings {
+            allowed_origins,
+            limits: crate::hub::LimitSettings {
+                per_subject: n.limits.max_connections_per_subject,
+                per_tenant: n.limits.max_connections_per_tenant,
+            },
             path: n.hub_path.clone(),
             connection_queue: n.connection_queue,
             keepalive: Duration::from_millis(n.keepalive_interval_ms),

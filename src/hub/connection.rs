@@ -26,10 +26,13 @@ type Ws = WebSocketStream<Stream>;
 const WRITE_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A new connection's events wait this long for its first invocation (or until it comes): a
-/// client resuming with `JoinTenantGroup(tenant, lastStreamId)` then gets what it missed before
-/// anything newer. (The official client pings right after its handshake: pings do not count.)
+/// A new connection's events wait for its first invocation, so that a client resuming with
+/// `JoinTenantGroup(tenant, lastStreamId)` gets what it missed before anything newer: at most
+/// this long after the handshake...
 const FIRST_MESSAGE_HOLD: Duration = Duration::from_secs(1);
+/// ...and at most this long after the client's first message of any kind (the official client
+/// pings right after its handshake, and invokes right after that when it resumes).
+const AFTER_FIRST_MESSAGE: Duration = Duration::from_millis(100);
 
 const JOIN: &str = "JoinTenantGroup";
 const LEAVE: &str = "LeaveTenantGroup";
@@ -170,6 +173,10 @@ impl Connection {
             tokio::select! {
                 frame = self.ws.next() => {
                     last_received = Instant::now();
+                    let soon = tokio::time::Instant::from_std(last_received + AFTER_FIRST_MESSAGE);
+                    if self.held.is_some() && hold.deadline() > soon {
+                        hold.as_mut().reset(soon);
+                    }
                     let text = match frame {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {

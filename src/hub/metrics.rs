@@ -19,6 +19,7 @@ pub struct HubMetrics {
     unauthorized: IntCounter,
     resumes: IntCounterVec,
     replayed: IntCounter,
+    refused: IntCounterVec,
 }
 
 impl HubMetrics {
@@ -60,8 +61,16 @@ impl HubMetrics {
             "payedge_hub_replayed_events_total",
             "Events written again to resuming hub connections from the history.",
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "payedge_hub_refusals_total",
+                "Hub negotiations and connections refused, by reason: origin, subject_limit, tenant_limit.",
+            ),
+            &["reason"],
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 7] = [
+        let collectors: [Box<dyn Collector>; 8] = [
+            Box::new(refused.clone()),
             Box::new(resumes.clone()),
             Box::new(replayed.clone()),
             Box::new(connections.clone()),
@@ -81,7 +90,12 @@ impl HubMetrics {
             unauthorized,
             resumes,
             replayed,
+            refused,
         })
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
     }
 
     pub fn resumed(&self, recovery: &Recovery, replayed: usize) {

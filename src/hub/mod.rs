@@ -10,7 +10,9 @@
 
 mod backplane;
 mod connection;
+mod cors;
 mod groups;
+mod limits;
 mod metrics;
 mod negotiate;
 pub mod protocol;
@@ -20,7 +22,7 @@ mod session;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
@@ -34,7 +36,9 @@ pub use crate::config::HubSettings;
 use crate::failure::Failure;
 use crate::lifecycle::Lifecycle;
 pub use backplane::{Backplane, HubFeed};
+pub use cors::normalize as normalize_origin;
 use groups::{EventFrame, Groups};
+pub use limits::{LimitSettings, Refusal as LimitRefusal};
 pub use metrics::HubMetrics;
 use negotiate::{Claim, Negotiations};
 pub use recovery::HistorySource;
@@ -57,6 +61,15 @@ pub struct Hub {
     history: HistorySource,
     /// Which tenants' live events reach this instance.
     live: LiveFeed,
+    cors: cors::Cors,
+    limits: Arc<limits::ConnectionLimits>,
+}
+
+/// The hub's answer to a negotiate request (or its preflight): the outcome, and the CORS
+/// headers to send with it whatever it is.
+pub struct NegotiateAnswer {
+    pub result: Result<(u16, String), Failure>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What the admin service does with a request under the hub's path.
@@ -80,7 +93,6 @@ impl Hub {
         history: HistorySource,
     ) -> Self {
         Self {
-            settings,
             auth: arc_swap::ArcSwap::from_pointee(auth),
             groups: Groups::default(),
             negotiations: Negotiations::default(),
@@ -88,6 +100,9 @@ impl Hub {
             lifecycle,
             live: LiveFeed::for_source(&history),
             history,
+            cors: cors::Cors::new(settings.allowed_origins.iter().cloned()),
+            limits: Arc::new(limits::ConnectionLimits::new(settings.limits)),
+            settings,
         }
     }
 
@@ -106,18 +121,59 @@ impl Hub {
         }
     }
 
-    /// `POST {hub}/negotiate?negotiateVersion=1`: the JSON answer, or why not.
-    pub fn negotiate(&self, req: &RequestHeader) -> Result<String, Failure> {
+    /// `POST {hub}/negotiate?negotiateVersion=1` (and its CORS preflight): the JSON answer, or
+    /// why not.
+    pub fn negotiate(&self, req: &RequestHeader) -> NegotiateAnswer {
+        let origin = match self.cors.check(req) {
+            cors::OriginCheck::Refused => {
+                self.refused("origin");
+                return NegotiateAnswer {
+                    result: Err(Failure::OriginNotAllowed),
+                    headers: Vec::new(),
+                };
+            }
+            cors::OriginCheck::Allowed(origin) => Some(origin),
+            cors::OriginCheck::None => None,
+        };
+        if req.method == Method::OPTIONS
+            && let Some(origin) = &origin
+        {
+            return NegotiateAnswer {
+                result: Ok((204, String::new())),
+                headers: cors::preflight_headers(origin),
+            };
+        }
+        NegotiateAnswer {
+            result: self.negotiate_checked(req),
+            headers: origin
+                .as_ref()
+                .map(cors::response_headers)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn negotiate_checked(&self, req: &RequestHeader) -> Result<(u16, String), Failure> {
         if req.method != Method::POST {
             return Err(Failure::MethodNotAllowed);
         }
         let caller = self.authenticate(req)?;
+        self.limits.check(&caller).map_err(|refusal| {
+            self.refused(refusal.label());
+            Failure::TooManyConnections(refusal)
+        })?;
         let version = session::query_param(req, "negotiateVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.negotiations
             .create(caller, version)
+            .map(|body| (200, body))
             .ok_or(Failure::HubBusy)
+    }
+
+    fn refused(&self, reason: &str) {
+        if let Some(m) = self.metrics.as_deref() {
+            m.refused(reason);
+        }
     }
 
     fn authenticate(&self, req: &RequestHeader) -> Result<session::Caller, Failure> {
@@ -132,7 +188,7 @@ impl Hub {
     /// connection until it ends. Errors are answered before any upgrade.
     pub async fn connect(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) {
         let checked = self.check_upgrade(session.req_header());
-        let (caller, accept) = match checked {
+        let (caller, accept, slot) = match checked {
             Ok(ok) => ok,
             Err(failure) => {
                 let _ = crate::admin::write_failure(&mut session, &failure).await;
@@ -178,7 +234,7 @@ impl Hub {
         // A task of its own: the connection lives long, and should not keep the memory of the
         // HTTP request that opened it.
         tokio::spawn(async move {
-            let _in_flight = in_flight;
+            let (_in_flight, _slot) = (in_flight, slot);
             connection::serve(hub, ws, caller, shutdown).await;
         });
     }
@@ -186,7 +242,7 @@ impl Hub {
     fn check_upgrade(
         &self,
         req: &RequestHeader,
-    ) -> Result<(session::Caller, HeaderValue), Failure> {
+    ) -> Result<(session::Caller, HeaderValue, limits::Slot), Failure> {
         let header = |name| {
             req.headers
                 .get(name)
@@ -203,6 +259,11 @@ impl Hub {
         let (true, Some(key)) = (is_websocket, key) else {
             return Err(Failure::HubNeedsWebSocket);
         };
+        // Browsers send the page's origin with the upgrade; no CORS protects a WebSocket.
+        if self.cors.check(req) == cors::OriginCheck::Refused {
+            self.refused("origin");
+            return Err(Failure::OriginNotAllowed);
+        }
         let caller = self.authenticate(req)?;
         if let Some(token) = session::query_param(req, "id") {
             self.negotiations
@@ -215,7 +276,11 @@ impl Hub {
         }
         let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
             .map_err(|_| Failure::BadRequest)?;
-        Ok((caller, accept))
+        let slot = self.limits.acquire(&caller).map_err(|refusal| {
+            self.refused(refusal.label());
+            Failure::TooManyConnections(refusal)
+        })?;
+        Ok((caller, accept, slot))
     }
 
     /// Delivers one event to the connections of its tenant (everyone's when `tenant` is `None`);

@@ -1,0 +1,52 @@
+// Opens a page in headless Chromium (Debian's `chromium`, or $CHROMIUM) with puppeteer-core and
+// lets a test drive it:
+//
+//   node run.js <page url>
+//
+// Prints one JSON line per thing that happens: `loaded`, every console line of the page that is
+// a JSON report ({"event": …}), `pageerror`, and the answer to each command. Commands on stdin,
+// one per line: `eval <JavaScript expression>` (awaited; prints {"event":"eval",ok,value|error})
+// and `quit`.
+"use strict";
+const puppeteer = require("puppeteer-core");
+const readline = require("node:readline");
+
+const [pageUrl] = process.argv.slice(2);
+const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+
+(async () => {
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    // As root (CI) Chromium refuses to start without --no-sandbox.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+  });
+  const page = await browser.newPage();
+  page.on("console", (message) => {
+    try {
+      const { event, ...fields } = JSON.parse(message.text());
+      if (typeof event === "string") say(event, { ...fields, page: true });
+    } catch {
+      // Not one of the page's reports.
+    }
+  });
+  page.on("pageerror", (error) => say("pageerror", { error: String(error) }));
+  await page.goto(pageUrl, { waitUntil: "load" });
+  say("loaded");
+  readline.createInterface({ input: process.stdin }).on("line", async (line) => {
+    if (line === "quit") {
+      await browser.close();
+      process.exit(0);
+    }
+    if (!line.startsWith("eval ")) return;
+    try {
+      const value = await page.evaluate(line.slice(5));
+      say("eval", { ok: true, value: value === undefined ? null : value });
+    } catch (error) {
+      say("eval", { ok: false, error: String(error.message || error) });
+    }
+  });
+})().catch((error) => {
+  say("failed", { error: String(error.message || error) });
+  process.exit(1);
+});

@@ -1,0 +1,200 @@
+//! A real browser for the tests: headless Chromium driven by puppeteer-core
+//! (tests/browser/run.js), and a small web server that serves the page under test
+//! (tests/browser/page.js with the official browser build of @microsoft/signalr) from an origin
+//! of its own.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+const SIGNALR_BROWSER_BUILD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/signalr/node_modules/@microsoft/signalr/dist/browser/signalr.min.js"
+);
+
+/// Installs puppeteer-core from the lock file once, when it is missing.
+fn ensure_installed() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        super::hub::ensure_client();
+        let installed = std::path::Path::new(BROWSER_DIR)
+            .join("node_modules/puppeteer-core/package.json")
+            .exists();
+        if !installed {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(BROWSER_DIR)
+                .status()
+                .expect("npm is needed for the browser tests");
+            assert!(status.success(), "npm ci failed in tests/browser");
+        }
+    });
+}
+
+/// Serves the page under test on its own port (its own origin) until dropped.
+pub struct Site {
+    pub addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Site {
+    pub fn start() -> Self {
+        ensure_installed();
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        let serving = Arc::clone(&server);
+        std::thread::spawn(move || {
+            for request in serving.incoming_requests() {
+                let (body, kind) = match request.url().split('?').next().unwrap_or("") {
+                    "/" => (
+                        b"<!doctype html><meta charset=utf-8><title>payedge hub page</title>\
+                          <script src=/signalr.min.js></script><script src=/page.js></script>"
+                            .to_vec(),
+                        "text/html",
+                    ),
+                    "/signalr.min.js" => (
+                        std::fs::read(SIGNALR_BROWSER_BUILD).unwrap(),
+                        "text/javascript",
+                    ),
+                    "/page.js" => (
+                        std::fs::read(format!("{BROWSER_DIR}/page.js")).unwrap(),
+                        "text/javascript",
+                    ),
+                    _ => {
+                        let _ = request.respond(tiny_http::Response::empty(404));
+                        continue;
+                    }
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", kind).unwrap();
+                let _ = request.respond(tiny_http::Response::from_data(body).with_header(header));
+            }
+        });
+        Self { addr, server }
+    }
+
+    /// The page's origin, as the browser sends it.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// One headless Chromium with one page open.
+pub struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Browser {
+    /// Opens `url` and waits until it has loaded.
+    pub fn open(url: &str) -> Self {
+        ensure_installed();
+        let mut child = Command::new("node")
+            .arg(format!("{BROWSER_DIR}/run.js"))
+            .arg(url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node is needed for the browser tests");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(value);
+                }
+            }
+        });
+        let browser = Self {
+            child,
+            stdin,
+            lines,
+        };
+        let loaded = browser.wait_for("the page", |l| {
+            l["event"] == "loaded" || l["event"] == "failed"
+        });
+        assert_eq!(
+            loaded["event"], "loaded",
+            "Chromium did not load the page: {loaded}"
+        );
+        browser
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The envelopes the page received, in order.
+    pub fn messages(&self) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["event"] == "message")
+            .map(|l| l["envelope"].clone())
+            .collect()
+    }
+
+    pub fn wait_for(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| predicate(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "browser: no {what}; saw {:?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page (awaiting a promise); its value.
+    pub fn eval(&mut self, expression: &str) -> Value {
+        let before = self.lines().len();
+        writeln!(self.stdin, "eval {expression}").expect("the browser is gone");
+        self.stdin.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.lines()[before..].iter().find(|l| l["event"] == "eval") {
+                assert_eq!(line["ok"], true, "{expression}: {line}");
+                return line["value"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "browser: no answer to {expression}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
