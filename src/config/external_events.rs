@@ -43,6 +43,39 @@ pub struct NotificationsSection {
     pub cors: CorsSection,
     #[serde(default)]
     pub limits: HubLimitsSection,
+    /// SignalR stateful reconnect (`withStatefulReconnect()` in the official clients).
+    #[serde(default)]
+    pub stateful_reconnect: StatefulReconnectSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatefulReconnectSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long a connection whose WebSocket broke waits for its client to come back.
+    #[serde(default = "default_reconnect_window")]
+    pub window_seconds: u64,
+    /// Unacknowledged message bytes kept per connection for the resend.
+    #[serde(default = "default_reconnect_buffer")]
+    pub buffer_bytes: usize,
+}
+
+impl Default for StatefulReconnectSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_seconds: default_reconnect_window(),
+            buffer_bytes: default_reconnect_buffer(),
+        }
+    }
+}
+
+fn default_reconnect_window() -> u64 {
+    15
+}
+fn default_reconnect_buffer() -> usize {
+    100_000
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +153,7 @@ impl Default for NotificationsSection {
             history: HistorySection::default(),
             cors: CorsSection::default(),
             limits: HubLimitsSection::default(),
+            stateful_reconnect: StatefulReconnectSection::default(),
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct HubSettings {
     /// Origins (normalized) whose pages may negotiate and connect.
     pub allowed_origins: Vec<String>,
     pub limits: crate::hub::LimitSettings,
+    /// `None`: stateful reconnect is not offered.
+    pub stateful_reconnect: Option<crate::hub::StatefulSettings>,
     pub connection_queue: usize,
     pub keepalive: Duration,
     pub client_timeout: Duration,

@@ -17,6 +17,9 @@ const MAX_HUB_MESSAGE: usize = 1024 * 1024;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
 const MAX_HISTORY_EVENTS: usize = 100_000;
 const MAX_HUB_CONNECTIONS: usize = 10_000_000;
+const MAX_RECONNECT_WINDOW: u64 = 3600;
+const MIN_RECONNECT_BUFFER: usize = 1024;
+const MAX_RECONNECT_BUFFER: usize = 64 * 1024 * 1024;
 const MAX_HISTORY_AGE: u64 = 7 * 24 * 3600;
 
 impl Validator<'_> {
@@ -155,7 +158,24 @@ impl Validator<'_> {
                 );
             }
         }
+        let reconnect = &n.stateful_reconnect;
+        if reconnect.window_seconds == 0 || reconnect.window_seconds > MAX_RECONNECT_WINDOW {
+            self.issue(
+                "notifications.stateful_reconnect.window_seconds",
+                format!("must be between 1 and {MAX_RECONNECT_WINDOW}"),
+            );
+        }
+        if !(MIN_RECONNECT_BUFFER..=MAX_RECONNECT_BUFFER).contains(&reconnect.buffer_bytes) {
+            self.issue(
+                "notifications.stateful_reconnect.buffer_bytes",
+                format!("must be between {MIN_RECONNECT_BUFFER} and {MAX_RECONNECT_BUFFER}"),
+            );
+        }
         HubSettings {
+            stateful_reconnect: reconnect.enabled.then(|| crate::hub::StatefulSettings {
+                window: Duration::from_secs(reconnect.window_seconds),
+                buffer_bytes: reconnect.buffer_bytes,
+            }),
             allowed_origins,
             limits: crate::hub::LimitSettings {
                 per_subject: n.limits.max_connections_per_subject,

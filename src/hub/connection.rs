@@ -18,9 +18,13 @@ use super::groups::{ConnectionId, EventFrame, Member};
 use super::protocol::{self, ClientMessage, Framer};
 use super::recovery::{self, Written};
 use super::session::Caller;
+use super::stateful::{Inbox, Outbox, Received, StatefulSettings};
 use crate::events::{Recovery, StreamId};
 
-type Ws = WebSocketStream<Stream>;
+pub type Ws = WebSocketStream<Stream>;
+
+/// A new WebSocket for a stateful connection whose socket broke, and who opened it.
+pub type Reattached = (Ws, Caller);
 
 /// Queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -41,8 +45,10 @@ enum End {
     /// Say this in a Close message first: the error, and whether the client may reconnect
     /// (yes, unless it broke the protocol: a new token or a reader that catches up can succeed).
     Close(Option<String>, bool),
-    /// The client is gone or closed itself: nothing to say.
+    /// The client closed the connection: nothing to say.
     Quiet,
+    /// The socket broke: a stateful connection waits for its client to come back.
+    Lost,
 }
 
 struct Connection {
@@ -59,15 +65,53 @@ struct Connection {
     held: Option<Vec<Arc<EventFrame>>>,
     /// The client has invoked a hub method.
     invoked: bool,
+    /// With stateful reconnect: what to resend and what to acknowledge.
+    stateful: Option<Stateful>,
+    /// A socket the client opened while the old one still seemed alive.
+    replacement: Option<Reattached>,
 }
 
-pub async fn serve(hub: Arc<Hub>, mut ws: Ws, caller: Caller, shutdown: ShutdownWatch) {
+struct Stateful {
+    token: String,
+    window: std::time::Duration,
+    outbox: Outbox,
+    inbox: Inbox,
+}
+
+/// Serves one connection; `token` is its connection token when it negotiated stateful
+/// reconnect.
+pub async fn serve(
+    hub: Arc<Hub>,
+    mut ws: Ws,
+    caller: Caller,
+    token: Option<String>,
+    mut shutdown: ShutdownWatch,
+) {
     let mut framer = Framer::new(hub.settings.max_message_bytes);
-    let leftover = match handshake(&hub, &mut ws, &mut framer).await {
-        Some(leftover) => leftover,
+    let (leftover, version) = match handshake(&hub, &mut ws, &mut framer).await {
+        Some(answer) => answer,
         None => return,
     };
-    let (tx, rx) = mpsc::channel(hub.settings.connection_queue);
+    // Stateful when the client asked for it twice: at negotiate and with version 2.
+    let stateful = match (token, hub.settings.stateful_reconnect) {
+        (
+            Some(token),
+            Some(StatefulSettings {
+                window,
+                buffer_bytes,
+            }),
+        ) if version >= 2 => Some(Stateful {
+            token,
+            window,
+            outbox: Outbox::new(buffer_bytes),
+            inbox: Inbox::new(),
+        }),
+        _ => None,
+    };
+    let mut sockets = stateful
+        .as_ref()
+        .map(|s| hub.reattach.register(&s.token, &caller));
+    let (tx, mut rx) = mpsc::channel(hub.settings.connection_queue);
     let member = Member {
         tx,
         eviction: Arc::default(),
@@ -88,13 +132,35 @@ pub async fn serve(hub: Arc<Hub>, mut ws: Ws, caller: Caller, shutdown: Shutdown
         written: Written::default(),
         held: Some(Vec::new()),
         invoked: false,
+        stateful,
+        replacement: None,
     };
-    let end = connection.run(framer, leftover, rx, shutdown).await;
+    let mut end = connection
+        .run(framer, leftover, &mut rx, &mut sockets, &mut shutdown)
+        .await;
+    while let End::Lost = end {
+        let Some(socket) = connection
+            .wait_for_socket(&mut sockets, &mut shutdown)
+            .await
+        else {
+            break;
+        };
+        end = match connection.attach(socket).await {
+            Ok(()) => {
+                let framer = Framer::new(hub.settings.max_message_bytes);
+                connection
+                    .run(framer, Vec::new(), &mut rx, &mut sockets, &mut shutdown)
+                    .await
+            }
+            Err(()) => End::Lost,
+        };
+    }
     connection.finish(end).await;
 }
 
-/// Reads the handshake, answers it; returns the messages that came after it in the same frames.
-async fn handshake(hub: &Hub, ws: &mut Ws, framer: &mut Framer) -> Option<Vec<Vec<u8>>> {
+/// Reads the handshake, answers it; returns the messages that came after it in the same frames,
+/// and the protocol version.
+async fn handshake(hub: &Hub, ws: &mut Ws, framer: &mut Framer) -> Option<(Vec<Vec<u8>>, u32)> {
     let read = async {
         loop {
             let text = match ws.next().await? {
@@ -114,11 +180,11 @@ async fn handshake(hub: &Hub, ws: &mut Ws, framer: &mut Framer) -> Option<Vec<Ve
         .ok()
         .flatten()?;
     match protocol::check_handshake(&first) {
-        Ok(()) => {
+        Ok(version) => {
             ws.send(text(protocol::handshake_response(None)))
                 .await
                 .ok()?;
-            Some(rest)
+            Some((rest, version))
         }
         Err(error) => {
             let _ = ws
@@ -139,16 +205,20 @@ impl Connection {
         &mut self,
         mut framer: Framer,
         leftover: Vec<Vec<u8>>,
-        mut rx: mpsc::Receiver<Arc<EventFrame>>,
-        mut shutdown: ShutdownWatch,
+        rx: &mut mpsc::Receiver<Arc<EventFrame>>,
+        sockets: &mut Option<mpsc::Receiver<Reattached>>,
+        shutdown: &mut ShutdownWatch,
     ) -> End {
         for message in &leftover {
             if let Some(end) = self.on_message(message).await {
                 return end;
             }
         }
+        if self.acknowledge().await.is_err() {
+            return End::Lost;
+        }
         if self.invoked && self.release_held().await.is_err() {
-            return End::Quiet;
+            return End::Lost;
         }
         let settings = self.hub.settings.clone();
         let expires = token_deadline(self.caller.expires_at);
@@ -186,7 +256,10 @@ impl Connection {
                             let max = settings.max_message_bytes;
                             return End::Close(Some(format!("a message larger than {max} bytes")), false);
                         }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Quiet,
+                        // A close frame: the client went away on purpose. Anything else: the
+                        // socket broke (a network change, a proxy cutting it).
+                        Some(Ok(Message::Close(_))) => return End::Quiet,
+                        None | Some(Err(_)) => return End::Lost,
                         Some(Ok(_)) => continue,
                     };
                     let messages = match framer.push(text.as_bytes()) {
@@ -207,6 +280,9 @@ impl Connection {
                             return end;
                         }
                     }
+                    if self.acknowledge().await.is_err() {
+                        return End::Lost;
+                    }
                     if self.held.is_some() && self.invoked {
                         let released = tokio::select! {
                             released = self.release_held() => released,
@@ -214,11 +290,12 @@ impl Connection {
                             _ = &mut stopping => return End::Close(None, true),
                         };
                         if released.is_err() {
-                            return End::Quiet;
+                            return End::Lost;
                         }
                     }
                 }
-                outgoing = rx.recv() => {
+                // Stateful: nothing more while the client has not acknowledged the buffer's worth.
+                outgoing = rx.recv(), if !self.outbox_full() => {
                     let Some(first) = outgoing else { return End::Quiet };
                     if let Some(held) = &mut self.held {
                         held.push(first);
@@ -232,15 +309,15 @@ impl Connection {
                             _ = &mut stopping => return End::Close(None, true),
                         };
                         if released.is_err() {
-                            return End::Quiet;
+                            return End::Lost;
                         }
                         continue;
                     }
                     // A client that does not read blocks the write: eviction interrupts it.
                     tokio::select! {
-                        written = self.write(first, &mut rx) => {
+                        written = self.write(first, rx) => {
                             if written.is_err() {
-                                return End::Quiet;
+                                return End::Lost;
                             }
                         }
                         _ = &mut evicted => return evicted_end(),
@@ -264,7 +341,7 @@ impl Connection {
                             _ = &mut stopping => return End::Close(None, true),
                         };
                         if !pinged {
-                            return End::Quiet;
+                            return End::Lost;
                         }
                     }
                     timer.as_mut().reset(deadline(self.last_sent, last_received).into());
@@ -276,8 +353,13 @@ impl Connection {
                         _ = &mut stopping => return End::Close(None, true),
                     };
                     if released.is_err() {
-                        return End::Quiet;
+                        return End::Lost;
                     }
+                }
+                // The client came back on a new socket while this one still looked open.
+                Some(socket) = next_socket(sockets) => {
+                    self.replacement = Some(socket);
+                    return End::Lost;
                 }
                 _ = &mut evicted => {
                     return evicted_end();
@@ -287,6 +369,66 @@ impl Connection {
                 }
             }
         }
+    }
+
+    fn outbox_full(&self) -> bool {
+        self.stateful.as_ref().is_some_and(|s| s.outbox.full())
+    }
+
+    /// Acknowledges what the client sent since the last Ack (stateful connections).
+    async fn acknowledge(&mut self) -> Result<(), ()> {
+        match self.stateful.as_mut().and_then(|s| s.inbox.take_ack()) {
+            Some(ack) => self.send(ack).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A stateful connection whose socket broke: the client's next socket, if it comes back
+    /// within the window (and the connection is neither evicted nor shut down meanwhile).
+    async fn wait_for_socket(
+        &mut self,
+        sockets: &mut Option<mpsc::Receiver<Reattached>>,
+        shutdown: &mut ShutdownWatch,
+    ) -> Option<Reattached> {
+        let (Some(receiver), Some(stateful)) = (sockets.as_mut(), self.stateful.as_ref()) else {
+            return None;
+        };
+        if let Some(socket) = self.replacement.take() {
+            return Some(socket);
+        }
+        let eviction = Arc::clone(&self.member.eviction);
+        let socket = tokio::select! {
+            socket = receiver.recv() => socket,
+            _ = tokio::time::sleep(stateful.window) => None,
+            _ = eviction.notify.notified() => None,
+            _ = shutdown.changed() => None,
+        };
+        if let Some(m) = self.hub.metrics.as_deref() {
+            m.reconnected(socket.is_some());
+        }
+        socket
+    }
+
+    /// Continues on the client's new socket: says where the resend starts, then sends again
+    /// everything not acknowledged.
+    async fn attach(&mut self, (ws, caller): Reattached) -> Result<(), ()> {
+        self.ws = ws;
+        // A reconnect brings a fresh token: its expiry counts from now on.
+        self.caller.expires_at = caller.expires_at;
+        let Some(stateful) = &self.stateful else {
+            return Err(());
+        };
+        let (sequence, unacked) = stateful.outbox.resend();
+        self.ws.feed(text(sequence)).await.map_err(|_| ())?;
+        for message in unacked {
+            self.ws
+                .feed(Message::Text(message.clone()))
+                .await
+                .map_err(|_| ())?;
+        }
+        self.ws.flush().await.map_err(|_| ())?;
+        self.last_sent = Instant::now();
+        Ok(())
     }
 
     /// Ends the wait for the first message: writes what arrived meanwhile.
@@ -316,10 +458,27 @@ impl Connection {
                     .unwrap_or_default(),
             );
         }
+        self.track(&frame.text);
         self.ws
             .feed(Message::Text(frame.text.clone()))
             .await
             .map_err(|_| ())
+    }
+
+    /// Keeps a trackable message for a resend (stateful connections).
+    fn track(&mut self, message: &Utf8Bytes) {
+        if let Some(s) = &mut self.stateful {
+            s.outbox.keep(message.clone());
+        }
+    }
+
+    /// Sends a trackable message (a completion).
+    async fn send_tracked(&mut self, message: String) -> Result<(), ()> {
+        let message = Utf8Bytes::from(message);
+        self.track(&message);
+        self.ws.send(Message::Text(message)).await.map_err(|_| ())?;
+        self.last_sent = Instant::now();
+        Ok(())
     }
 
     /// Writes `first` and whatever else is queued, then flushes once.
@@ -350,11 +509,36 @@ impl Connection {
 
     /// Handles one client message; `Some` ends the connection.
     async fn on_message(&mut self, message: &[u8]) -> Option<End> {
-        match protocol::parse(message) {
-            Err(e) => Some(End::Close(Some(format!("invalid message: {e}")), false)),
-            Ok(ClientMessage::Close) => Some(End::Quiet),
-            Ok(ClientMessage::Ping) | Ok(ClientMessage::Ignored(_)) => None,
-            Ok(ClientMessage::StreamInvocation { invocation_id }) => {
+        let message = match protocol::parse(message) {
+            Ok(message) => message,
+            Err(e) => return Some(End::Close(Some(format!("invalid message: {e}")), false)),
+        };
+        if let Some(s) = &mut self.stateful {
+            match &message {
+                ClientMessage::Ack(id) if !s.outbox.ack(*id) => {
+                    return Some(End::Close(
+                        Some(format!("ack of message {id}, which was never sent")),
+                        false,
+                    ));
+                }
+                ClientMessage::Sequence(id) => {
+                    return s
+                        .inbox
+                        .restart_at(*id)
+                        .err()
+                        .map(|e| End::Close(Some(e), false));
+                }
+                m if m.trackable() && s.inbox.receive() == Received::Duplicate => return None,
+                _ => {}
+            }
+        }
+        match message {
+            ClientMessage::Close => Some(End::Quiet),
+            ClientMessage::Ping
+            | ClientMessage::Ignored(_)
+            | ClientMessage::Ack(_)
+            | ClientMessage::Sequence(_) => None,
+            ClientMessage::StreamInvocation { invocation_id } => {
                 self.invoked = true;
                 self.reply(
                     invocation_id.as_deref(),
@@ -362,19 +546,19 @@ impl Connection {
                 )
                 .await
             }
-            Ok(ClientMessage::Invocation {
+            ClientMessage::Invocation {
                 invocation_id,
                 target,
                 arguments,
-            }) => {
+            } => {
                 self.invoked = true;
                 match self.invoke(&target, &arguments).await {
                     Ok(Some(result)) => match invocation_id {
                         Some(id) => self
-                            .send(protocol::completion_result(&id, result))
+                            .send_tracked(protocol::completion_result(&id, result))
                             .await
                             .err()
-                            .map(|()| End::Quiet),
+                            .map(|()| End::Lost),
                         None => None,
                     },
                     Ok(None) => self.reply(invocation_id.as_deref(), None).await,
@@ -386,10 +570,10 @@ impl Connection {
 
     async fn reply(&mut self, invocation_id: Option<&str>, error: Option<&str>) -> Option<End> {
         let id = invocation_id?;
-        self.send(protocol::completion(id, error))
+        self.send_tracked(protocol::completion(id, error))
             .await
             .err()
-            .map(|()| End::Quiet)
+            .map(|()| End::Lost)
     }
 
     /// The hub's methods: join or leave a tenant's group (one's own; any with the admin role).
@@ -472,10 +656,9 @@ impl Connection {
                 continue;
             }
             let kind = recovery::event_type(&entry.json);
-            self.ws
-                .feed(text(protocol::event_invocation(&kind, &entry.json)))
-                .await
-                .map_err(|_| ())?;
+            let message = Utf8Bytes::from(protocol::event_invocation(&kind, &entry.json));
+            self.track(&message);
+            self.ws.feed(Message::Text(message)).await.map_err(|_| ())?;
             replayed += 1;
         }
         self.ws.flush().await.map_err(|_| ())?;
@@ -485,6 +668,10 @@ impl Connection {
     }
 
     async fn finish(mut self, end: End) {
+        // Forgotten before the Close goes out: a client told to close cannot come back to it.
+        if let Some(s) = &self.stateful {
+            self.hub.reattach.forget(&s.token);
+        }
         for tenant in &self.joined {
             self.hub.groups.leave(tenant, self.id);
         }
@@ -500,6 +687,15 @@ impl Connection {
             })
             .await;
         }
+    }
+}
+
+/// The next socket handed over for this connection; never, for a connection without stateful
+/// reconnect.
+async fn next_socket(sockets: &mut Option<mpsc::Receiver<Reattached>>) -> Option<Reattached> {
+    match sockets {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -20,6 +20,7 @@ pub struct HubMetrics {
     resumes: IntCounterVec,
     replayed: IntCounter,
     refused: IntCounterVec,
+    reconnects: IntCounterVec,
 }
 
 impl HubMetrics {
@@ -68,8 +69,16 @@ impl HubMetrics {
             ),
             &["reason"],
         )?;
+        let reconnects = IntCounterVec::new(
+            Opts::new(
+                "payedge_hub_stateful_reconnects_total",
+                "Stateful hub connections whose socket broke, by result: resumed (the client came back within the window), expired.",
+            ),
+            &["result"],
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 8] = [
+        let collectors: [Box<dyn Collector>; 9] = [
+            Box::new(reconnects.clone()),
             Box::new(refused.clone()),
             Box::new(resumes.clone()),
             Box::new(replayed.clone()),
@@ -91,7 +100,13 @@ impl HubMetrics {
             resumes,
             replayed,
             refused,
+            reconnects,
         })
+    }
+
+    pub fn reconnected(&self, resumed: bool) {
+        let result = if resumed { "resumed" } else { "expired" };
+        self.reconnects.with_label_values(&[result]).inc();
     }
 
     pub fn refused(&self, reason: &str) {

@@ -18,6 +18,7 @@ mod negotiate;
 pub mod protocol;
 mod recovery;
 mod session;
+mod stateful;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -44,6 +45,7 @@ use negotiate::{Claim, Negotiations};
 pub use recovery::HistorySource;
 use recovery::LiveFeed;
 pub use session::HubAuth;
+pub use stateful::StatefulSettings;
 
 /// Bytes tungstenite reads at a time; small, because every idle connection holds its buffer.
 const READ_BUFFER: usize = 512;
@@ -63,6 +65,24 @@ pub struct Hub {
     live: LiveFeed,
     cors: cors::Cors,
     limits: Arc<limits::ConnectionLimits>,
+    /// Stateful connections whose client may come back on a new socket, by connection token.
+    reattach: stateful::Reattach<connection::Reattached>,
+}
+
+/// What an accepted upgrade request becomes.
+enum Upgrade {
+    /// A new connection; with its token when it negotiated stateful reconnect. The slot counts
+    /// it against the limits while it lives.
+    New {
+        caller: session::Caller,
+        stateful_token: Option<String>,
+        slot: limits::Slot,
+    },
+    /// The new socket of a stateful connection whose socket broke.
+    Reattach {
+        caller: session::Caller,
+        to: tokio::sync::mpsc::Sender<connection::Reattached>,
+    },
 }
 
 /// The hub's answer to a negotiate request (or its preflight): the outcome, and the CORS
@@ -102,6 +122,7 @@ impl Hub {
             history,
             cors: cors::Cors::new(settings.allowed_origins.iter().cloned()),
             limits: Arc::new(limits::ConnectionLimits::new(settings.limits)),
+            reattach: stateful::Reattach::default(),
             settings,
         }
     }
@@ -164,8 +185,11 @@ impl Hub {
         let version = session::query_param(req, "negotiateVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let stateful = self.settings.stateful_reconnect.is_some()
+            && version >= 1
+            && session::query_param(req, "useStatefulReconnect").as_deref() == Some("true");
         self.negotiations
-            .create(caller, version)
+            .create(caller, version, stateful)
             .map(|body| (200, body))
             .ok_or(Failure::HubBusy)
     }
@@ -188,7 +212,7 @@ impl Hub {
     /// connection until it ends. Errors are answered before any upgrade.
     pub async fn connect(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) {
         let checked = self.check_upgrade(session.req_header());
-        let (caller, accept, slot) = match checked {
+        let (upgrade, accept) = match checked {
             Ok(ok) => ok,
             Err(failure) => {
                 let _ = crate::admin::write_failure(&mut session, &failure).await;
@@ -229,20 +253,29 @@ impl Hub {
             .max_message_size(Some(self.settings.max_message_bytes))
             .max_frame_size(Some(self.settings.max_message_bytes));
         let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+        let (caller, stateful_token, slot) = match upgrade {
+            Upgrade::New {
+                caller,
+                stateful_token,
+                slot,
+            } => (caller, stateful_token, slot),
+            Upgrade::Reattach { caller, to } => {
+                // The connection is waiting for it (or gone: the socket closes with it).
+                let _ = to.try_send((ws, caller));
+                return;
+            }
+        };
         let in_flight = self.lifecycle.request_started();
         let (hub, shutdown) = (Arc::clone(self), shutdown.clone());
         // A task of its own: the connection lives long, and should not keep the memory of the
         // HTTP request that opened it.
         tokio::spawn(async move {
             let (_in_flight, _slot) = (in_flight, slot);
-            connection::serve(hub, ws, caller, shutdown).await;
+            connection::serve(hub, ws, caller, stateful_token, shutdown).await;
         });
     }
 
-    fn check_upgrade(
-        &self,
-        req: &RequestHeader,
-    ) -> Result<(session::Caller, HeaderValue, limits::Slot), Failure> {
+    fn check_upgrade(&self, req: &RequestHeader) -> Result<(Upgrade, HeaderValue), Failure> {
         let header = |name| {
             req.headers
                 .get(name)
@@ -265,22 +298,37 @@ impl Hub {
             return Err(Failure::OriginNotAllowed);
         }
         let caller = self.authenticate(req)?;
-        if let Some(token) = session::query_param(req, "id") {
-            self.negotiations
-                .claim(&token, &caller)
-                .map_err(|claim| match claim {
-                    Claim::Unknown => Failure::HubConnectionUnknown,
-                    Claim::AlreadyUsed => Failure::HubConnectionTaken,
-                    Claim::NotYours => Failure::TenantMismatch,
-                })?;
-        }
         let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
             .map_err(|_| Failure::BadRequest)?;
+        let token = session::query_param(req, "id");
+        let mut stateful_token = None;
+        if let Some(token) = token {
+            // A stateful connection coming back: no handshake, no new place in the limits.
+            match self.reattach.find(&token, &caller) {
+                Ok(to) => return Ok((Upgrade::Reattach { caller, to }, accept)),
+                Err(stateful::Lookup::NotYours) => return Err(Failure::TenantMismatch),
+                Err(stateful::Lookup::Unknown) => {}
+            }
+            let claimed =
+                self.negotiations
+                    .claim(&token, &caller)
+                    .map_err(|claim| match claim {
+                        Claim::Unknown => Failure::HubConnectionUnknown,
+                        Claim::AlreadyUsed => Failure::HubConnectionTaken,
+                        Claim::NotYours => Failure::TenantMismatch,
+                    })?;
+            stateful_token = claimed.stateful.then_some(token);
+        }
         let slot = self.limits.acquire(&caller).map_err(|refusal| {
             self.refused(refusal.label());
             Failure::TooManyConnections(refusal)
         })?;
-        Ok((caller, accept, slot))
+        let upgrade = Upgrade::New {
+            caller,
+            stateful_token,
+            slot,
+        };
+        Ok((upgrade, accept))
     }
 
     /// Delivers one event to the connections of its tenant (everyone's when `tenant` is `None`);

@@ -24,6 +24,15 @@ struct Pending {
     caller: Caller,
     created: Instant,
     used: bool,
+    /// Stateful reconnect was asked for and granted.
+    stateful: bool,
+}
+
+/// A negotiation taken by its WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub connection_id: String,
+    pub stateful: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +92,9 @@ fn release(unclaimed: &mut HashMap<(Arc<str>, Option<String>), usize>, caller: &
 
 impl Negotiations {
     /// Registers a negotiation; returns the JSON answer for negotiate version `version` (0 or
-    /// 1: version 0 clients use the connection id as the token).
-    pub fn create(&self, caller: Caller, version: u32) -> Option<String> {
+    /// 1: version 0 clients use the connection id as the token), granting stateful reconnect
+    /// when `stateful`.
+    pub fn create(&self, caller: Caller, version: u32, stateful: bool) -> Option<String> {
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
         let token = if version >= 1 {
             uuid::Uuid::new_v4().simple().to_string()
@@ -110,10 +120,11 @@ impl Negotiations {
                 caller,
                 created: now,
                 used: false,
+                stateful,
             },
         );
         let transports = json!([{ "transport": "WebSockets", "transferFormats": ["Text"] }]);
-        let body = if version >= 1 {
+        let mut body = if version >= 1 {
             json!({
                 "negotiateVersion": 1,
                 "connectionId": connection_id,
@@ -127,11 +138,14 @@ impl Negotiations {
                 "availableTransports": transports,
             })
         };
+        if stateful {
+            body["useStatefulReconnect"] = true.into();
+        }
         Some(body.to_string())
     }
 
-    /// Takes the negotiation of `token` for `caller`, once; returns its connection id.
-    pub fn claim(&self, token: &str, caller: &Caller) -> Result<String, Claim> {
+    /// Takes the negotiation of `token` for `caller`, once.
+    pub fn claim(&self, token: &str, caller: &Caller) -> Result<Claimed, Claim> {
         let now = Instant::now();
         let mut table = self.table.lock().map_err(|_| Claim::Unknown)?;
         let Table {
@@ -149,7 +163,10 @@ impl Negotiations {
         }
         entry.used = true;
         release(unclaimed, &entry.caller);
-        Ok(entry.connection_id.clone())
+        Ok(Claimed {
+            connection_id: entry.connection_id.clone(),
+            stateful: entry.stateful,
+        })
     }
 }
 
@@ -165,16 +182,17 @@ mod tests {
     fn a_token_is_claimed_once_by_whoever_negotiated_it() {
         let n = Negotiations::default();
         let answer: serde_json::Value =
-            serde_json::from_str(&n.create(caller("blue"), 1).unwrap()).unwrap();
+            serde_json::from_str(&n.create(caller("blue"), 1, false).unwrap()).unwrap();
         assert_eq!(answer["negotiateVersion"], 1);
         assert_eq!(answer["availableTransports"][0]["transport"], "WebSockets");
         let token = answer["connectionToken"].as_str().unwrap();
         assert_ne!(token, answer["connectionId"].as_str().unwrap());
         assert_eq!(n.claim(token, &caller("green")), Err(Claim::NotYours));
         assert_eq!(
-            n.claim(token, &caller("blue")).unwrap(),
+            n.claim(token, &caller("blue")).unwrap().connection_id,
             answer["connectionId"].as_str().unwrap()
         );
+        assert!(answer.get("useStatefulReconnect").is_none());
         assert_eq!(n.claim(token, &caller("blue")), Err(Claim::AlreadyUsed));
         assert_eq!(n.claim("nope", &caller("blue")), Err(Claim::Unknown));
     }
@@ -185,26 +203,36 @@ mod tests {
         let tokens: Vec<String> = (0..MAX_PENDING_PER_CALLER)
             .map(|_| {
                 let answer: serde_json::Value =
-                    serde_json::from_str(&n.create(caller("blue"), 1).unwrap()).unwrap();
+                    serde_json::from_str(&n.create(caller("blue"), 1, false).unwrap()).unwrap();
                 answer["connectionToken"].as_str().unwrap().to_string()
             })
             .collect();
-        assert!(n.create(caller("blue"), 1).is_none());
+        assert!(n.create(caller("blue"), 1, false).is_none());
         assert!(
-            n.create(caller("green"), 1).is_some(),
+            n.create(caller("green"), 1, false).is_some(),
             "others are not affected"
         );
         // Claiming one frees a place.
         n.claim(&tokens[0], &caller("blue")).unwrap();
-        assert!(n.create(caller("blue"), 1).is_some());
-        assert!(n.create(caller("blue"), 1).is_none());
+        assert!(n.create(caller("blue"), 1, false).is_some());
+        assert!(n.create(caller("blue"), 1, false).is_none());
+    }
+
+    #[test]
+    fn stateful_reconnect_is_granted_in_the_answer_and_remembered_for_the_socket() {
+        let n = Negotiations::default();
+        let answer: serde_json::Value =
+            serde_json::from_str(&n.create(caller("blue"), 1, true).unwrap()).unwrap();
+        assert_eq!(answer["useStatefulReconnect"], true);
+        let token = answer["connectionToken"].as_str().unwrap();
+        assert!(n.claim(token, &caller("blue")).unwrap().stateful);
     }
 
     #[test]
     fn version_0_clients_use_the_connection_id() {
         let n = Negotiations::default();
         let answer: serde_json::Value =
-            serde_json::from_str(&n.create(caller("blue"), 0).unwrap()).unwrap();
+            serde_json::from_str(&n.create(caller("blue"), 0, false).unwrap()).unwrap();
         assert_eq!(answer["negotiateVersion"], 0);
         assert!(answer.get("connectionToken").is_none());
         assert!(

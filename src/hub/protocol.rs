@@ -14,6 +14,8 @@ pub const STREAM_INVOCATION: u8 = 4;
 pub const CANCEL_INVOCATION: u8 = 5;
 pub const PING: u8 = 6;
 pub const CLOSE: u8 = 7;
+pub const ACK: u8 = 8;
+pub const SEQUENCE: u8 = 9;
 
 /// Collects text until whole messages are available.
 #[derive(Debug)]
@@ -85,6 +87,10 @@ pub enum ClientMessage {
     },
     Ping,
     Close,
+    /// Stateful reconnect: the client has every message up to this sequence id...
+    Ack(u64),
+    /// ...and, first on a new socket, its resend starts at this one.
+    Sequence(u64),
     /// Known to the protocol but meaningless here (stream items, cancellations, acks) or of a
     /// type this server does not know: ignored, as the official clients ignore unknown types.
     Ignored(u8),
@@ -98,6 +104,8 @@ pub enum MessageError {
     NoType,
     #[error("an invocation needs a target and arguments")]
     BadInvocation,
+    #[error("an ack or sequence message needs a sequenceId")]
+    NoSequenceId,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +116,19 @@ struct RawMessage {
     invocation_id: Option<String>,
     target: Option<String>,
     arguments: Option<Vec<Value>>,
+    #[serde(rename = "sequenceId")]
+    sequence_id: Option<u64>,
+}
+
+impl ClientMessage {
+    /// Counted for stateful reconnect (invocations, stream items, completions, cancellations).
+    pub fn trackable(&self) -> bool {
+        match self {
+            Self::Invocation { .. } | Self::StreamInvocation { .. } => true,
+            Self::Ignored(kind) => (INVOCATION..=CANCEL_INVOCATION).contains(kind),
+            _ => false,
+        }
+    }
 }
 
 pub fn parse(message: &[u8]) -> Result<ClientMessage, MessageError> {
@@ -129,6 +150,8 @@ pub fn parse(message: &[u8]) -> Result<ClientMessage, MessageError> {
         },
         PING => ClientMessage::Ping,
         CLOSE => ClientMessage::Close,
+        ACK => ClientMessage::Ack(raw.sequence_id.ok_or(MessageError::NoSequenceId)?),
+        SEQUENCE => ClientMessage::Sequence(raw.sequence_id.ok_or(MessageError::NoSequenceId)?),
         other => ClientMessage::Ignored(other),
     })
 }
@@ -140,8 +163,9 @@ struct Handshake {
     version: u32,
 }
 
-/// `Ok` for a JSON version 1 handshake; otherwise the error to answer with.
-pub fn check_handshake(message: &[u8]) -> Result<(), String> {
+/// The version of a JSON handshake (1, or 2 for stateful reconnect); otherwise the error to
+/// answer with.
+pub fn check_handshake(message: &[u8]) -> Result<u32, String> {
     let handshake: Handshake = serde_json::from_slice(message)
         .map_err(|_| "the handshake is not a valid handshake request".to_string())?;
     if handshake.protocol != "json" {
@@ -150,13 +174,13 @@ pub fn check_handshake(message: &[u8]) -> Result<(), String> {
             handshake.protocol
         ));
     }
-    if handshake.version != 1 {
+    if !(1..=2).contains(&handshake.version) {
         return Err(format!(
-            "version {} of the json protocol is not supported (1 only)",
+            "version {} of the json protocol is not supported (1 and 2 only)",
             handshake.version
         ));
     }
-    Ok(())
+    Ok(handshake.version)
 }
 
 fn framed(json: &Value) -> String {
@@ -174,6 +198,14 @@ pub fn handshake_response(error: Option<&str>) -> String {
 
 pub fn ping() -> String {
     framed(&serde_json::json!({ "type": PING }))
+}
+
+pub fn ack(sequence_id: u64) -> String {
+    framed(&serde_json::json!({ "type": ACK, "sequenceId": sequence_id }))
+}
+
+pub fn sequence(sequence_id: u64) -> String {
+    framed(&serde_json::json!({ "type": SEQUENCE, "sequenceId": sequence_id }))
 }
 
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
@@ -290,6 +322,22 @@ mod tests {
             parse(br#"{"type":5,"invocationId":"1"}"#),
             Ok(ClientMessage::Ignored(5))
         );
+        assert!(
+            parse(br#"{"type":5,"invocationId":"1"}"#)
+                .unwrap()
+                .trackable()
+        );
+        assert_eq!(
+            parse(br#"{"type":8,"sequenceId":12}"#),
+            Ok(ClientMessage::Ack(12))
+        );
+        assert_eq!(
+            parse(br#"{"type":9,"sequenceId":3}"#),
+            Ok(ClientMessage::Sequence(3))
+        );
+        assert_eq!(parse(br#"{"type":8}"#), Err(MessageError::NoSequenceId));
+        assert!(!ClientMessage::Ack(1).trackable());
+        assert!(!ClientMessage::Ping.trackable());
         assert_eq!(
             parse(br#"{"type":4,"invocationId":"2","target":"S","arguments":[]}"#),
             Ok(ClientMessage::StreamInvocation {
@@ -313,14 +361,18 @@ mod tests {
     fn handshakes() {
         assert_eq!(
             check_handshake(br#"{"protocol":"json","version":1}"#),
-            Ok(())
+            Ok(1)
+        );
+        assert_eq!(
+            check_handshake(br#"{"protocol":"json","version":2}"#),
+            Ok(2)
         );
         assert!(
             check_handshake(br#"{"protocol":"messagepack","version":1}"#)
                 .unwrap_err()
                 .contains("messagepack")
         );
-        assert!(check_handshake(br#"{"protocol":"json","version":2}"#).is_err());
+        assert!(check_handshake(br#"{"protocol":"json","version":3}"#).is_err());
         assert!(check_handshake(b"hello").is_err());
         assert_eq!(handshake_response(None), format!("{{}}{RS}"));
         assert_eq!(

@@ -1,11 +1,12 @@
 //! A TCP relay in front of a server, whose open connections can be frozen: they stay open but
 //! nothing passes any more, as when a peer vanishes without closing (a host gone, a dropped NAT
-//! entry). Connections made after a freeze work.
+//! entry). Connections made after a freeze work. Or they can be cut: both sides see their
+//! connection end, as when a proxy in between restarts.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Relay {
@@ -13,6 +14,8 @@ pub struct Relay {
     next_id: Arc<AtomicU64>,
     /// Connections with an id below this pass nothing.
     frozen_below: Arc<AtomicU64>,
+    /// Both ends of every connection made, for `cut`.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
@@ -21,13 +24,22 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let next_id = Arc::new(AtomicU64::new(0));
         let frozen_below = Arc::new(AtomicU64::new(0));
-        let (ids, frozen) = (Arc::clone(&next_id), Arc::clone(&frozen_below));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (ids, frozen, opened) = (
+            Arc::clone(&next_id),
+            Arc::clone(&frozen_below),
+            Arc::clone(&open),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
                 let id = ids.fetch_add(1, Ordering::SeqCst);
+                opened
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 for (from, to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
@@ -41,6 +53,14 @@ impl Relay {
             addr,
             next_id,
             frozen_below,
+            open,
+        }
+    }
+
+    /// Ends every connection open now, on both sides; new ones work.
+    pub fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
