@@ -486,3 +486,44 @@ fn a_caller_or_a_tenant_past_its_connection_limit_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_reload_changes_the_hubs_limits_and_origins_for_new_connections_only() {
+    let fx = fx_quote_provider();
+    let config = |per_subject: usize, origin: &str| {
+        hub_config(
+            &fx,
+            &format!(
+                "notifications:\n  cors:\n    allowed_origins: [\"{origin}\"]\n  limits:\n    max_connections_per_subject: {per_subject}\n"
+            ),
+        )
+    };
+    let gw = Payedge::start(&config(1, "https://one.example"), &env());
+    let negotiate = |origin: &str| {
+        request(
+            gw.admin,
+            "POST",
+            "/hubs/notifications/negotiate?negotiateVersion=1",
+            &[("Authorization", &bearer("blue")), ("Origin", origin)],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    let held = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    assert_eq!(negotiate("https://one.example"), 429);
+    let resp = gw.reload_with(&config(2, "https://two.example"));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    assert_eq!(
+        negotiate("https://one.example"),
+        403,
+        "the old origin is gone"
+    );
+    assert_eq!(negotiate("https://two.example"), 200, "one more place");
+    // Lower again: the held connection stays open; new ones are refused.
+    let resp = gw.reload_with(&config(1, "https://two.example"));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    assert_eq!(negotiate("https://two.example"), 429);
+    quote(&gw, "blue", "after-reloads");
+    assert_eq!(held.wait_messages(1)[0]["correlationid"], "after-reloads");
+}

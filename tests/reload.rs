@@ -232,6 +232,11 @@ fn keys_that_need_a_restart_are_refused_by_name() {
             "  grace_period_seconds: 6\n",
             "server.grace_period_seconds",
         ),
+        (
+            "  grace_period_seconds: 5\n",
+            "  grace_period_seconds: 5\nnotifications:\n  history:\n    max_events: 10\n",
+            "notifications.history",
+        ),
     ] {
         let resp = gw.reload_with(&yaml.replace(from, to));
         assert_eq!(resp.status, 422, "{key}: {}", resp.text());

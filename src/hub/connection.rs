@@ -93,7 +93,7 @@ pub async fn serve(
         None => return,
     };
     // Stateful when the client asked for it twice: at negotiate and with version 2.
-    let stateful = match (token, hub.settings.stateful_reconnect) {
+    let stateful = match (token, hub.stateful_settings()) {
         (
             Some(token),
             Some(StatefulSettings {

@@ -32,12 +32,13 @@ impl Refusal {
 type SubjectKey = (Arc<str>, String);
 
 pub struct ConnectionLimits {
-    settings: LimitSettings,
     counts: Mutex<Counts>,
 }
 
-#[derive(Default)]
+/// The limits (a reload may change them; held connections are never closed for it) and what
+/// each caller and tenant holds.
 struct Counts {
+    settings: LimitSettings,
     subjects: HashMap<SubjectKey, usize>,
     tenants: HashMap<Arc<str>, usize>,
 }
@@ -59,20 +60,30 @@ fn subject_key(caller: &Caller) -> Option<SubjectKey> {
 impl ConnectionLimits {
     pub fn new(settings: LimitSettings) -> Self {
         Self {
-            settings,
-            counts: Mutex::default(),
+            counts: Mutex::new(Counts {
+                settings,
+                subjects: HashMap::new(),
+                tenants: HashMap::new(),
+            }),
+        }
+    }
+
+    /// New limits for connections from now on (a reload).
+    pub fn set(&self, settings: LimitSettings) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.settings = settings;
         }
     }
 
     fn refusal(&self, counts: &Counts, caller: &Caller) -> Option<Refusal> {
         let tenant = counts.tenants.get(&caller.tenant).copied().unwrap_or(0);
-        if tenant >= self.settings.per_tenant {
+        if tenant >= counts.settings.per_tenant {
             return Some(Refusal::Tenant);
         }
         let subject = subject_key(caller)
             .and_then(|k| counts.subjects.get(&k).copied())
             .unwrap_or(0);
-        (subject >= self.settings.per_subject).then_some(Refusal::Subject)
+        (subject >= counts.settings.per_subject).then_some(Refusal::Subject)
     }
 
     /// Whether `caller` may open one more connection now (negotiate asks before handing out a
@@ -162,6 +173,13 @@ mod tests {
         drop(a1);
         assert!(limits.check(&alice).is_ok());
         let _a3 = limits.acquire(&alice).unwrap();
+        // Lower limits refuse new connections and close none.
+        limits.set(LimitSettings {
+            per_subject: 1,
+            per_tenant: 10,
+        });
+        assert_eq!(limits.check(&alice), Err(Refusal::Subject));
+        assert!(limits.check(&caller("blue", "dave")).is_ok());
     }
 
     #[test]

@@ -63,8 +63,11 @@ pub struct Hub {
     history: HistorySource,
     /// Which tenants' live events reach this instance.
     live: LiveFeed,
-    cors: cors::Cors,
+    /// Origins allowed, swapped by a reload.
+    cors: arc_swap::ArcSwap<cors::Cors>,
     limits: Arc<limits::ConnectionLimits>,
+    /// Stateful reconnect as offered to new negotiations, swapped by a reload.
+    stateful_reconnect: arc_swap::ArcSwap<Option<StatefulSettings>>,
     /// Stateful connections whose client may come back on a new socket, by connection token.
     reattach: stateful::Reattach<connection::Reattached>,
 }
@@ -105,6 +108,23 @@ impl Hub {
         self.auth.store(std::sync::Arc::new(auth));
     }
 
+    /// The settings a reload may change: allowed origins, connection limits and stateful
+    /// reconnect apply to negotiations and connections from now on; open connections keep
+    /// what they started with.
+    pub fn set_policy(&self, settings: &HubSettings) {
+        self.cors.store(Arc::new(cors::Cors::new(
+            settings.allowed_origins.iter().cloned(),
+        )));
+        self.limits.set(settings.limits);
+        self.stateful_reconnect
+            .store(Arc::new(settings.stateful_reconnect));
+    }
+
+    /// Stateful reconnect as offered now.
+    fn stateful_settings(&self) -> Option<StatefulSettings> {
+        **self.stateful_reconnect.load()
+    }
+
     pub fn new(
         settings: HubSettings,
         auth: HubAuth,
@@ -120,7 +140,10 @@ impl Hub {
             lifecycle,
             live: LiveFeed::for_source(&history),
             history,
-            cors: cors::Cors::new(settings.allowed_origins.iter().cloned()),
+            cors: arc_swap::ArcSwap::from_pointee(cors::Cors::new(
+                settings.allowed_origins.iter().cloned(),
+            )),
+            stateful_reconnect: arc_swap::ArcSwap::from_pointee(settings.stateful_reconnect),
             limits: Arc::new(limits::ConnectionLimits::new(settings.limits)),
             reattach: stateful::Reattach::default(),
             settings,
@@ -145,7 +168,7 @@ impl Hub {
     /// `POST {hub}/negotiate?negotiateVersion=1` (and its CORS preflight): the JSON answer, or
     /// why not.
     pub fn negotiate(&self, req: &RequestHeader) -> NegotiateAnswer {
-        let origin = match self.cors.check(req) {
+        let origin = match self.cors.load().check(req) {
             cors::OriginCheck::Refused => {
                 self.refused("origin");
                 return NegotiateAnswer {
@@ -185,7 +208,7 @@ impl Hub {
         let version = session::query_param(req, "negotiateVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let stateful = self.settings.stateful_reconnect.is_some()
+        let stateful = self.stateful_settings().is_some()
             && version >= 1
             && session::query_param(req, "useStatefulReconnect").as_deref() == Some("true");
         self.negotiations
@@ -293,7 +316,7 @@ impl Hub {
             return Err(Failure::HubNeedsWebSocket);
         };
         // Browsers send the page's origin with the upgrade; no CORS protects a WebSocket.
-        if self.cors.check(req) == cors::OriginCheck::Refused {
+        if self.cors.load().check(req) == cors::OriginCheck::Refused {
             self.refused("origin");
             return Err(Failure::OriginNotAllowed);
         }

@@ -9,7 +9,8 @@ use crate::config::{BusSettings, Config};
 pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let listen = |t: &Option<crate::config::TlsListener>| t.as_ref().map(|t| t.listen);
-    let checks: [(&'static str, bool); 15] = [
+    let (o_hub, n_hub) = (&old.notifications.hub, &new.notifications.hub);
+    let checks: [(&'static str, bool); 19] = [
         ("server.listen", o.listen != n.listen),
         ("server.admin_listen", o.admin_listen != n.admin_listen),
         ("server.threads", o.threads != n.threads),
@@ -50,8 +51,32 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
                 || old.notifications.source != new.notifications.source,
         ),
         (
+            "notifications.history",
+            old.notifications.history != new.notifications.history,
+        ),
+        (
             "notifications.hub_path",
-            format!("{:?}", old.notifications.hub) != format!("{:?}", new.notifications.hub),
+            old.notifications.hub.path != new.notifications.hub.path,
+        ),
+        (
+            "notifications.connection_queue",
+            old.notifications.hub.connection_queue != new.notifications.hub.connection_queue,
+        ),
+        (
+            "notifications.max_message_bytes",
+            old.notifications.hub.max_message_bytes != new.notifications.hub.max_message_bytes,
+        ),
+        (
+            "notifications.keepalive_interval_ms",
+            (
+                o_hub.keepalive,
+                o_hub.client_timeout,
+                o_hub.handshake_timeout,
+            ) != (
+                n_hub.keepalive,
+                n_hub.client_timeout,
+                n_hub.handshake_timeout,
+            ),
         ),
     ];
     checks

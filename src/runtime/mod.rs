@@ -345,6 +345,7 @@ impl Runtime {
         }
         let generation = snapshot.generation;
         let trusted = snapshot.config.server.trusted_proxies.clone();
+        let snapshot_hub = snapshot.config.notifications.hub.clone();
         let snapshot = Arc::new(snapshot);
         self.current.store(Arc::clone(&snapshot));
         self.forget_removed_series(old, snapshot);
@@ -356,10 +357,13 @@ impl Runtime {
         for (endpoint, acceptor) in staged {
             endpoint.install(acceptor);
         }
-        if let (Some(auth), Ok(hub)) = (hub_auth, self.hub.lock())
+        if let Ok(hub) = self.hub.lock()
             && let Some(hub) = hub.as_ref()
         {
-            hub.set_auth(auth);
+            if let Some(auth) = hub_auth {
+                hub.set_auth(auth);
+            }
+            hub.set_policy(&snapshot_hub);
         }
         Ok(Reloaded::Applied { generation, sha256 })
     }
