@@ -186,7 +186,7 @@ pub fn main() -> ExitCode {
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?
-                    .block_on(crate::watch::watch(&url, &token))
+                    .block_on(crate::watch::watch(&url, &token, &tenant))
             });
             match watched {
                 Ok(()) => ExitCode::SUCCESS,

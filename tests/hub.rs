@@ -403,6 +403,90 @@ fn payedge_watch_prints_each_event_as_one_line() {
 }
 
 #[test]
+fn payedge_watch_resumes_by_itself_and_says_how_many_events_it_recovered() {
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let relay = common::relay::Relay::start(gw.admin);
+    let mut watch = std::process::Command::new(common::process::binary())
+        .args(["watch", "--tenant", "blue", "--url", &hub_url(relay.addr)])
+        .args(["--token", &token("blue")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = |stream: Box<dyn std::io::Read + Send>| {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        seen
+    };
+    let stdout = lines(Box::new(watch.stdout.take().unwrap()));
+    let stderr = lines(Box::new(watch.stderr.take().unwrap()));
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "no {what}: {:?} {:?}",
+                stdout.lock().unwrap(),
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("connection", &|| {
+        stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("waiting for events"))
+    });
+    quote(&gw, "blue", "seen-1");
+    wait("first event", &|| stdout.lock().unwrap().len() == 1);
+    // The connection goes dead, three quotes are missed, then it drops.
+    relay.freeze();
+    for i in 0..3 {
+        quote(&gw, "blue", &format!("missed-{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    relay.cut();
+    wait("the resume", &|| {
+        stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("recovered"))
+    });
+    quote(&gw, "blue", "live-again");
+    wait("all five events", &|| stdout.lock().unwrap().len() == 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("recovered 3 missed events")),
+        "{stderr:?}"
+    );
+    let printed = stdout.lock().unwrap().clone();
+    assert_eq!(printed.len(), 5, "each event once: {printed:?}");
+    assert!(
+        printed
+            .iter()
+            .all(|l| l.contains(" fx.quote.created tenant=blue "))
+    );
+}
+
+#[test]
 fn a_caller_or_a_tenant_past_its_connection_limit_is_refused() {
     let fx = fx_quote_provider();
     let limits = "notifications:\n  limits:\n    max_connections_per_subject: 2\n    max_connections_per_tenant: 3\n";
