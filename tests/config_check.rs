@@ -1133,3 +1133,24 @@ fn token_with_a_config_file_uses_its_secret_and_settings() {
         )],
     );
 }
+
+#[test]
+fn a_cluster_url_is_accepted_and_its_prefix_may_not_hold_a_hash_tag() {
+    let bus = "notifications:\n  provider: redis\n  redis:\n    url: redis+cluster://127.0.0.1:7000,127.0.0.1:7001\n";
+    let good = ConfigFile::new(&format!("{VALID}{bus}"));
+    assert_eq!(good.check(&good_env()).code, Some(0));
+    let braces = ConfigFile::new(&format!("{VALID}{bus}    channel_prefix: \"app:{{x}}:\"\n"));
+    assert_problems(
+        &braces.check(&good_env()),
+        &[braces.problem(
+            "channel_prefix:",
+            "notifications.redis.channel_prefix",
+            "must not contain braces with a Redis Cluster (the tenant is the hash tag)",
+        )],
+    );
+    let empty = ConfigFile::new(&format!(
+        "{VALID}{}",
+        bus.replace("127.0.0.1:7000,127.0.0.1:7001", "")
+    ));
+    assert_eq!(empty.check(&good_env()).code, Some(2));
+}

@@ -199,22 +199,29 @@ impl Validator<'_> {
                 None
             }
         };
-        if let Some(url) = &url
-            && let Err(e) = redis::Client::open(url.as_str())
-        {
+        let target = url
+            .as_deref()
+            .map(crate::events::redis_target::RedisTarget::parse);
+        if let Some(Err(e)) = &target {
             let key = if r.url.is_some() { "url" } else { "url_env" };
             self.issue(
                 format!("notifications.redis.{key}"),
-                format!(
-                    "not a Redis URL: {}",
-                    e.to_string().replace(url.as_str(), "…")
-                ),
+                format!("not a Redis (redis://) or Redis Cluster (redis+cluster://) URL: {e}"),
             );
         }
         if r.channel_prefix.is_empty() || r.channel_prefix.contains(char::is_whitespace) {
             self.issue(
                 "notifications.redis.channel_prefix",
                 "must be a non-empty string without spaces",
+            );
+        }
+        // On a cluster the tenant in braces is the key's hash tag: braces in the prefix would
+        // take its place and put every tenant in one slot (or split a tenant's key and channel).
+        if matches!(&target, Some(Ok(t)) if t.is_cluster()) && r.channel_prefix.contains(['{', '}'])
+        {
+            self.issue(
+                "notifications.redis.channel_prefix",
+                "must not contain braces with a Redis Cluster (the tenant is the hash tag)",
             );
         }
         BusSettings::Redis {

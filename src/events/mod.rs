@@ -22,6 +22,7 @@ mod metrics;
 mod pipeline;
 mod publisher;
 pub mod redis_history;
+pub mod redis_target;
 pub mod stream_id;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

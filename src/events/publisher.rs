@@ -1,7 +1,8 @@
 //! The Redis publisher takes what is queued (up to a batch) and sends it as one pipeline of
 //! script invocations, each appending one event to its tenant's history stream and publishing it
 //! to `{prefix}{tenant}` (`{prefix}_all` for system-wide events) with its `streamid`
-//! (`redis_history.rs`). When Redis
+//! (`redis_history.rs`). On a Redis Cluster the batch goes as one pipeline per tenant (a
+//! pipeline reaches one slot), all at once, and only what failed is sent again. When Redis
 //! cannot be reached it keeps the batch, reconnects with backoff, and lets the queue absorb what
 //! arrives meanwhile; what the queue cannot hold is dropped (and counted) by the senders. A
 //! batch interrupted by a broken connection is sent again: delivery is at least once.
@@ -15,6 +16,7 @@ use serde_json::Map;
 use tokio::sync::mpsc;
 
 use super::redis_history::{self, PublishArgs};
+use super::redis_target::{Connection, RedisTarget};
 use super::{Event, EventMetrics, HistoryLimits};
 
 const BATCH: usize = 256;
@@ -29,8 +31,8 @@ const GIVE_UP_MARGIN: Duration = Duration::from_millis(500);
 /// The least time a send to a connected Redis gets during a stop.
 const MIN_SEND: Duration = Duration::from_millis(500);
 
-pub fn channel(prefix: &str, event: &Event) -> String {
-    format!("{prefix}{}", event.tenant.as_deref().unwrap_or(ALL_TENANTS))
+fn stream_of(event: &Event) -> &str {
+    event.tenant.as_deref().unwrap_or(ALL_TENANTS)
 }
 
 /// What the publisher works with.
@@ -58,17 +60,14 @@ pub async fn redis(
     mut outbox: mpsc::Receiver<Arc<Event>>,
     stopping: impl std::future::Future<Output = ()>,
 ) {
-    let client = match redis::Client::open(p.url.as_str()) {
-        Ok(c) => c,
+    let target = match RedisTarget::parse(&p.url) {
+        Ok(target) => target,
         Err(e) => {
             tracing::error!(error = %e, "invalid Redis URL; events will not be published");
             return;
         }
     };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let mut connection: Option<Connection> = None;
     let script = redis::Script::new(redis_history::PUBLISH);
     let mut pending: VecDeque<Waiting> = VecDeque::new();
     let mut backoff = BACKOFF_START;
@@ -111,8 +110,8 @@ pub async fn redis(
         let con = match &mut connection {
             Some(con) => con,
             None => match tokio::time::timeout(until_give_up.unwrap_or(CONNECT_TIMEOUT), async {
-                let mut con = client
-                    .get_multiplexed_async_connection_with_config(&config)
+                let mut con = target
+                    .connect(CONNECT_TIMEOUT.max(RESPONSE_TIMEOUT))
                     .await?;
                 // Loaded on every new connection: a restarted Redis has no scripts.
                 script.prepare_invoke().load_async(&mut con).await?;
@@ -160,47 +159,27 @@ pub async fn redis(
                 }
             },
         };
-        let mut pipe = redis::pipe();
-        for waiting in &pending {
-            let event = &waiting.event;
-            let stream = event.tenant.as_deref().unwrap_or(ALL_TENANTS);
-            redis_history::add_publish(
-                &mut pipe,
-                script.get_hash(),
-                &redis_history::stream_key(&p.prefix, stream),
-                &event.json,
-                &PublishArgs {
-                    limits: p.history,
-                    channel: &channel(&p.prefix, event),
-                    sharded: false,
-                },
-            );
-            pipe.ignore();
-        }
         // A Redis that is there gets at least half a second, even past the give-up moment:
         // events it takes must not be reported lost.
-        let sent = tokio::time::timeout(
-            until_give_up.map_or(RESPONSE_TIMEOUT, |left| left.max(MIN_SEND)),
-            pipe.query_async::<()>(con),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            )))
-        });
-        match sent {
-            Ok(()) => {
-                for waiting in pending.drain(..) {
-                    if let Some(m) = &p.metrics {
-                        m.published(&waiting.event.kind);
-                    }
-                    if waiting.queued {
-                        p.backlog.fetch_sub(1, Ordering::AcqRel);
-                    }
+        let limit = until_give_up.map_or(RESPONSE_TIMEOUT, |left| left.max(MIN_SEND));
+        let (published, failure) = send(&p, &target, script.get_hash(), con, &pending, limit).await;
+        let mut index = 0;
+        pending.retain(|waiting| {
+            let sent = published[index];
+            index += 1;
+            if sent {
+                if let Some(m) = &p.metrics {
+                    m.published(&waiting.event.kind);
+                }
+                if waiting.queued {
+                    p.backlog.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-            Err(e) => {
+            !sent
+        });
+        match failure {
+            None => {}
+            Some(e) => {
                 if !lost {
                     lost = true;
                     tracing::warn!(event = "redis_lost", error = %e, "publishing to Redis failed; events wait in the queue");
@@ -215,6 +194,73 @@ pub async fn redis(
             }
         }
     }
+}
+
+/// Sends `pending` (one pipeline; on a cluster one per stream, concurrently); which were
+/// published, and the first failure.
+async fn send(
+    p: &Publisher,
+    target: &RedisTarget,
+    sha: &str,
+    con: &mut Connection,
+    pending: &VecDeque<Waiting>,
+    limit: Duration,
+) -> (Vec<bool>, Option<redis::RedisError>) {
+    let args = |stream: &str| PublishArgs {
+        limits: p.history,
+        channel: target.channel(&p.prefix, stream),
+        sharded: target.is_cluster(),
+    };
+    // (stream, indices in `pending`) in the order streams first appear.
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, waiting) in pending.iter().enumerate() {
+        let stream = if target.is_cluster() {
+            stream_of(&waiting.event)
+        } else {
+            ""
+        };
+        match groups.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((stream, vec![i])),
+        }
+    }
+    let sends = groups.iter().map(|(_, members)| {
+        let mut pipe = redis::pipe();
+        for &i in members {
+            let event = &pending[i].event;
+            let stream = stream_of(event);
+            redis_history::add_publish(
+                &mut pipe,
+                sha,
+                &redis_history::stream_key(&p.prefix, stream),
+                &event.json,
+                &args(stream),
+            );
+            pipe.ignore();
+        }
+        let mut con = con.clone();
+        async move {
+            tokio::time::timeout(limit, pipe.query_async::<()>(&mut con))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )))
+                })
+        }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let mut published = vec![false; pending.len()];
+    let mut failure = None;
+    for ((_, members), result) in groups.iter().zip(results) {
+        match result {
+            Ok(()) => members.iter().for_each(|&i| published[i] = true),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    (published, failure)
 }
 
 /// The stop's grace period is over and Redis is not there: every waiting event is lost. Each is

@@ -84,9 +84,9 @@ pub fn stream_key(prefix: &str, stream: &str) -> String {
 }
 
 /// The arguments of [`PUBLISH`] after the envelope.
-pub struct PublishArgs<'a> {
+pub struct PublishArgs {
     pub limits: HistoryLimits,
-    pub channel: &'a str,
+    pub channel: String,
     pub sharded: bool,
 }
 
@@ -105,7 +105,7 @@ pub fn add_publish(
         .arg(json.as_bytes())
         .arg(args.limits.max_events)
         .arg(args.limits.max_age.as_millis() as u64)
-        .arg(args.channel)
+        .arg(&args.channel)
         .arg(KEY_LIFETIME_MS)
         .arg(if args.sharded { "SPUBLISH" } else { "PUBLISH" });
 }
@@ -113,20 +113,24 @@ pub fn add_publish(
 /// Reads the history in Redis for the hub, over a connection of its own made when first needed
 /// and made again after a failure.
 pub struct RedisReader {
-    client: redis::Client,
+    target: super::redis_target::RedisTarget,
     prefix: String,
     limits: HistoryLimits,
     script: redis::Script,
     head: redis::Script,
-    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    connection: tokio::sync::Mutex<Option<super::redis_target::Connection>>,
 }
 
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl RedisReader {
+    pub fn target(&self) -> &super::redis_target::RedisTarget {
+        &self.target
+    }
+
     pub fn new(url: &str, prefix: &str, limits: HistoryLimits) -> Option<Self> {
         Some(Self {
-            client: redis::Client::open(url).ok()?,
+            target: super::redis_target::RedisTarget::parse(url).ok()?,
             prefix: prefix.to_string(),
             limits,
             script: redis::Script::new(RESUME),
@@ -136,20 +140,13 @@ impl RedisReader {
     }
 
     /// The connection, made if there is none.
-    async fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+    async fn connection(&self) -> Option<super::redis_target::Connection> {
         // A multiplexed connection is shared by cloning: the lock is held only to find it.
         let mut slot = self.connection.lock().await;
         if let Some(con) = slot.as_ref() {
             return Some(con.clone());
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(READ_TIMEOUT))
-            .set_response_timeout(Some(READ_TIMEOUT));
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
+        match self.target.connect(READ_TIMEOUT).await {
             Ok(con) => Some(slot.insert(con).clone()),
             Err(e) => {
                 tracing::warn!(error = %e, "the hub cannot reach Redis to read the event history");

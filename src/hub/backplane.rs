@@ -1,7 +1,7 @@
 //! Where the hub's events come from: this instance's in-memory bus, or Redis.
 //!
-//! With Redis, the hub subscribes to `{prefix}_all` and to `{prefix}{tenant}` for exactly the
-//! tenants that have members here, re-subscribing as groups fill and empty, and reconnecting
+//! With Redis, the hub subscribes to `{prefix}_all` and to `{prefix}{tenant}` (on a Redis
+//! Cluster `{prefix}{{tenant}}`, sharded) for exactly the tenants that have members here, re-subscribing as groups fill and empty, and reconnecting
 //! with backoff when Redis goes away. Two or more instances on one Redis thus form one hub.
 //!
 //! Pub/sub loses what is published while a subscriber is away, so the hub keeps, per stream it
@@ -14,7 +14,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -23,7 +22,9 @@ use tokio::sync::broadcast;
 
 use super::Hub;
 use super::recovery::HistorySource;
+use super::subscriber::Subscriber;
 use crate::events::redis_history::RedisReader;
+use crate::events::redis_target::RedisTarget;
 use crate::events::{EventSink, Published, Recovery, StreamId, Unrecoverable};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -113,7 +114,7 @@ struct Head {
 }
 
 async fn redis(url: &str, prefix: &str, hub: &Hub) {
-    let Ok(client) = redis::Client::open(url) else {
+    let Ok(target) = RedisTarget::parse(url) else {
         tracing::error!("invalid Redis URL; the hub receives no events");
         return;
     };
@@ -125,15 +126,18 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
     // Kept across reconnections: where each followed stream stands.
     let mut forwarded: HashMap<Arc<str>, StreamId> = HashMap::new();
     loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => {
+        match Subscriber::connect(&target, CONNECT_TIMEOUT).await {
+            Ok(subscriber) => {
                 backoff = BACKOFF_START;
-                follow(pubsub, prefix, hub, reader, &mut forwarded).await;
+                let channels = Channels {
+                    target: &target,
+                    prefix,
+                };
+                follow(subscriber, channels, hub, reader, &mut forwarded).await;
                 hub.live.set(HashSet::new());
                 tracing::warn!("the hub lost its Redis subscription; reconnecting");
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "the hub cannot reach Redis; retrying"),
-            Err(_) => tracing::warn!("the hub's connection to Redis timed out; retrying"),
+            Err(e) => tracing::warn!(error = %e, "the hub cannot reach Redis; retrying"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -147,13 +151,12 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
 /// socket (a host gone, a dropped NAT entry) would look like a quiet one forever: the hub pings
 /// it every `keepalive` and starts over when no answer comes within another `keepalive`.
 async fn follow(
-    pubsub: redis::aio::PubSub,
-    prefix: &str,
+    mut subscriber: Subscriber,
+    channels: Channels<'_>,
     hub: &Hub,
     reader: &RedisReader,
     forwarded: &mut HashMap<Arc<str>, StreamId>,
 ) {
-    let (mut control, mut messages) = pubsub.split();
     let answer_within = hub.settings.keepalive;
     let mut keepalive = tokio::time::interval(answer_within);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,10 +182,10 @@ async fn follow(
             }
             let changes = async {
                 for stream in wanted.difference(&subscribed) {
-                    control.subscribe(format!("{prefix}{stream}")).await?;
+                    subscriber.subscribe(channels.of(stream)).await?;
                 }
                 for stream in subscribed.difference(&wanted) {
-                    control.unsubscribe(format!("{prefix}{stream}")).await?;
+                    subscriber.unsubscribe(channels.of(stream)).await?;
                 }
                 Ok::<_, redis::RedisError>(())
             };
@@ -209,11 +212,9 @@ async fn follow(
             );
         }
         tokio::select! {
-            message = messages.next() => {
-                let Some(message) = message else { return };
-                let channel = message.get_channel_name();
-                let Ok(payload) = message.get_payload::<String>() else { continue };
-                let Some(stream) = channel.strip_prefix(prefix) else { continue };
+            message = subscriber.next() => {
+                let Some((channel, payload)) = message else { return };
+                let Some(stream) = channels.stream_of(&channel) else { continue };
                 let Ok(head) = serde_json::from_str::<Head>(&payload) else { continue };
                 let position = head.streamid.as_deref().and_then(|id| id.parse::<StreamId>().ok());
                 if let Some(position) = position {
@@ -231,13 +232,30 @@ async fn follow(
             // delivered is seen on the next turn.
             _ = hub.groups.changed.notified() => groups_changed = true,
             _ = keepalive.tick() => {
-                let pong = tokio::time::timeout(answer_within, control.ping::<redis::Value>()).await;
+                let pong = tokio::time::timeout(answer_within, subscriber.ping()).await;
                 if !matches!(pong, Ok(Ok(_))) {
                     tracing::warn!("Redis did not answer the hub's ping in time; reconnecting");
                     return;
                 }
             }
         }
+    }
+}
+
+/// How streams and channels are named on this Redis.
+#[derive(Clone, Copy)]
+struct Channels<'a> {
+    target: &'a RedisTarget,
+    prefix: &'a str,
+}
+
+impl<'a> Channels<'a> {
+    fn of(&self, stream: &str) -> String {
+        self.target.channel(self.prefix, stream)
+    }
+
+    fn stream_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        self.target.stream_of(self.prefix, channel)
     }
 }
 

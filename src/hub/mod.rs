@@ -19,6 +19,7 @@ pub mod protocol;
 mod recovery;
 mod session;
 mod stateful;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -12,6 +12,7 @@ pub mod pki;
 pub mod process;
 pub mod provider;
 pub mod redis;
+pub mod redis_cluster;
 pub mod relay;
 
 #[allow(unused_imports)]

@@ -1,0 +1,115 @@
+//! The hub's Redis subscription, on one server (`SUBSCRIBE` on a connection of its own) or on a
+//! Redis Cluster (`SSUBSCRIBE` over RESP3: each tenant's channel on its shard), behind one type.
+//! It ends at the first disconnection of any node: the backplane then starts over and repairs
+//! what it missed from the history, rather than trusting an automatic resubscription that could
+//! leave a gap.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, RedisResult, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::events::redis_target::RedisTarget;
+
+pub enum Subscriber {
+    Single {
+        control: PubSubSink,
+        messages: PubSubStream,
+    },
+    Cluster {
+        con: ClusterConnection,
+        pushes: UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl Subscriber {
+    pub async fn connect(target: &RedisTarget, timeout: Duration) -> RedisResult<Self> {
+        let connecting = async {
+            match target {
+                RedisTarget::Single(url) => {
+                    let pubsub = redis::Client::open(url.as_str())?
+                        .get_async_pubsub()
+                        .await?;
+                    let (control, messages) = pubsub.split();
+                    Ok(Self::Single { control, messages })
+                }
+                RedisTarget::Cluster(_) => {
+                    let Some(connected) = target.sharded_subscriber(timeout).await else {
+                        return Err(redis::RedisError::from(std::io::Error::other(
+                            "not a cluster",
+                        )));
+                    };
+                    let (con, pushes) = connected?;
+                    Ok(Self::Cluster { con, pushes })
+                }
+            }
+        };
+        tokio::time::timeout(timeout, connecting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            })
+    }
+
+    pub async fn subscribe(&mut self, channel: String) -> RedisResult<()> {
+        match self {
+            Self::Single { control, .. } => control.subscribe(channel).await,
+            Self::Cluster { con, .. } => con.ssubscribe(channel).await,
+        }
+    }
+
+    pub async fn unsubscribe(&mut self, channel: String) -> RedisResult<()> {
+        match self {
+            Self::Single { control, .. } => control.unsubscribe(channel).await,
+            Self::Cluster { con, .. } => con.sunsubscribe(channel).await,
+        }
+    }
+
+    pub async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Self::Single { control, .. } => control.ping::<Value>().await.map(drop),
+            Self::Cluster { con, .. } => {
+                redis::cmd("PING").query_async::<Value>(con).await.map(drop)
+            }
+        }
+    }
+
+    /// The next message as (channel, payload); `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<(String, String)> {
+        match self {
+            Self::Single { messages, .. } => loop {
+                let message = messages.next().await?;
+                if let Ok(payload) = message.get_payload::<String>() {
+                    return Some((message.get_channel_name().to_string(), payload));
+                }
+            },
+            Self::Cluster { pushes, .. } => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    PushKind::Disconnection => return None,
+                    PushKind::SMessage | PushKind::Message => {
+                        if let [channel, payload, ..] = push.data.as_slice()
+                            && let (Some(channel), Some(payload)) = (text(channel), text(payload))
+                        {
+                            return Some((channel, payload));
+                        }
+                    }
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
