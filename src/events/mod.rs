@@ -20,7 +20,7 @@ pub mod history;
 mod log_format;
 mod metrics;
 mod pipeline;
-mod publisher;
+pub mod publisher;
 pub mod redis_history;
 pub mod redis_target;
 pub mod stream_id;
