@@ -84,6 +84,17 @@ impl Watcher<'_> {
         request.headers_mut().insert("Authorization", bearer);
         let mut ws = match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => ws,
+            // The hub refused us (a token no longer valid, a forbidden origin): trying again
+            // with the same token cannot succeed.
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status().is_client_error()
+                    && !matches!(response.status().as_u16(), 408 | 429) =>
+            {
+                return Ended::Stop(Err(format!(
+                    "the hub at {url} refused the connection: {}",
+                    response.status()
+                )));
+            }
             Err(e) => return Ended::Lost(format!("cannot connect to {url}: {e}")),
         };
         let handshake = format!(
@@ -151,7 +162,10 @@ impl Watcher<'_> {
             None if !self.connected_once => {
                 eprintln!("connected to {url}; waiting for events (Ctrl-C to stop)");
             }
-            None => eprintln!("connected to {url} again; no event was missed"),
+            None => eprintln!(
+                "connected to {url} again; no event of {} had been received to resume from",
+                self.tenant
+            ),
             Some(last) => {
                 let join = json!({
                     "type": 1,
@@ -176,14 +190,18 @@ impl Watcher<'_> {
         }
         if value["type"] == 1 {
             let event = &value["arguments"][0];
-            if event["tenant"] == self.tenant
+            let tenant = event["tenant"].as_str().unwrap_or("");
+            if tenant.eq_ignore_ascii_case(self.tenant)
                 && let Some(id) = event["streamid"].as_str()
             {
                 self.last = Some(id.to_string());
             }
         }
         let described = describe(value);
-        if value["type"] == 7 && value["allowReconnect"] == true {
+        let expired = value["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("access token has expired"));
+        if value["type"] == 7 && value["allowReconnect"] == true && !expired {
             let why = described.map_or_else(|e| e, |line| line.unwrap_or_default());
             return Some(Ended::Lost(why));
         }

@@ -169,16 +169,21 @@ async fn follow(
                 .chain(hub.groups.active_tenants())
                 .collect();
             let new: Vec<Arc<str>> = wanted.difference(&subscribed).cloned().collect();
-            // Streams followed before (this is a reconnection) are repaired; the others start
-            // from where they stand now, read before subscribing so that nothing received live
-            // is older.
-            let (repair, fresh): (Vec<_>, Vec<_>) =
-                new.into_iter().partition(|s| forwarded.contains_key(s));
-            for stream in fresh {
-                let Some(head) = reader.head(&stream).await else {
+            // Streams followed before (this is a reconnection) continue from where they were;
+            // the others from where they stand now, read before subscribing. Once subscribed,
+            // every new one is caught up from its position, so what was published between
+            // reading it and the subscription taking effect is delivered too (live copies of
+            // the same events are dropped by position).
+            let fresh: Vec<Arc<str>> = new
+                .iter()
+                .filter(|s| !forwarded.contains_key(*s))
+                .cloned()
+                .collect();
+            for stream in &fresh {
+                let Some(head) = reader.head(stream).await else {
                     return;
                 };
-                forwarded.insert(stream, head);
+                forwarded.insert(Arc::clone(stream), head);
             }
             let changes = async {
                 for stream in wanted.difference(&subscribed) {
@@ -198,7 +203,7 @@ async fn follow(
             forwarded.retain(|s, _| wanted.contains(s));
             subscribed = wanted;
             groups_changed = false;
-            for stream in repair {
+            for stream in new {
                 if !catch_up(hub, reader, &stream, forwarded).await {
                     return;
                 }

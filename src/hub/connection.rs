@@ -145,7 +145,9 @@ pub async fn serve(
         else {
             break;
         };
-        end = match connection.attach(socket).await {
+        let timeout = hub.settings.client_timeout;
+        let attached = tokio::time::timeout(timeout, connection.attach(socket)).await;
+        end = match attached.unwrap_or(Err(())) {
             Ok(()) => {
                 let framer = Framer::new(hub.settings.max_message_bytes);
                 connection
@@ -209,18 +211,12 @@ impl Connection {
         sockets: &mut Option<mpsc::Receiver<Reattached>>,
         shutdown: &mut ShutdownWatch,
     ) -> End {
-        for message in &leftover {
-            if let Some(end) = self.on_message(message).await {
-                return end;
-            }
-        }
-        if self.acknowledge().await.is_err() {
-            return End::Lost;
-        }
-        if self.invoked && self.release_held().await.is_err() {
-            return End::Lost;
-        }
+        // Writes to a client that does not read are bounded by the client timeout, here too.
         let settings = self.hub.settings.clone();
+        let begun = tokio::time::timeout(settings.client_timeout, self.begin(&leftover)).await;
+        if let Some(end) = begun.unwrap_or(Some(End::Lost)) {
+            return end;
+        }
         let expires = token_deadline(self.caller.expires_at);
         let eviction = Arc::clone(&self.member.eviction);
         let evicted_end = || End::Close(Some(eviction.reason().into()), true);
@@ -271,7 +267,7 @@ impl Connection {
                         // interrupted by eviction and shutdown like any write.
                         let handled = tokio::select! {
                             end = tokio::time::timeout(settings.client_timeout, self.on_message(&message)) => {
-                                end.unwrap_or(Some(End::Quiet))
+                                end.unwrap_or(Some(End::Lost))
                             }
                             _ = &mut evicted => Some(evicted_end()),
                             _ = &mut stopping => Some(End::Close(None, true)),
@@ -280,7 +276,14 @@ impl Connection {
                             return end;
                         }
                     }
-                    if self.acknowledge().await.is_err() {
+                    let acknowledged = tokio::select! {
+                        sent = tokio::time::timeout(settings.client_timeout, self.acknowledge()) => {
+                            matches!(sent, Ok(Ok(())))
+                        }
+                        _ = &mut evicted => return evicted_end(),
+                        _ = &mut stopping => return End::Close(None, true),
+                    };
+                    if !acknowledged {
                         return End::Lost;
                     }
                     if self.held.is_some() && self.invoked {
@@ -369,6 +372,23 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// What came with the handshake (or the new socket): its messages, their Ack, and the
+    /// held events when the client has invoked; `Some` ends the connection.
+    async fn begin(&mut self, leftover: &[Vec<u8>]) -> Option<End> {
+        for message in leftover {
+            if let Some(end) = self.on_message(message).await {
+                return Some(end);
+            }
+        }
+        if self.acknowledge().await.is_err() {
+            return Some(End::Lost);
+        }
+        if self.invoked && self.release_held().await.is_err() {
+            return Some(End::Lost);
+        }
+        None
     }
 
     fn outbox_full(&self) -> bool {

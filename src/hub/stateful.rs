@@ -137,6 +137,8 @@ impl Inbox {
             ));
         }
         self.next = sequence_id;
+        // The last Ack may have been lost with the old socket: say it again on the new one.
+        self.unacknowledged = self.latest > 0;
         Ok(())
     }
 
@@ -271,6 +273,10 @@ mod tests {
         assert_eq!(inbox.take_ack(), None);
         // The client reconnects and resends from 2: 2 is known, 3 is new.
         inbox.restart_at(2).unwrap();
+        assert!(
+            inbox.take_ack().is_some(),
+            "acknowledged again after a reattach"
+        );
         assert_eq!(inbox.receive(), Received::Duplicate);
         assert_eq!(inbox.receive(), Received::New);
         assert!(inbox.restart_at(9).is_err());

@@ -4,6 +4,7 @@
 //! what it missed from the history, rather than trusting an automatic resubscription that could
 //! leave a gap.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,6 +23,8 @@ pub enum Subscriber {
     Cluster {
         con: ClusterConnection,
         pushes: UnboundedReceiver<PushInfo>,
+        /// Channels this side unsubscribed from: their confirmations are expected.
+        leaving: HashSet<String>,
     },
 }
 
@@ -43,7 +46,11 @@ impl Subscriber {
                         )));
                     };
                     let (con, pushes) = connected?;
-                    Ok(Self::Cluster { con, pushes })
+                    Ok(Self::Cluster {
+                        con,
+                        pushes,
+                        leaving: HashSet::new(),
+                    })
                 }
             }
         };
@@ -66,7 +73,10 @@ impl Subscriber {
     pub async fn unsubscribe(&mut self, channel: String) -> RedisResult<()> {
         match self {
             Self::Single { control, .. } => control.unsubscribe(channel).await,
-            Self::Cluster { con, .. } => con.sunsubscribe(channel).await,
+            Self::Cluster { con, leaving, .. } => {
+                leaving.insert(channel.clone());
+                con.sunsubscribe(channel).await
+            }
         }
     }
 
@@ -88,10 +98,20 @@ impl Subscriber {
                     return Some((message.get_channel_name().to_string(), payload));
                 }
             },
-            Self::Cluster { pushes, .. } => loop {
+            Self::Cluster {
+                pushes, leaving, ..
+            } => loop {
                 let push = pushes.recv().await?;
                 match push.kind {
                     PushKind::Disconnection => return None,
+                    // A shard dropped a subscription this side still wants (its slot moved, a
+                    // failover): start over, and repair from the streams.
+                    PushKind::SUnsubscribe => {
+                        let channel = push.data.first().and_then(text).unwrap_or_default();
+                        if !leaving.remove(&channel) {
+                            return None;
+                        }
+                    }
                     PushKind::SMessage | PushKind::Message => {
                         if let [channel, payload, ..] = push.data.as_slice()
                             && let (Some(channel), Some(payload)) = (text(channel), text(payload))
