@@ -487,6 +487,38 @@ fn payedge_watch_resumes_by_itself_and_says_how_many_events_it_recovered() {
 }
 
 #[test]
+fn payedge_watch_stops_when_its_token_expires_instead_of_retrying_forever() {
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(&hub_config(&fx, ""), &env());
+    let mut short = claims("blue");
+    short["exp"] = json!(now() + 2);
+    let mut watch = std::process::Command::new(common::process::binary())
+        .args(["watch", "--tenant", "blue", "--url", &hub_url(gw.admin)])
+        .args(["--token", &sign(&short)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = watch.kill();
+            let _ = watch.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.unwrap_or_else(|| panic!("still retrying after 15 s: {stderr}"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("access token has expired"), "{stderr}");
+}
+
+#[test]
 fn a_caller_or_a_tenant_past_its_connection_limit_is_refused() {
     let fx = fx_quote_provider();
     let limits = "notifications:\n  limits:\n    max_connections_per_subject: 2\n    max_connections_per_tenant: 3\n";
