@@ -136,6 +136,8 @@ pub struct Metrics {
     tenant_rejections: Vec<IntCounter>,
     /// Requests naming another tenant than their TLS connection's server name.
     misdirected: IntCounter,
+    /// A token of one tenant used for another (403 tenant_mismatch): a cross-tenant attempt.
+    cross_tenant: IntCounter,
     /// Index of each pool's first provider in the per-provider vectors.
     provider_offsets: Vec<usize>,
     provider_health: Vec<IntGauge>,
@@ -205,7 +207,7 @@ impl MetricFamilies {
         let rejections = IntCounterVec::new(
             Opts::new(
                 "payedge_tenant_rejections_total",
-                "Requests refused because no known tenant could be given to them.",
+                "Requests refused for their tenant: none known could be given to them, the TLS connection names another (misdirected), or the token is for another tenant (cross_tenant).",
             ),
             &["reason"],
         )?;
@@ -459,6 +461,7 @@ impl Metrics {
                 .map(|r| rejections.with_label_values(&[r.reason()]))
                 .collect(),
             misdirected: rejections.with_label_values(&["misdirected"]),
+            cross_tenant: rejections.with_label_values(&["cross_tenant"]),
             provider_offsets,
             provider_health,
             provider_ejections: labels
@@ -567,6 +570,10 @@ impl Metrics {
 
     pub fn misdirected(&self) {
         self.misdirected.inc();
+    }
+
+    pub fn cross_tenant(&self) {
+        self.cross_tenant.inc();
     }
 
     pub fn tenant_rejection(&self, rejection: TenantRejection) {

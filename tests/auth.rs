@@ -442,6 +442,10 @@ fn a_token_for_another_tenant_is_403_tenant_mismatch() {
         before,
         "a valid token is not an authentication failure"
     );
+    // Counted as cross-tenant attempts, which the alert rules watch.
+    gw.wait_for_metrics(|m| {
+        m.contains(r#"payedge_tenant_rejections_total{reason="cross_tenant"} 3"#)
+    });
 }
 
 #[test]

@@ -135,6 +135,7 @@ impl Gateway {
             match &refused.failure {
                 Failure::Tenant(r) => metrics.tenant_rejection(*r),
                 Failure::MisdirectedRequest => metrics.misdirected(),
+                Failure::TenantMismatch => metrics.cross_tenant(),
                 Failure::Unauthorized(f) => metrics.auth_failure(*f),
                 _ => {}
             }
