@@ -1028,7 +1028,7 @@ fn processed_payments_count_by_outcome_and_add_up_their_volume() {
         "{:?}",
         series_of(&gw, payments)
     );
-    let volume = "payedge_payment_volume";
+    let volume = "payedge_payment_volume_total";
     wait_metric(
         &gw,
         volume,
@@ -1048,6 +1048,9 @@ fn processed_payments_count_by_outcome_and_add_up_their_volume() {
         series_of(&gw, volume)
     );
     assert!(series_of(&gw, "payedge_fx_quotes_total").is_empty());
+    // With every business series present, the exposition still passes promtool.
+    let report = common::process::promtool_check_metrics(&gw.metrics());
+    assert!(report.is_empty(), "promtool: {report}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -110,31 +110,8 @@ fn metrics_pass_promtool() {
     let gw = Payedge::start(&config(&[&upstream]), &env());
     call(&gw, "GET", "/api/x", b"");
     get(gw.proxy, "/api/x", &[("X-Tenant", "nobody")]);
-    let text = gw.metrics();
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is needed (Debian package prometheus; .ci/run installs it)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
+    let report = common::process::promtool_check_metrics(&gw.metrics());
+    assert!(report.is_empty(), "promtool: {report}");
 }
 
 #[test]

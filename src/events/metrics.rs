@@ -63,7 +63,7 @@ impl EventMetrics {
         )?;
         let volume = CounterVec::new(
             Opts::new(
-                "payedge_payment_volume",
+                "payedge_payment_volume_total",
                 "Sum of processed payment amounts, by currency (monitoring only: a float).",
             ),
             &["tenant", "currency"],
