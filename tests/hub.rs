@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::hub::{NodeClient, hub_url};
+use common::hub::{NodeClient, hub_url, quote};
 use common::redis::RedisServer;
 use common::*;
 use serde_json::{Value, json};
@@ -20,22 +20,6 @@ const TRIGGERS: &str = r#"triggers:
 
 fn hub_config(fx: &MockUpstream, extra: &str) -> String {
     config_for(&[("fx".into(), fx.addr)], "") + TRIGGERS + extra
-}
-
-fn quote(gw: &Payedge, tenant: &str, id: &str) {
-    let resp = request(
-        gw.proxy,
-        "POST",
-        "/api/fx/quote",
-        &[
-            ("X-Tenant", tenant),
-            ("Authorization", &bearer(tenant)),
-            ("X-Request-Id", id),
-        ],
-        b"{}",
-    )
-    .unwrap();
-    assert_eq!(resp.status, 201);
 }
 
 fn admin_token() -> String {

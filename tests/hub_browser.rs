@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::{Browser, Site};
+use common::hub::quote;
 use common::*;
 use serde_json::Value;
 
@@ -27,22 +28,6 @@ triggers:
 "#,
             origins.join(", ")
         )
-}
-
-fn quote(gw: &Payedge, id: &str) {
-    let resp = request(
-        gw.proxy,
-        "POST",
-        "/api/fx/quote",
-        &[
-            ("X-Tenant", "blue"),
-            ("Authorization", &bearer("blue")),
-            ("X-Request-Id", id),
-        ],
-        br#"{"from":"USD","to":"GBP","amount":"10.00"}"#,
-    )
-    .unwrap();
-    assert_eq!(resp.status, 201);
 }
 
 fn page_url(site: &Site, gw: &Payedge) -> String {
@@ -88,20 +73,20 @@ fn a_page_from_a_listed_origin_gets_live_and_recovered_events() {
 
     let connected = browser.eval(r#"connectHub("blue")"#);
     assert_eq!(connected["ok"], true, "{connected}");
-    quote(&gw, "live-1");
+    quote(&gw, "blue", "live-1");
     assert_eq!(wait_quotes(&browser, 1), ["live-1"]);
 
     // The page loses its connection; events are published meanwhile; it comes back.
     let last = browser.eval("disconnectHub()");
     assert!(last.as_str().is_some_and(|l| l.contains('-')), "{last}");
     for i in 1..=3 {
-        quote(&gw, &format!("missed-{i}"));
+        quote(&gw, "blue", &format!("missed-{i}"));
     }
     let resumed = browser.eval(&format!(r#"connectHub("blue", {last})"#));
     assert_eq!(resumed["ok"], true, "{resumed}");
     assert_eq!(resumed["result"]["recovered"], true, "{resumed}");
     assert_eq!(resumed["result"]["replayed"], 3, "{resumed}");
-    quote(&gw, "live-2");
+    quote(&gw, "blue", "live-2");
     assert_eq!(
         wait_quotes(&browser, 5),
         ["live-1", "missed-1", "missed-2", "missed-3", "live-2"]
@@ -117,7 +102,7 @@ fn a_page_from_another_origin_is_refused() {
     let mut browser = Browser::open(&page_url(&other, &gw));
     let refused = browser.eval(r#"connectHub("blue")"#);
     assert_eq!(refused["ok"], false, "{refused}");
-    quote(&gw, "never");
+    quote(&gw, "blue", "never");
     std::thread::sleep(Duration::from_millis(300));
     assert!(browser.messages().is_empty());
     let metrics = gw.metrics();

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::hub::NodeClient;
+use common::hub::{NodeClient, correlation_ids, quote};
 use common::redis_cluster::RedisCluster;
 use common::*;
 
@@ -29,30 +29,6 @@ triggers:
 "#,
         cluster.url()
     )
-}
-
-fn quote(gw: &Payedge, tenant: &str, id: &str) {
-    let resp = request(
-        gw.proxy,
-        "POST",
-        "/api/fx/quote",
-        &[
-            ("X-Tenant", tenant),
-            ("Authorization", &bearer(tenant)),
-            ("X-Request-Id", id),
-        ],
-        b"{}",
-    )
-    .unwrap();
-    assert_eq!(resp.status, 201, "{}", resp.text());
-}
-
-fn correlation_ids(client: &NodeClient) -> Vec<String> {
-    client
-        .messages()
-        .iter()
-        .filter_map(|m| m["correlationid"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[test]
@@ -101,7 +77,7 @@ fn tenants_spread_over_the_shards_and_live_and_resumed_events_work_across_instan
             "{key} on {owner}"
         );
         client.wait_messages(2);
-        assert_eq!(correlation_ids(client), stored, "{tenant}");
+        assert_eq!(correlation_ids(&client.messages()), stored, "{tenant}");
         shards.insert(owner);
     }
     assert!(shards.len() >= 2, "all tenants on one shard: {shards:?}");
@@ -127,6 +103,6 @@ fn tenants_spread_over_the_shards_and_live_and_resumed_events_work_across_instan
         .map(|i| format!("missed-{i}"))
         .chain(["live".to_string()])
         .collect();
-    assert_eq!(correlation_ids(&resumed), expected);
+    assert_eq!(correlation_ids(&resumed.messages()), expected);
     let _ = blue_on_b.join_from("blue", None);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::hub::{NodeClient, hub_url};
+use common::hub::{NodeClient, correlation_ids, hub_url, quote};
 use common::relay::Relay;
 use common::*;
 use serde_json::Value;
@@ -19,30 +19,6 @@ const TRIGGERS: &str = r#"triggers:
     match: { method: POST, path: /api/fx/quote, status: [201] }
     fields: { quoteId: /id, amount: /amount }
 "#;
-
-fn quote(gw: &Payedge, id: &str) {
-    let resp = request(
-        gw.proxy,
-        "POST",
-        "/api/fx/quote",
-        &[
-            ("X-Tenant", "blue"),
-            ("Authorization", &bearer("blue")),
-            ("X-Request-Id", id),
-        ],
-        b"{}",
-    )
-    .unwrap();
-    assert_eq!(resp.status, 201);
-}
-
-fn correlation_ids(client: &NodeClient) -> Vec<String> {
-    client
-        .messages()
-        .iter()
-        .filter_map(|m| m["correlationid"].as_str().map(str::to_owned))
-        .collect()
-}
 
 fn events(client: &NodeClient, kind: &str) -> Vec<Value> {
     client
@@ -67,7 +43,7 @@ fn a_stateful_client_gets_what_was_lost_in_a_cut_connection_once_and_in_order() 
         client.wait_for("connected", |l| l["event"] == "connected");
     }
     for i in 0..5 {
-        quote(&gw, &format!("before-{i}"));
+        quote(&gw, "blue", &format!("before-{i}"));
     }
     stateful.wait_messages(5);
     plain.wait_messages(5);
@@ -77,7 +53,7 @@ fn a_stateful_client_gets_what_was_lost_in_a_cut_connection_once_and_in_order() 
     // The proxy in between goes silent: what payedge writes now goes nowhere...
     relay.freeze();
     for i in 0..20 {
-        quote(&gw, &format!("lost-{i}"));
+        quote(&gw, "blue", &format!("lost-{i}"));
     }
     // ...and a join the client invokes meanwhile never arrives either.
     stateful.command("join blue");
@@ -94,7 +70,7 @@ fn a_stateful_client_gets_what_was_lost_in_a_cut_connection_once_and_in_order() 
     });
     assert!(invoked.get("error").is_none(), "{invoked}");
     stateful.wait_messages(25);
-    quote(&gw, "after");
+    quote(&gw, "blue", "after");
     stateful.wait_messages(26);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -103,7 +79,11 @@ fn a_stateful_client_gets_what_was_lost_in_a_cut_connection_once_and_in_order() 
         .chain((0..20).map(|i| format!("lost-{i}")))
         .chain(["after".to_string()])
         .collect();
-    assert_eq!(correlation_ids(&stateful), expected, "once each, in order");
+    assert_eq!(
+        correlation_ids(&stateful.messages()),
+        expected,
+        "once each, in order"
+    );
     assert_eq!(events(&stateful, "invoked").len(), 1, "the join ran once");
     for quiet in ["closed", "reconnecting"] {
         assert!(
@@ -115,7 +95,7 @@ fn a_stateful_client_gets_what_was_lost_in_a_cut_connection_once_and_in_order() 
     // Without stateful reconnect the same cut closes the connection and the 20 are gone.
     plain.wait_for("closed", |l| l["event"] == "closed");
     assert_eq!(
-        correlation_ids(&plain),
+        correlation_ids(&plain.messages()),
         (0..5).map(|i| format!("before-{i}")).collect::<Vec<_>>()
     );
     let metrics = gw.metrics();

@@ -11,6 +11,31 @@ use serde_json::Value;
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signalr");
 
+/// An FX quote for `tenant` through the proxy (request id `id`), whose event the hub delivers.
+pub fn quote(gw: &super::Payedge, tenant: &str, id: &str) {
+    let resp = super::client::request(
+        gw.proxy,
+        "POST",
+        "/api/fx/quote",
+        &[
+            ("X-Tenant", tenant),
+            ("Authorization", &super::bearer(tenant)),
+            ("X-Request-Id", id),
+        ],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}
+
+/// The correlation ids of the events among `messages`, in order.
+pub fn correlation_ids(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| m["correlationid"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Installs the client's locked dependencies once (`npm ci`) when they are missing.
 pub fn ensure_client() {
     static INSTALL: Once = Once::new();
