@@ -146,6 +146,8 @@ pub struct Metrics {
     /// Per pool, one counter per [`FailoverReason`].
     failovers: Vec<Vec<IntCounter>>,
     budget_exhausted: Vec<IntCounter>,
+    /// Children by error code, created on first use (the codes are a fixed set).
+    errors: IntCounterVec,
 }
 
 /// Where one finished request belongs.
@@ -170,6 +172,7 @@ pub struct MetricFamilies {
     upstream_duration: HistogramVec,
     failovers: IntCounterVec,
     budget: IntCounterVec,
+    errors: IntCounterVec,
 }
 
 impl MetricFamilies {
@@ -247,8 +250,16 @@ impl MetricFamilies {
             ),
             &["pool"],
         )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "payedge_http_errors_total",
+                "Requests payedge answered itself with a JSON error, by its code (README: error codes).",
+            ),
+            &["code"],
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 10] = [
+        let collectors: [Box<dyn Collector>; 11] = [
+            Box::new(errors.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream.clone()),
@@ -274,6 +285,7 @@ impl MetricFamilies {
             upstream_duration,
             failovers,
             budget,
+            errors,
         })
     }
 
@@ -419,6 +431,7 @@ impl Metrics {
             upstream_duration,
             failovers,
             budget,
+            errors,
         } = families.clone();
         let pairs: Vec<(&str, &str)> = config
             .pools
@@ -487,6 +500,7 @@ impl Metrics {
                 .iter()
                 .map(|pool| budget.with_label_values(&[&pool.name]))
                 .collect(),
+            errors,
         }
     }
 
@@ -570,6 +584,11 @@ impl Metrics {
 
     pub fn misdirected(&self) {
         self.misdirected.inc();
+    }
+
+    /// A request payedge answered itself with the JSON error `code`.
+    pub fn error(&self, code: &'static str) {
+        self.errors.with_label_values(&[code]).inc();
     }
 
     pub fn cross_tenant(&self) {

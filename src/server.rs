@@ -246,7 +246,7 @@ pub fn serve(
     let hub = match &config.auth {
         Some(auth) => {
             let hub_metrics = if config.analytics.metrics_enabled() {
-                Some(Arc::new(HubMetrics::register()?))
+                Some(Arc::new(HubMetrics::register(&config.tenancy.tenants)?))
             } else {
                 None
             };

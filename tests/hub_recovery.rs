@@ -404,11 +404,18 @@ fn after_redis_restarts_every_event_in_the_stream_reaches_connected_clients_once
     let client = NodeClient::connected(gw.admin, &token("blue"), &[]);
     quote(&gw, "blue", "s0");
     let start = wait_quotes(&client, 1)[0].0.clone();
+    gw.wait_for_series("payedge_event_bus_up", |v| v == 1.0);
+    gw.wait_for_series("payedge_hub_backplane_up", |v| v == 1.0);
     redis.kill();
     // Accepted while Redis is away: queued, published when it is back.
     for i in 1..=10 {
         quote(&gw, "blue", &format!("s{i}"));
     }
+    // What an operator (and the PayedgeEventPublishingFailing alert) sees meanwhile.
+    gw.wait_for_series("payedge_events_queue_depth", |v| v == 10.0);
+    gw.wait_for_series("payedge_event_bus_up", |v| v == 0.0);
+    gw.wait_for_series("payedge_events_publish_failures_total", |v| v >= 1.0);
+    gw.wait_for_series("payedge_hub_backplane_up", |v| v == 0.0);
     redis.start_again();
     let mut con = redis.connection();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -424,6 +431,12 @@ fn after_redis_restarts_every_event_in_the_stream_reaches_connected_clients_once
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    gw.wait_for_series("payedge_events_queue_depth", |v| v == 0.0);
+    gw.wait_for_series("payedge_event_bus_up", |v| v == 1.0);
+    gw.wait_for_series("payedge_event_bus_reconnects_total", |v| v == 1.0);
+    gw.wait_for_series("payedge_hub_backplane_up", |v| v == 1.0);
+    // At least once: a subscription can break again while Redis loads its data.
+    gw.wait_for_series("payedge_hub_backplane_reconnects_total", |v| v >= 1.0);
     quote(&gw, "blue", "s11");
     let truth = wait_stream_after(&redis, &start, 11);
     assert_eq!(truth.len(), 11);

@@ -1,7 +1,11 @@
 //! Metrics of the event path and the business metrics derived from events.
 
-use prometheus::core::Collector;
-use prometheus::{CounterVec, IntCounterVec, Opts};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{CounterVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
@@ -22,6 +26,31 @@ pub struct EventMetrics {
     fx_quotes: IntCounterVec,
     payments: IntCounterVec,
     volume: CounterVec,
+    /// Events queued for the Redis publisher and not yet published (`payedge_events_queue_depth`
+    /// reads it at each scrape).
+    backlog: Arc<AtomicUsize>,
+    bus_up: IntGauge,
+    bus_reconnects: IntCounter,
+    publish_failures: IntCounter,
+}
+
+/// A gauge read at scrape time from the queue's own counter, so the request path pays nothing
+/// for it.
+struct QueueDepth {
+    gauge: IntGauge,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl Collector for QueueDepth {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let depth = self.backlog.load(Ordering::Relaxed);
+        self.gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.gauge.collect()
+    }
 }
 
 impl EventMetrics {
@@ -68,8 +97,32 @@ impl EventMetrics {
             ),
             &["tenant", "currency"],
         )?;
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let queue_depth = QueueDepth {
+            gauge: IntGauge::new(
+                "payedge_events_queue_depth",
+                "Events waiting for the Redis publisher (0 with the in-memory bus); bounded by notifications.queue_capacity.",
+            )?,
+            backlog: Arc::clone(&backlog),
+        };
+        let bus_up = IntGauge::new(
+            "payedge_event_bus_up",
+            "1 while the publisher can hand events to the bus (for Redis: connected and answering; the in-memory bus is always up), else 0.",
+        )?;
+        let bus_reconnects = IntCounter::new(
+            "payedge_event_bus_reconnects_total",
+            "Times the Redis publisher connected again after losing Redis.",
+        )?;
+        let publish_failures = IntCounter::new(
+            "payedge_events_publish_failures_total",
+            "Attempts to publish a batch of events to Redis that failed (the batch is kept and sent again).",
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 6] = [
+        let collectors: [Box<dyn Collector>; 10] = [
+            Box::new(queue_depth),
+            Box::new(bus_up.clone()),
+            Box::new(bus_reconnects.clone()),
+            Box::new(publish_failures.clone()),
             Box::new(published.clone()),
             Box::new(dropped.clone()),
             Box::new(trigger_errors.clone()),
@@ -95,7 +148,29 @@ impl EventMetrics {
             fx_quotes,
             payments,
             volume,
+            backlog,
+            bus_up,
+            bus_reconnects,
+            publish_failures,
         })
+    }
+
+    /// The counter behind `payedge_events_queue_depth`: the event sink counts what it queues in
+    /// it, the publisher what it takes out.
+    pub fn backlog(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.backlog)
+    }
+
+    /// The publisher reached the bus (`reconnected`: after having lost it) or lost it.
+    pub fn bus_up(&self, up: bool, reconnected: bool) {
+        self.bus_up.set(i64::from(up));
+        if reconnected {
+            self.bus_reconnects.inc();
+        }
+    }
+
+    pub fn publish_failed(&self) {
+        self.publish_failures.inc();
     }
 
     pub fn published(&self, kind: &str) {

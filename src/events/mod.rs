@@ -240,7 +240,13 @@ pub fn build(config: &Config, metrics: Option<Arc<EventMetrics>>) -> (EventSink,
             Delivery::Redis(tx)
         }
     };
-    let backlog = Arc::new(AtomicUsize::new(0));
+    let backlog = metrics
+        .as_ref()
+        .map_or_else(|| Arc::new(AtomicUsize::new(0)), |m| m.backlog());
+    if let Some(m) = &metrics {
+        // The in-memory bus is always up; the Redis publisher reports its own state.
+        m.bus_up(!matches!(delivery, Delivery::Redis(_)), false);
+    }
     let sink = EventSink {
         inner: Arc::new(SinkInner {
             backlog: Arc::clone(&backlog),

@@ -67,8 +67,13 @@ pub async fn redis(
             return;
         }
     };
-    let mut connection: Option<Connection> = None;
     let script = redis::Script::new(redis_history::PUBLISH);
+    // Connected at once, so `payedge_event_bus_up` tells from the start whether Redis is there
+    // (afterwards it connects when there is something to send).
+    let mut connection = open(&target, &script, CONNECT_TIMEOUT).await.ok();
+    if let Some(m) = &p.metrics {
+        m.bus_up(connection.is_some(), false);
+    }
     let mut pending: VecDeque<Waiting> = VecDeque::new();
     let mut backoff = BACKOFF_START;
     let mut lost = false;
@@ -109,21 +114,11 @@ pub async fn redis(
         let until_give_up = give_up_at.map(|at| at.saturating_duration_since(Instant::now()));
         let con = match &mut connection {
             Some(con) => con,
-            None => match tokio::time::timeout(until_give_up.unwrap_or(CONNECT_TIMEOUT), async {
-                let mut con = target
-                    .connect(CONNECT_TIMEOUT.max(RESPONSE_TIMEOUT))
-                    .await?;
-                // Loaded on every new connection: a restarted Redis has no scripts.
-                script.prepare_invoke().load_async(&mut con).await?;
-                Ok::<_, redis::RedisError>(con)
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
-            }) {
+            None => match open(&target, &script, until_give_up.unwrap_or(CONNECT_TIMEOUT)).await {
                 Ok(con) => {
+                    if let Some(m) = &p.metrics {
+                        m.bus_up(true, lost);
+                    }
                     if lost {
                         lost = false;
                         tracing::warn!(
@@ -139,6 +134,10 @@ pub async fn redis(
                     connection.insert(con)
                 }
                 Err(e) => {
+                    if let Some(m) = &p.metrics {
+                        m.bus_up(false, false);
+                        m.publish_failed();
+                    }
                     if !lost {
                         lost = true;
                         tracing::warn!(event = "redis_lost", error = %e, "Redis unreachable; events wait in the queue");
@@ -180,6 +179,10 @@ pub async fn redis(
         match failure {
             None => {}
             Some(e) => {
+                if let Some(m) = &p.metrics {
+                    m.bus_up(false, false);
+                    m.publish_failed();
+                }
                 if !lost {
                     lost = true;
                     tracing::warn!(event = "redis_lost", error = %e, "publishing to Redis failed; events wait in the queue");
@@ -194,6 +197,27 @@ pub async fn redis(
             }
         }
     }
+}
+
+/// A new connection, with the publish script loaded (a restarted Redis has no scripts).
+async fn open(
+    target: &RedisTarget,
+    script: &redis::Script,
+    limit: Duration,
+) -> redis::RedisResult<Connection> {
+    tokio::time::timeout(limit, async {
+        let mut con = target
+            .connect(CONNECT_TIMEOUT.max(RESPONSE_TIMEOUT))
+            .await?;
+        script.prepare_invoke().load_async(&mut con).await?;
+        Ok(con)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        )))
+    })
 }
 
 /// Sends `pending` (one pipeline; on a cluster one per stream, concurrently); which were

@@ -49,6 +49,9 @@ impl Backplane {
     }
 
     pub async fn run(self, hub: Arc<Hub>, mut shutdown: ShutdownWatch) {
+        if let (Some(m), false) = (hub.metrics.as_deref(), matches!(self, Self::Redis { .. })) {
+            m.backplane_up(true, false);
+        }
         match self {
             Self::Local(events) => {
                 tokio::select! {
@@ -125,9 +128,17 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
     let mut backoff = BACKOFF_START;
     // Kept across reconnections: where each followed stream stands.
     let mut forwarded: HashMap<Arc<str>, StreamId> = HashMap::new();
+    let mut was_up = false;
+    let up = |up: bool, reconnected: bool| {
+        if let Some(m) = hub.metrics.as_deref() {
+            m.backplane_up(up, reconnected);
+        }
+    };
     loop {
         match Subscriber::connect(&target, CONNECT_TIMEOUT).await {
             Ok(subscriber) => {
+                up(true, was_up);
+                was_up = true;
                 backoff = BACKOFF_START;
                 let channels = Channels {
                     target: &target,
@@ -135,9 +146,13 @@ async fn redis(url: &str, prefix: &str, hub: &Hub) {
                 };
                 follow(subscriber, channels, hub, reader, &mut forwarded).await;
                 hub.live.set(HashSet::new());
+                up(false, false);
                 tracing::warn!("the hub lost its Redis subscription; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "the hub cannot reach Redis; retrying"),
+            Err(e) => {
+                up(false, false);
+                tracing::warn!(error = %e, "the hub cannot reach Redis; retrying");
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 use crate::events::Recovery;
 
@@ -21,10 +23,14 @@ pub struct HubMetrics {
     replayed: IntCounter,
     refused: IntCounterVec,
     reconnects: IntCounterVec,
+    backplane_up: IntGauge,
+    backplane_reconnects: IntCounter,
 }
 
 impl HubMetrics {
-    pub fn register() -> prometheus::Result<Self> {
+    /// `tenants`: the configured ones, each shown with 0 connections from the start (a tenant
+    /// added by a reload appears with its first connection).
+    pub fn register(tenants: &[String]) -> prometheus::Result<Self> {
         let connections = IntGaugeVec::new(
             Opts::new(
                 "payedge_hub_connections",
@@ -76,8 +82,18 @@ impl HubMetrics {
             ),
             &["result"],
         )?;
+        let backplane_up = IntGauge::new(
+            "payedge_hub_backplane_up",
+            "1 while the hub receives the bus's events (for Redis: subscribed and answering pings; always 1 with the in-memory bus), else 0.",
+        )?;
+        let backplane_reconnects = IntCounter::new(
+            "payedge_hub_backplane_reconnects_total",
+            "Times the hub subscribed to Redis again after losing its subscription.",
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 9] = [
+        let collectors: [Box<dyn Collector>; 11] = [
+            Box::new(backplane_up.clone()),
+            Box::new(backplane_reconnects.clone()),
             Box::new(reconnects.clone()),
             Box::new(refused.clone()),
             Box::new(resumes.clone()),
@@ -91,6 +107,20 @@ impl HubMetrics {
         for c in collectors {
             registry.register(c)?;
         }
+        // Every series of the fixed label sets from the start, so dashboards and alerts see 0
+        // rather than nothing.
+        for tenant in tenants {
+            connections.with_label_values(&[tenant]);
+        }
+        for reason in ["origin", "subject_limit", "tenant_limit"] {
+            refused.with_label_values(&[reason]);
+        }
+        for result in ["recovered", "gap", "unavailable"] {
+            resumes.with_label_values(&[result]);
+        }
+        for result in ["resumed", "expired"] {
+            reconnects.with_label_values(&[result]);
+        }
         Ok(Self {
             connections,
             sent,
@@ -101,7 +131,17 @@ impl HubMetrics {
             replayed,
             refused,
             reconnects,
+            backplane_up,
+            backplane_reconnects,
         })
+    }
+
+    /// The hub's feed from the bus works (`reconnected`: again, after it was lost) or not.
+    pub fn backplane_up(&self, up: bool, reconnected: bool) {
+        self.backplane_up.set(i64::from(up));
+        if reconnected {
+            self.backplane_reconnects.inc();
+        }
     }
 
     pub fn reconnected(&self, resumed: bool) {

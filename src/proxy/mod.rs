@@ -456,6 +456,9 @@ impl ProxyHttp for Gateway {
                 },
                 elapsed,
             );
+            if let Some(failure) = &ctx.failure {
+                metrics.error(failure.code());
+            }
         }
         if !ctx.snap.routing.request_logs {
             return;

@@ -210,6 +210,27 @@ impl Payedge {
         }
     }
 
+    /// The value of one series (`name{labels}` exactly as exported), or `None` while absent.
+    pub fn series(&self, series: &str) -> Option<f64> {
+        series_value(&self.metrics(), series)
+    }
+
+    /// Polls /metrics until the series exists and `predicate` holds for its value (10 s).
+    pub fn wait_for_series(&self, series: &str, predicate: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.series(series);
+            if let Some(v) = value.filter(|v| predicate(*v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} never matched (last: {value:?})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -279,4 +300,11 @@ pub fn promtool_check_metrics(text: &str) -> String {
     } else {
         format!("promtool failed: {report}")
     }
+}
+
+/// The value of `series` (`name{labels}` exactly as exported) in a /metrics text.
+pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
