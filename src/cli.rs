@@ -375,6 +375,15 @@ fn demo_banner(config: &Config, tls: Option<&demo::DemoTls>) -> OnReady {
         .map_or_else(String::new, |a| a.to_string());
     let token = |tenant: &str| mint(config, tenant, &[], 3600, "demo-user").unwrap_or_default();
     let (blue, green) = (token("blue"), token("green"));
+    let admin_role = config.auth.as_ref().and_then(|a| a.admin_role.clone());
+    let operator = mint(
+        config,
+        "blue",
+        &[admin_role.unwrap_or_default()],
+        3600,
+        "demo-operator",
+    )
+    .unwrap_or_default();
     let https = match (tls, config.server.tls.as_ref()) {
         (Some(tls), Some(listener)) => {
             let port = listener.listen.port();
@@ -403,6 +412,9 @@ curl -s --cacert {ca} --resolve {blue_host}:{port}:{ip} \
         r#"
 payedge demo is ready.
   proxy  http://{proxy}   admin  http://{admin}   tokens below are valid for 1 hour
+
+# The operations console: open http://{admin}/ and sign in with this admin token:
+{operator}
 
 # An FX quote for tenant blue (tenant from the X-Tenant header):
 curl -s -X POST http://{proxy}/api/fx/quote -H 'X-Tenant: blue' \

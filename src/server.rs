@@ -283,7 +283,17 @@ pub fn serve(
         hub: Arc::clone(hub),
         backplane: std::sync::Mutex::new(Some(Backplane::for_bus(&sink, redis_bus))),
     });
+    // The console's charts: sampled from the request metrics, so only when they are on.
+    let traffic = metrics_path
+        .is_some()
+        .then(|| Arc::new(crate::admin::TrafficHistory::default()));
+    let traffic_sampler = traffic
+        .as_ref()
+        .map(|history| crate::admin::TrafficSampler {
+            history: Arc::clone(history),
+        });
     let admin_app = AdminApp {
+        traffic,
         metrics_path,
         lifecycle,
         runtime: Arc::clone(&runtime),
@@ -356,6 +366,11 @@ pub fn serve(
     jwks_service.threads = Some(1);
     server.add_service(jwks_service);
     server.add_service(event_service);
+    if let Some(sampler) = traffic_sampler {
+        let mut sampler = background_service("traffic-sampler", sampler);
+        sampler.threads = Some(1);
+        server.add_service(sampler);
+    }
     if let Some(feed) = hub_feed {
         let mut feed = background_service("hub-feed", feed);
         feed.threads = Some(1);

@@ -125,6 +125,20 @@ fn demo_serves_quotes_and_payments_through_the_proxy() {
 
     let stdout = gw.raw_stdout();
     assert!(stdout.contains("payedge demo is ready"), "{stdout}");
+    // The console's address and an operator's token, as printed, open the console's data.
+    let console = format!("open http://{admin}/ and sign in with this admin token:");
+    let operator = stdout
+        .lines()
+        .skip_while(|l| !l.contains(&console))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no console address with a token:\n{stdout}"));
+    assert_eq!(get(admin, "/", &[]).status, 200);
+    let config = get(
+        admin,
+        "/admin/config",
+        &[("Authorization", &format!("Bearer {}", operator.trim()))],
+    );
+    assert_eq!(config.status, 200, "{}", config.text());
 
     // HTTPS: the printed curl commands work as printed (blue over HTTP/1.1, green over HTTP/2,
     // each on its own certificate from the demo's CA), and reach the FX connector over mutual

@@ -1,10 +1,17 @@
-//! The admin service (its own Pingora service and port): `/healthz`, `/readyz`, the metrics path
-//! and `/admin/providers`. It is an `HttpServerApp` rather than a `ServeHttp` so that later
-//! endpoints (the notification hub's WebSocket) can take over the connection.
+//! The admin service (its own Pingora service and port): `/healthz`, `/readyz`, the metrics path,
+//! the operations console (`/`, `/console/…`) and the operators' `/admin/…` endpoints. It is an
+//! `HttpServerApp` rather than a `ServeHttp` so that the notification hub's WebSocket can take
+//! over the connection.
+//!
+//! Who may call what: `/healthz`, `/readyz`, the metrics path and the console's static files
+//! anyone who reaches the admin port (they hold no tenant data; the console shows nothing until
+//! signed in); every `/admin/…` endpoint only a valid token holding `auth.admin_role`.
 
 mod alerts;
+mod console;
 mod operators;
 mod readiness;
+mod traffic;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +28,7 @@ use pingora_prometheus::PrometheusHttpApp;
 
 pub use operators::OperatorAuth;
 pub use readiness::ReadinessProbe;
+pub use traffic::{TrafficHistory, TrafficSampler};
 
 use crate::events::{Event, EventSink};
 use crate::failure::Failure;
@@ -34,6 +42,8 @@ const KEEPALIVE_SECONDS: u64 = 60;
 const MAX_ALERT_BODY: usize = 16 * 1024;
 
 pub struct AdminApp {
+    /// The console's traffic charts; `None` when metrics are off.
+    pub traffic: Option<Arc<TrafficHistory>>,
     /// `None` when analytics (and so metrics) are off.
     pub metrics_path: Option<String>,
     pub lifecycle: &'static Lifecycle,
@@ -74,6 +84,29 @@ impl AdminApp {
                 Ok(body) => write_body(session, 200, body).await,
                 Err(failure) => write_failure(session, &failure).await,
             },
+            "/admin/traffic" => match self.operator(session.req_header()) {
+                Ok(()) => {
+                    let body = self.traffic.as_ref().map_or_else(
+                        || serde_json::json!({"disabled": "metrics are off (analytics)"}),
+                        |t| t.to_json(),
+                    );
+                    write_body(session, 200, Bytes::from(body.to_string())).await
+                }
+                Err(failure) => write_failure(session, &failure).await,
+            },
+            p if console::asset(p).is_some() => {
+                let Some(asset) = console::asset(p) else {
+                    return write_failure(session, &Failure::NotFound).await;
+                };
+                let header = console::response_header(asset, method == Method::HEAD)?;
+                session.write_response_header(Box::new(header)).await?;
+                let body = if method == Method::HEAD {
+                    Bytes::new()
+                } else {
+                    Bytes::from_static(asset.body)
+                };
+                session.write_response_body(body, true).await
+            }
             "/admin/config" => match self.operator(session.req_header()) {
                 Ok(()) => {
                     let body = Bytes::from(self.runtime.describe().to_string());

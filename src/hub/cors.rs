@@ -1,7 +1,9 @@
 //! Which web pages may use the hub: browsers send the page's `Origin` with the negotiate request
 //! (after a CORS preflight) and with the WebSocket upgrade. Only the exact origins listed in
 //! `notifications.cors.allowed_origins` are let through; a request without `Origin` (a server,
-//! the Node client) is not a page's and is not affected.
+//! the Node client) is not a page's and is not affected. A page from the admin port itself (the
+//! operations console: its `Origin` names the `Host` it is asking) is same-origin: no CORS applies
+//! to it and it needs no listing.
 
 use std::collections::HashSet;
 
@@ -39,17 +41,37 @@ impl Cors {
         let Some(origin) = req.headers.get(http::header::ORIGIN) else {
             return OriginCheck::None;
         };
-        let listed = origin
-            .to_str()
-            .ok()
-            .and_then(normalize)
-            .is_some_and(|o| self.origins.contains(&o));
+        let origin_text = origin.to_str().ok().and_then(normalize);
+        if origin_text
+            .as_deref()
+            .is_some_and(|o| is_same_origin(o, req))
+        {
+            return OriginCheck::None;
+        }
+        let listed = origin_text.is_some_and(|o| self.origins.contains(&o));
         if listed {
             OriginCheck::Allowed(origin.clone())
         } else {
             OriginCheck::Refused
         }
     }
+}
+
+/// Whether the normalized `origin` is the server the request is addressed to (its `Host`): one
+/// port serves one scheme, so the page came from this admin service.
+fn is_same_origin(origin: &str, req: &RequestHeader) -> bool {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return false;
+    };
+    let Some((scheme, _)) = origin.split_once("://") else {
+        return false;
+    };
+    normalize(&format!("{scheme}://{host}")).as_deref() == Some(origin)
 }
 
 /// The headers of a response to a listed origin's request.
@@ -160,6 +182,40 @@ mod tests {
         ] {
             assert_eq!(normalize(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_page_of_the_admin_port_itself_is_same_origin() {
+        let cors = Cors::new([]);
+        let with_host = |origin: &str, host: &str| {
+            let mut req = request(Some(origin));
+            req.insert_header("Host", host).unwrap();
+            req
+        };
+        assert_eq!(
+            cors.check(&with_host("http://127.0.0.1:9090", "127.0.0.1:9090")),
+            OriginCheck::None
+        );
+        assert_eq!(
+            cors.check(&with_host("https://Admin.Example", "admin.example:443")),
+            OriginCheck::None
+        );
+        for (origin, host) in [
+            ("http://127.0.0.1:9091", "127.0.0.1:9090"),
+            ("http://evil.example", "admin.example"),
+            ("http://admin.example.evil.example", "admin.example"),
+        ] {
+            assert_eq!(
+                cors.check(&with_host(origin, host)),
+                OriginCheck::Refused,
+                "{origin} {host}"
+            );
+        }
+        assert_eq!(
+            cors.check(&request(Some("http://127.0.0.1:9090"))),
+            OriginCheck::Refused,
+            "no Host: not same-origin"
+        );
     }
 
     #[test]

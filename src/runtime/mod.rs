@@ -414,6 +414,17 @@ impl Runtime {
             "loaded_at": rfc3339(snapshot.loaded_at),
             "last_reload": last_attempt.map(rfc3339),
             "last_reload_error": last_error,
+            // Where the console finds the hub (on this admin port), when there is one.
+            "hub_path": (snapshot.config.auth.is_some() && snapshot.config.notifications.enabled)
+                .then(|| snapshot.config.notifications.hub.path.clone()),
+            "tenants": snapshot.tenants.tenants().iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+            // What the hub can deliver: each trigger's event, and operators' alerts.
+            "event_types": snapshot
+                .triggers
+                .iter()
+                .map(|t| t.rule.event())
+                .chain([crate::events::SYSTEM_ALERT])
+                .collect::<std::collections::BTreeSet<_>>(),
         })
     }
 }

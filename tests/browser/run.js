@@ -5,8 +5,10 @@
 //
 // Prints one JSON line per thing that happens: `loaded`, every console line of the page that is
 // a JSON report ({"event": …}), `pageerror`, and the answer to each command. Commands on stdin,
-// one per line: `eval <JavaScript expression>` (awaited; prints {"event":"eval",ok,value|error})
-// and `quit`.
+// one per line: `eval <JavaScript expression>` (awaited; prints {"event":"eval",ok,value|error}),
+// `shot <file>` (a PNG screenshot of the whole page; prints {"event":"shot",ok}) and `quit`.
+// The window is a laptop's, 1366 × 768. Console errors of the page are reported as
+// `console_error` (Content-Security-Policy violations among them).
 "use strict";
 const puppeteer = require("puppeteer-core");
 const readline = require("node:readline");
@@ -22,7 +24,9 @@ const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event,
     args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
   });
   const page = await browser.newPage();
+  await page.setViewport({ width: 1366, height: 768 });
   page.on("console", (message) => {
+    if (message.type() === "error") say("console_error", { text: message.text() });
     try {
       const { event, ...fields } = JSON.parse(message.text());
       if (typeof event === "string") say(event, { ...fields, page: true });
@@ -37,6 +41,15 @@ const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event,
     if (line === "quit") {
       await browser.close();
       process.exit(0);
+    }
+    if (line.startsWith("shot ")) {
+      try {
+        await page.screenshot({ path: line.slice(5), fullPage: true });
+        say("shot", { ok: true });
+      } catch (error) {
+        say("shot", { ok: false, error: String(error.message || error) });
+      }
+      return;
     }
     if (!line.startsWith("eval ")) return;
     try {

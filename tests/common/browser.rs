@@ -183,6 +183,39 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Saves a screenshot of the whole page as a PNG.
+    pub fn screenshot(&mut self, path: &std::path::Path) {
+        let before = self.lines().len();
+        writeln!(self.stdin, "shot {}", path.display()).expect("the browser is gone");
+        self.stdin.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.lines()[before..].iter().find(|l| l["event"] == "shot") {
+                assert_eq!(line["ok"], true, "screenshot: {line}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "browser: no screenshot");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Evaluates `expression` until it is true (or `within` passes: then the test fails).
+    pub fn wait_until(&mut self, what: &str, expression: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.eval(expression) == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "browser: {what} not within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit");
