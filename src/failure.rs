@@ -47,6 +47,28 @@ pub enum Failure {
         provider: String,
     },
     BadRequest,
+    /// A route that requires `Idempotency-Key` got none.
+    IdempotencyKeyRequired,
+    /// `Idempotency-Key` is not one 1–255 character visible-ASCII value.
+    IdempotencyKeyInvalid,
+    /// The body of a request with a key is larger than payedge keeps to compare retries.
+    IdempotencyBodyTooLarge,
+    /// The key was used for a different request (method, path or body).
+    IdempotencyKeyReused,
+    /// The first request with this key is still being worked on.
+    IdempotencyInProgress {
+        retry_after_seconds: u64,
+    },
+    /// The first request with this key may have reached `provider` and its outcome is unknown.
+    IdempotencyOutcomeUnknown {
+        provider: Option<String>,
+    },
+    /// The first request with this key completed; its response was too large to keep.
+    IdempotencyResponseNotStored {
+        status: u16,
+    },
+    /// The idempotency store cannot be reached (the route refuses rather than risk a double).
+    IdempotencyUnavailable,
     /// A request to the hub's path that is not a WebSocket upgrade.
     HubNeedsWebSocket,
     /// `?id=` names no pending negotiation.
@@ -66,7 +88,16 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> u16 {
         match self {
-            Self::PathInvalid | Self::BadRequest | Self::HubNeedsWebSocket => 400,
+            Self::PathInvalid
+            | Self::BadRequest
+            | Self::HubNeedsWebSocket
+            | Self::IdempotencyKeyRequired
+            | Self::IdempotencyKeyInvalid => 400,
+            Self::IdempotencyBodyTooLarge => 413,
+            Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyInProgress { .. } | Self::IdempotencyResponseNotStored { .. } => 409,
+            Self::IdempotencyOutcomeUnknown { .. } => 502,
+            Self::IdempotencyUnavailable => 503,
             Self::Tenant(r) => r.http_status(),
             Self::Unauthorized(_) => 401,
             Self::TenantMismatch
@@ -107,6 +138,14 @@ impl Failure {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::BadRequest => "bad_request",
+            Self::IdempotencyKeyRequired => "idempotency_key_required",
+            Self::IdempotencyKeyInvalid => "idempotency_key_invalid",
+            Self::IdempotencyBodyTooLarge => "idempotency_body_too_large",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
+            Self::IdempotencyOutcomeUnknown { .. } => "idempotency_outcome_unknown",
+            Self::IdempotencyResponseNotStored { .. } => "idempotency_response_not_stored",
+            Self::IdempotencyUnavailable => "idempotency_unavailable",
             Self::HubNeedsWebSocket => "websocket_required",
             Self::HubConnectionUnknown => "connection_unknown",
             Self::HubConnectionTaken => "connection_taken",
@@ -169,6 +208,41 @@ impl Failure {
                 "the exchange with provider {provider} failed; the outcome at the provider is unknown"
             ),
             Self::BadRequest => "the request could not be read".into(),
+            Self::IdempotencyKeyRequired => {
+                "this route requires an Idempotency-Key header on requests that change state".into()
+            }
+            Self::IdempotencyKeyInvalid => {
+                "Idempotency-Key must be one value of 1 to 255 visible ASCII characters".into()
+            }
+            Self::IdempotencyBodyTooLarge => {
+                "a request with an Idempotency-Key may carry at most 64 KiB of body".into()
+            }
+            Self::IdempotencyKeyReused => {
+                "this Idempotency-Key was used for a different request; use a new key".into()
+            }
+            Self::IdempotencyInProgress { .. } => {
+                "the first request with this Idempotency-Key is still in progress; retry later"
+                    .into()
+            }
+            Self::IdempotencyOutcomeUnknown {
+                provider: Some(provider),
+            } => format!(
+                "the first request with this Idempotency-Key reached provider {provider} and its \
+                 outcome is unknown; it is not sent again: check with the provider before paying \
+                 again"
+            ),
+            Self::IdempotencyOutcomeUnknown { provider: None } => {
+                "the first request with this Idempotency-Key may have reached a provider and its \
+                 outcome is unknown; it is not sent again: check before paying again"
+                    .into()
+            }
+            Self::IdempotencyResponseNotStored { status } => format!(
+                "the first request with this Idempotency-Key completed with status {status}; its \
+                 response was too large to keep (idempotency.max_response_bytes)"
+            ),
+            Self::IdempotencyUnavailable => {
+                "the idempotency store cannot be reached; the request was not sent".into()
+            }
             Self::HubNeedsWebSocket => {
                 "the hub speaks WebSockets only: negotiate, then open a WebSocket".into()
             }
@@ -224,6 +298,11 @@ impl Failure {
             }
             Self::HubBusy => {
                 header.insert_header(RETRY_AFTER, "1")?;
+            }
+            Self::IdempotencyInProgress {
+                retry_after_seconds,
+            } => {
+                header.insert_header(RETRY_AFTER, retry_after_seconds.max(&1).to_string())?;
             }
             _ => {}
         }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod events;
 pub mod failure;
 pub mod hub;
+pub mod idempotency;
 pub mod jwks;
 pub mod lifecycle;
 pub mod logging;

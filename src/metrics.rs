@@ -24,6 +24,49 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How requests with an idempotency key went, by index (`payedge_idempotency_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyResult {
+    /// The key was new: the request went ahead.
+    First,
+    Replayed,
+    /// The first request with the key is in progress (409).
+    Conflict,
+    /// The key was used for a different request (422).
+    Reused,
+    UnknownOutcome,
+    /// The store could not be reached and the route refused (503).
+    Unavailable,
+    /// The store could not be reached and the route went ahead without protection.
+    Unprotected,
+    /// A missing (where required) or malformed key, or a body too large to compare.
+    Rejected,
+    /// The first request completed and its response was too large to keep (409).
+    NotStored,
+}
+
+impl IdempotencyResult {
+    const LABELS: [&'static str; 9] = [
+        "first",
+        "replayed",
+        "conflict",
+        "reused",
+        "unknown_outcome",
+        "unavailable",
+        "unprotected",
+        "rejected",
+        "not_stored",
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+}
+
 /// The tenant label of requests that never got a tenant.
 pub const NO_TENANT: &str = "unresolved";
 /// The route label of requests that matched no route.
@@ -148,6 +191,7 @@ pub struct Metrics {
     budget_exhausted: Vec<IntCounter>,
     /// Children by error code, created on first use (the codes are a fixed set).
     errors: IntCounterVec,
+    idempotency: LabelTable<IntCounterVec>,
 }
 
 /// Where one finished request belongs.
@@ -173,6 +217,7 @@ pub struct MetricFamilies {
     failovers: IntCounterVec,
     budget: IntCounterVec,
     errors: IntCounterVec,
+    idempotency: IntCounterVec,
 }
 
 impl MetricFamilies {
@@ -257,8 +302,16 @@ impl MetricFamilies {
             ),
             &["code"],
         )?;
+        let idempotency = IntCounterVec::new(
+            Opts::new(
+                "payedge_idempotency_requests_total",
+                "Requests carrying an Idempotency-Key (or refused for lacking one), by route and result.",
+            ),
+            &["route", "result"],
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 11] = [
+        let collectors: [Box<dyn Collector>; 12] = [
+            Box::new(idempotency.clone()),
             Box::new(errors.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -286,6 +339,7 @@ impl MetricFamilies {
             failovers,
             budget,
             errors,
+            idempotency,
         })
     }
 
@@ -338,6 +392,11 @@ impl MetricFamilies {
                 for class in STATUS_CLASSES {
                     let _ = self.requests.remove_label_values(&[tenant, route, class]);
                 }
+            }
+        }
+        for route in old.routes.iter().filter(|r| !new.routes.contains(r)) {
+            for result in IdempotencyResult::LABELS {
+                let _ = self.idempotency.remove_label_values(&[route, result]);
             }
         }
     }
@@ -432,6 +491,7 @@ impl Metrics {
             failovers,
             budget,
             errors,
+            idempotency,
         } = families.clone();
         let pairs: Vec<(&str, &str)> = config
             .pools
@@ -463,7 +523,11 @@ impl Metrics {
                 requests,
                 vec![tenant_axis.clone(), route_axis.clone(), class_axis.clone()],
             ),
-            http_duration: LabelTable::new(duration, vec![tenant_axis, route_axis]),
+            http_duration: LabelTable::new(duration, vec![tenant_axis, route_axis.clone()]),
+            idempotency: LabelTable::new(
+                idempotency,
+                vec![route_axis, axis(IdempotencyResult::LABELS)],
+            ),
             upstream_requests: LabelTable::new(upstream, vec![provider_axis, class_axis]),
             auth_failures: AuthFailure::ALL
                 .iter()
@@ -584,6 +648,10 @@ impl Metrics {
 
     pub fn misdirected(&self) {
         self.misdirected.inc();
+    }
+
+    pub fn idempotency(&self, route: usize, result: IdempotencyResult) {
+        self.idempotency.get(&[route, result.index()]).inc();
     }
 
     /// A request payedge answered itself with the JSON error `code`.

@@ -47,6 +47,7 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("invalid pool: {0}")]
     Pool(#[from] payedge_upstreams::PoolError),
+    /// A setting validation accepted that could not be put to use (a TLS file, a URL).
     #[error("{key}: {message}")]
     Tls { key: &'static str, message: String },
 }
@@ -202,6 +203,14 @@ pub fn serve(
         sink.clone(),
         tls_metrics.clone(),
         proxy_tls.clone(),
+        Arc::new(
+            crate::idempotency::IdempotencyStore::new(&config.idempotency).map_err(|message| {
+                StartError::Tls {
+                    key: "idempotency.redis",
+                    message,
+                }
+            })?,
+        ),
     );
 
     let opt = Opt {

@@ -409,7 +409,7 @@ fn unknown_top_level_key() {
         &[(
             "rootes:",
             "rootes",
-            "unknown key, expected one of server, tenancy, auth, analytics, notifications, triggers, routes, pools",
+            "unknown key, expected one of server, tenancy, auth, analytics, notifications, triggers, idempotency, routes, pools",
         )],
     );
 }

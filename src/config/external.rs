@@ -259,6 +259,77 @@ fn default_metrics_path() -> String {
 pub struct RouteEntry {
     pub path_prefix: String,
     pub pool: String,
+    /// Honour `Idempotency-Key` on this route (the store: the top-level `idempotency`).
+    #[serde(default)]
+    pub idempotency: Option<RouteIdempotencySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteIdempotencySection {
+    /// Requests other than GET, HEAD and OPTIONS without a key are refused (400).
+    #[serde(default)]
+    pub required: bool,
+    /// When the store cannot be reached: `refuse` (503, the default where keys are required) or
+    /// `proceed` without the protection (the default where they are optional).
+    #[serde(default)]
+    pub store_unavailable: Option<StoreUnavailable>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreUnavailable {
+    Refuse,
+    Proceed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySection {
+    #[serde(default)]
+    pub store: IdempotencyStoreName,
+    #[serde(default)]
+    pub redis: Option<IdempotencyRedisSection>,
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl_seconds: u64,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+impl Default for IdempotencySection {
+    fn default() -> Self {
+        Self {
+            store: IdempotencyStoreName::InMemory,
+            redis: None,
+            ttl_seconds: default_idempotency_ttl(),
+            max_response_bytes: default_max_response_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdempotencyStoreName {
+    #[default]
+    InMemory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyRedisSection {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub url_env: Option<String>,
+}
+
+fn default_idempotency_ttl() -> u64 {
+    86_400
+}
+
+fn default_max_response_bytes() -> usize {
+    64 * 1024
 }
 
 pub use super::external_events::*;

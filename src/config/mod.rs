@@ -9,6 +9,7 @@ mod lines;
 mod runtime;
 mod validate;
 mod validate_events;
+mod validate_idempotency;
 mod validate_pool;
 mod validate_tls;
 

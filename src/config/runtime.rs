@@ -35,6 +35,7 @@ pub struct Config {
     pub notifications: NotificationSettings,
     /// The enabled triggers.
     pub triggers: Vec<TriggerSettings>,
+    pub idempotency: IdempotencySettings,
     /// What is allowed but deserves attention (a certificate expiring soon).
     pub warnings: Vec<ConfigIssue>,
 }
@@ -177,6 +178,24 @@ pub struct Route {
     pub path_prefix: String,
     /// Index into [`Config::pools`].
     pub pool: usize,
+    /// `Idempotency-Key` is honoured here.
+    pub idempotency: Option<RouteIdempotency>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteIdempotency {
+    pub required: bool,
+    /// When the store cannot be reached: refuse (503) rather than proceed unprotected.
+    pub refuse_when_unavailable: bool,
+}
+
+/// Where idempotency keys are kept, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencySettings {
+    /// `None`: in this process's memory (one instance only).
+    pub redis_url: Option<String>,
+    pub ttl: Duration,
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -28,13 +28,14 @@ use super::validate_tls::clashing_listeners;
 /// process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "tenancy",
     "auth",
     "analytics",
     "notifications",
     "triggers",
+    "idempotency",
     "routes",
     "pools",
 ];
@@ -50,6 +51,7 @@ struct Sections {
     triggers: Vec<TriggerEntry>,
     routes: Vec<RouteEntry>,
     pools: BTreeMap<String, PoolSection>,
+    idempotency: IdempotencySection,
 }
 
 pub fn validate_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
@@ -134,6 +136,7 @@ impl Validator<'_> {
         let triggers = self.section(&mut root, "triggers");
         let routes = self.section(&mut root, "routes");
         let pools = self.section(&mut root, "pools");
+        let idempotency = self.section(&mut root, "idempotency");
         if !self.issues.is_empty() {
             return None;
         }
@@ -148,6 +151,7 @@ impl Validator<'_> {
             triggers: triggers.flatten().unwrap_or_default(),
             routes,
             pools,
+            idempotency: idempotency.flatten().unwrap_or_default(),
         })
     }
 
@@ -186,7 +190,9 @@ impl Validator<'_> {
         let routes = self.routes(&s.routes, &s.pools);
         let notifications = self.notifications(&s.notifications);
         let triggers = self.triggers(&s.triggers);
+        let idempotency = self.idempotency(&s.idempotency);
         Some(Config {
+            idempotency,
             source: self.file.to_path_buf(),
             server: server?,
             tenancy,
@@ -680,10 +686,18 @@ impl Validator<'_> {
                     format!("{:?} is routed twice", route.path_prefix),
                 );
             }
+            let idempotency = route.idempotency.as_ref().map(|i| RouteIdempotency {
+                required: i.required,
+                refuse_when_unavailable: match i.store_unavailable {
+                    Some(choice) => choice == StoreUnavailable::Refuse,
+                    None => i.required,
+                },
+            });
             match pools.keys().position(|name| *name == route.pool) {
                 Some(pool) => out.push(Route {
                     path_prefix: route.path_prefix.clone(),
                     pool,
+                    idempotency,
                 }),
                 None => self.issue(
                     format!("routes[{i}].pool"),

@@ -40,6 +40,9 @@ struct Envelope<'a, D: Serialize> {
     tenant: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlationid: Option<&'a str>,
+    /// Extension attribute: the SHA-256 of the request's scoped `Idempotency-Key` (never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotencykey: Option<&'a str>,
     data: &'a D,
 }
 
@@ -65,6 +68,18 @@ impl Event {
         correlation_id: Option<String>,
         data: &impl Serialize,
     ) -> Self {
+        Self::of_request(source, kind, tenant, correlation_id, None, data)
+    }
+
+    /// An event of a request that carried an idempotency key (`idempotency_key`: its digest).
+    pub fn of_request(
+        source: &str,
+        kind: &str,
+        tenant: Option<Arc<str>>,
+        correlation_id: Option<String>,
+        idempotency_key: Option<&str>,
+        data: &impl Serialize,
+    ) -> Self {
         let id = uuid::Uuid::now_v7().to_string();
         let created = SystemTime::now();
         let time = OffsetDateTime::from(created)
@@ -79,6 +94,7 @@ impl Event {
             datacontenttype: "application/json",
             tenant: tenant.as_deref(),
             correlationid: correlation_id.as_deref(),
+            idempotencykey: idempotency_key,
             data,
         };
         let json = serde_json::to_string(&envelope).unwrap_or_default();

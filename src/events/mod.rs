@@ -62,6 +62,8 @@ pub struct TriggerHit {
     pub tenant: Arc<str>,
     pub request_id: String,
     pub provider: Option<String>,
+    /// The digest of the request's scoped idempotency key, if it carried one.
+    pub idempotency_key: Option<String>,
 }
 
 /// The indices of the bits set in `mask`.

@@ -53,11 +53,12 @@ pub fn handle(
                 continue;
             }
         };
-        let event = Event::new(
+        let event = Event::of_request(
             sink.source(),
             trigger.rule.event(),
             Some(Arc::clone(&hit.tenant)),
             Some(hit.request_id.clone()),
+            hit.idempotency_key.as_deref(),
             &FieldMap(&fields),
         );
         business::observe(

@@ -27,6 +27,9 @@ pub struct AccessEntry<'a> {
     pub client: Option<std::net::IpAddr>,
     pub client_cert_subject: Option<&'a str>,
     pub upstream_tls_failure: Option<&'a str>,
+    /// The SHA-256 of the scoped idempotency key (never the key) and what became of it.
+    pub idempotency_key: Option<&'a str>,
+    pub idempotency: Option<&'static str>,
 }
 
 /// The line as written: the shape tracing's JSON formatter gives other lines (timestamp, level,
@@ -63,6 +66,10 @@ struct Line<'a> {
     client_cert_subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_tls_failure: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency: Option<&'static str>,
     target: &'static str,
 }
 
@@ -92,6 +99,8 @@ pub fn write(entry: &AccessEntry<'_>) {
         client: entry.client,
         client_cert_subject: entry.client_cert_subject,
         upstream_tls_failure: entry.upstream_tls_failure,
+        idempotency_key: entry.idempotency_key,
+        idempotency: entry.idempotency,
         target: "payedge::access",
     };
     let mut out = Vec::with_capacity(384);

@@ -69,6 +69,7 @@ impl Capture {
             tenant,
             request_id,
             provider,
+            idempotency_key: None,
         }
     }
 }

@@ -53,6 +53,13 @@ pub struct RequestCtx {
     pub https: bool,
     /// Why the last TLS handshake with a provider failed, if one did.
     pub upstream_tls_failure: Option<UpstreamTlsFailure>,
+    /// The idempotency key this request holds (its first request), if any.
+    pub idempotency: Option<super::idempotency::HeldKey>,
+    /// The digest of the request's scoped idempotency key, for its log line and events.
+    pub idempotency_digest: Option<String>,
+    /// Providers the request may have reached (its bytes went out to them), in order.
+    pub may_hold: Vec<usize>,
+    pub idempotency_result: Option<crate::metrics::IdempotencyResult>,
     pub _in_flight: InFlight,
 }
 
@@ -82,6 +89,10 @@ impl RequestCtx {
             client_subject: None,
             https: false,
             upstream_tls_failure: None,
+            idempotency: None,
+            idempotency_digest: None,
+            may_hold: Vec::new(),
+            idempotency_result: None,
             _in_flight: in_flight,
         }
     }

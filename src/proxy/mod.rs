@@ -25,6 +25,7 @@ mod attempts;
 mod capture;
 mod context;
 mod headers;
+mod idempotency;
 mod routing;
 mod upstream_errors;
 
@@ -43,8 +44,9 @@ pub use routing::Routing;
 
 use crate::events::{EventSink, mask_indices};
 use crate::failure::{Failure, REQUEST_ID_HEADER};
+use crate::idempotency::IdempotencyStore;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::RequestLabels;
+use crate::metrics::{IdempotencyResult, RequestLabels};
 use crate::providers::PoolRuntime;
 use crate::runtime::Runtime;
 use crate::tls::{ConnectionFacts, TlsEndpoint, TlsMetrics, UpstreamTlsFailure};
@@ -62,6 +64,8 @@ pub struct Gateway {
     tls_metrics: Option<Arc<TlsMetrics>>,
     /// The proxy's TLS listener: whose client CA set a connection's certificate must still match.
     tls: Option<Arc<TlsEndpoint>>,
+    /// Where idempotency keys are kept (restart-only: `idempotency`).
+    idempotency: Arc<IdempotencyStore>,
 }
 
 impl Gateway {
@@ -71,6 +75,7 @@ impl Gateway {
         sink: EventSink,
         tls_metrics: Option<Arc<TlsMetrics>>,
         tls: Option<Arc<TlsEndpoint>>,
+        idempotency: Arc<IdempotencyStore>,
     ) -> Self {
         Self {
             runtime,
@@ -78,6 +83,7 @@ impl Gateway {
             sink,
             tls_metrics,
             tls,
+            idempotency,
         }
     }
 
@@ -222,7 +228,18 @@ impl ProxyHttp for Gateway {
                 ctx.route = Some(admitted.route);
                 ctx.tenant = Some(admitted.tenant);
                 ctx.principal = admitted.principal;
-                Ok(false)
+                match idempotency::begin(&self.idempotency, session, ctx).await {
+                    idempotency::Begin::Proceed => Ok(false),
+                    idempotency::Begin::Refuse(failure) => {
+                        ctx.failure = Some(failure.clone());
+                        self.answer(session, ctx, &failure).await?;
+                        Ok(true)
+                    }
+                    idempotency::Begin::Replay(stored) => {
+                        idempotency::replay(session, ctx, stored).await?;
+                        Ok(true)
+                    }
+                }
             }
             Err(refused) => {
                 let failure = self.refused(ctx, refused);
@@ -279,6 +296,9 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(provider) = ctx.provider {
+            idempotency::reaching(ctx, provider);
+        }
         let credentials = match (pool_of(ctx), ctx.provider) {
             (Some(pool), Some(provider)) => pool.credentials(provider),
             _ => &[],
@@ -337,7 +357,9 @@ impl ProxyHttp for Gateway {
             (Some(pool), Some(provider)) => pool.credential_names(provider),
             _ => &[],
         };
-        headers::prepare_downstream_response(upstream_response, &ctx.request_id, names)
+        headers::prepare_downstream_response(upstream_response, &ctx.request_id, names)?;
+        idempotency::respond(ctx, upstream_response);
+        Ok(())
     }
 
     fn response_body_filter(
@@ -347,6 +369,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        idempotency::body(ctx, body.as_ref(), end_of_stream);
         if let Some(capture) = ctx.capture.as_mut() {
             if let Some(chunk) = body.as_ref() {
                 capture.push(chunk);
@@ -355,11 +378,10 @@ impl ProxyHttp for Gateway {
                 && let (Some(capture), Some(tenant)) = (ctx.capture.take(), ctx.tenant.as_ref())
             {
                 let provider = self.provider_name(ctx).map(str::to_owned);
-                ctx.captured = Some(capture.finish(
-                    Arc::clone(&tenant.name),
-                    ctx.request_id.clone(),
-                    provider,
-                ));
+                let mut hit =
+                    capture.finish(Arc::clone(&tenant.name), ctx.request_id.clone(), provider);
+                hit.idempotency_key = ctx.idempotency_digest.clone();
+                ctx.captured = Some(hit);
             }
         }
         Ok(None)
@@ -387,6 +409,9 @@ impl ProxyHttp for Gateway {
         if let Some(refusal) =
             attempts::refused_tls_session(&e, fresh_tls, ctx.attempt_recorded, body_sent)
         {
+            if let Some(provider) = ctx.provider {
+                idempotency::not_reached(ctx, provider);
+            }
             let retry = match ctx.pool.and_then(|p| snap.pools.get(p)) {
                 Some(pool) => attempts::connect_failed(
                     pool,
@@ -445,6 +470,19 @@ impl ProxyHttp for Gateway {
         if let Some(hit) = ctx.captured.take() {
             self.sink.process(&hit, &ctx.snap.triggers);
         }
+        if ctx.idempotency.is_some() {
+            let snap = Arc::clone(&ctx.snap);
+            let names: Vec<&str> = ctx
+                .pool
+                .and_then(|p| snap.pools.get(p))
+                .map(|pool| {
+                    (0..pool.settings.providers.len())
+                        .map(|i| pool.provider_name(i))
+                        .collect()
+                })
+                .unwrap_or_default();
+            idempotency::settle(&self.idempotency, ctx, &names).await;
+        }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         if let Some(metrics) = &ctx.snap.metrics {
@@ -484,6 +522,8 @@ impl ProxyHttp for Gateway {
             client: ctx.forwarding.as_ref().map(|f| f.client),
             client_cert_subject: ctx.client_subject.as_deref(),
             upstream_tls_failure: ctx.upstream_tls_failure.map(UpstreamTlsFailure::label),
+            idempotency_key: ctx.idempotency_digest.as_deref(),
+            idempotency: ctx.idempotency_result.map(IdempotencyResult::label),
         });
     }
 

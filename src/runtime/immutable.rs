@@ -10,7 +10,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let listen = |t: &Option<crate::config::TlsListener>| t.as_ref().map(|t| t.listen);
     let (o_hub, n_hub) = (&old.notifications.hub, &new.notifications.hub);
-    let checks: [(&'static str, bool); 19] = [
+    let checks: [(&'static str, bool); 20] = [
         ("server.listen", o.listen != n.listen),
         ("server.admin_listen", o.admin_listen != n.admin_listen),
         ("server.threads", o.threads != n.threads),
@@ -78,6 +78,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
                 n_hub.handshake_timeout,
             ),
         ),
+        // The store (its connection, its memory) lives as long as the process.
+        ("idempotency", old.idempotency != new.idempotency),
     ];
     checks
         .into_iter()

@@ -62,8 +62,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status, body):
         data = json.dumps(body).encode()
+        with LOCK:
+            STATE["sequence"] = STATE.get("sequence", 0) + 1
+            sequence = STATE["sequence"]
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        # Which answer of this process this is: a replay repeats an earlier one's.
+        self.send_header("X-Mock-Sequence", str(sequence))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# POST /api/payments through payedge with Idempotency-Key (every request a new key, so each takes
+# a key in the store and records its response: the full cost) against the same route without
+# keys, in the same run: nginx (Debian) is the card provider, redis-server (Debian) on a free port
+# the shared store, wrk drives payedge; configurations alternate so machine noise hits all alike.
+# Prints requests/s and payedge's CPU time per request for each run and the median of the
+# per-round keyed/plain ratios, for the Redis store and the in-memory one.
+#
+#     benches/idempotency_overhead.sh   (needs nginx, redis-server and wrk; builds payedge --release)
+#
+# ROUNDS, DURATION, CONNECTIONS and THREADS override the defaults below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+
+cargo build --release --quiet
+bin=target/release/payedge
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+
+upstream=$(free_port)
+static_upstream "$work/nginx" "$upstream" 201 \
+  '{"id":"pay_01a2185da95e757083098cd5f63691f8","status":"succeeded","amount":"25.00","currency":"EUR","fee":"0.68"}'
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  > "$work/redis.log" 2>&1 &
+pids+=($!)
+until redis-cli -p "$redis_port" ping > /dev/null 2>&1; do sleep 0.05; done
+
+export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
+write_config() { # $1 file, $2 route idempotency (YAML or empty), $3 store
+  cat > "$1" <<YAML
+server: { threads: 1, grace_period_seconds: 1 }
+tenancy: { strategy: header, tenants: [blue] }
+auth:
+  jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }
+  required_path_prefixes: [/api]
+analytics: { request_logging: false }
+notifications: { enabled: false }
+idempotency: $3
+routes:
+  - path_prefix: /api/payments
+    pool: cards
+    $2
+pools:
+  cards:
+    providers: [{ name: nginx, address: "127.0.0.1:$upstream" }]
+YAML
+}
+write_config "$work/plain.yaml" "" "{ store: in_memory }"
+write_config "$work/redis.yaml" "idempotency: { required: true }" \
+  "{ store: redis, redis: { url: \"redis://127.0.0.1:$redis_port/\" } }"
+write_config "$work/memory.yaml" "idempotency: { required: true }" "{ store: in_memory }"
+token=$("$bin" token -c "$work/plain.yaml" --tenant blue --ttl 3600)
+
+script() { # $1 file, $2 keyed (yes/no), $3 the run's key prefix
+  cat > "$1" <<LUA
+wrk.method = "POST"
+wrk.body = '{"amount":"25.00","currency":"EUR"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Tenant"] = "blue"
+wrk.headers["Authorization"] = "Bearer $token"
+local counter = 0
+request = function()
+  if "$2" == "yes" then
+    counter = counter + 1
+    wrk.headers["Idempotency-Key"] = "$3-" .. counter
+  end
+  return wrk.format()
+end
+LUA
+}
+
+run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us replayed_or_conflicts"
+  local proxy admin pid out keyed=yes
+  [ "$1" = plain ] && keyed=no
+  script "$work/post.lua" "$keyed" "r$2-$1-$RANDOM"
+  redis-cli -p "$redis_port" flushall > /dev/null
+  proxy=$(free_port); admin=$(free_port)
+  "$bin" run -c "$work/$1.yaml" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/$1.log" 2>&1 &
+  pid=$!
+  until curl -sf "http://127.0.0.1:$admin/readyz" > /dev/null; do sleep 0.05; done
+  local ticks_before ticks_after
+  ticks_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/post.lua" "http://127.0.0.1:$proxy/api/payments")
+  ticks_after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  local rps requests non2xx firsts
+  rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+  requests=$(awk '/requests in/ {print $1}' <<< "$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<< "$out")
+  firsts=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^payedge_idempotency_requests_total\{result="first"/ {print $2}')
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local cpu_us
+  cpu_us=$(awk -v t=$((ticks_after - ticks_before)) -v r="${requests:-1}" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
+  echo "$rps ${requests:-0} ${non2xx:-0} $cpu_us ${firsts:-0}"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+printf '%-6s %-7s %12s %10s %8s %12s %12s\n' round config req/s responses non-2xx "cpu µs/req" "keys taken"
+declare -A rps_of cpu_of
+redis_ratios=(); memory_ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+  for config in plain redis memory; do
+    read -r rps requests non2xx cpu firsts < <(run "$config" "$round")
+    printf '%-6s %-7s %12s %10s %8s %12s %12s\n' "$round" "$config" "$rps" "$requests" "$non2xx" "$cpu" "$firsts"
+    rps_of[$config]="${rps_of[$config]:-} $rps"; cpu_of[$config]="${cpu_of[$config]:-} $cpu"
+    eval "${config}_rps=$rps"
+  done
+  # shellcheck disable=SC2154
+  redis_ratios+=("$(awk -v k="$redis_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
+  # shellcheck disable=SC2154
+  memory_ratios+=("$(awk -v k="$memory_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
+done
+for config in plain redis memory; do
+  # shellcheck disable=SC2086
+  echo "median $config: $(median ${rps_of[$config]}) req/s, $(median ${cpu_of[$config]}) µs CPU per request"
+done
+r=$(median "${redis_ratios[@]}"); m=$(median "${memory_ratios[@]}")
+awk -v r="$r" -v m="$m" -v rs="${redis_ratios[*]}" -v ms="${memory_ratios[*]}" 'BEGIN {
+  printf "keyed/plain, Redis store: per round %s; median %.3f (overhead %.1f %%, goal <= 10 %%: %s)\n", rs, r, (1-r)*100, ((1-r) <= 0.10 ? "met" : "NOT met")
+  printf "keyed/plain, in-memory store: per round %s; median %.3f (overhead %.1f %%)\n", ms, m, (1-m)*100 }'

@@ -1,0 +1,374 @@
+//! `Idempotency-Key` in Pingora's phases: the decisions are `payedge_filters::idempotency`, the
+//! store is `crate::idempotency`.
+//!
+//! - request_filter (`begin`): on a route that honours keys, a request other than GET, HEAD or
+//!   OPTIONS with a key has its body read (at most 64 KiB, which Pingora then sends upstream from
+//!   its retry buffer) and fingerprinted (method, path and query, body digest); the key, scoped by
+//!   tenant, token subject and route, is taken in the store. A key already known answers the
+//!   request here: the stored response again (`Idempotent-Replayed: true`), or 409, 422 or 502.
+//! - upstream_request_filter (`reaching`): the request may reach this provider from now on.
+//! - response_filter / response_body_filter (`respond`, `body`): a copy of the provider's answer
+//!   as the client gets it, up to `max_response_bytes`.
+//! - logging (`settle`): the key keeps the whole answer; or that the outcome is unknown when the
+//!   request reached a provider and no whole answer came back; or is forgotten when the request
+//!   reached none.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::Method;
+use payedge_filters::idempotency::{
+    self as decide, Decision, Ending, KeyError, Record, Replay, parse_key,
+};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use ring::digest::{SHA256, digest};
+
+use super::RequestCtx;
+use crate::failure::{Failure, REQUEST_ID_HEADER};
+use crate::idempotency::{Begun, IdempotencyStore};
+use crate::metrics::IdempotencyResult;
+
+pub const HEADER: &str = "idempotency-key";
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// The most body a keyed request may have: what Pingora's retry buffer holds.
+const MAX_BODY: usize = 64 * 1024;
+/// An in-flight key's owner is presumed gone this long after its pool's total timeout.
+const OWNER_MARGIN: Duration = Duration::from_secs(5);
+/// Response headers never stored for a replay (hop-by-hop, or recomputed).
+const NOT_REPLAYED: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "date",
+    "set-cookie",
+    "upgrade",
+    "proxy-connection",
+    REQUEST_ID_HEADER,
+];
+
+/// A key this request holds.
+pub struct HeldKey {
+    /// Hex SHA-256 of the scoped key: the store's key, and what logs and events carry.
+    pub digest: String,
+    in_flight: Record,
+    fingerprint: String,
+    max_response: usize,
+    response: Option<Captured>,
+}
+
+struct Captured {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    too_large: bool,
+    complete: bool,
+}
+
+/// What `begin` decided.
+pub enum Begin {
+    /// Not a keyed request, or its key is now held: go on.
+    Proceed,
+    /// Answer with this error.
+    Refuse(Failure),
+    /// Answer with the stored response.
+    Replay(Replay),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn count(ctx: &mut RequestCtx, result: IdempotencyResult) {
+    ctx.idempotency_result = Some(result);
+    if let (Some(m), Some(route)) = (&ctx.snap.metrics, ctx.route) {
+        m.idempotency(route, result);
+    }
+}
+
+pub async fn begin(store: &IdempotencyStore, session: &mut Session, ctx: &mut RequestCtx) -> Begin {
+    let Some(route) = ctx.route else {
+        return Begin::Proceed;
+    };
+    let Some(policy) = ctx
+        .snap
+        .config
+        .routes
+        .get(route)
+        .and_then(|r| r.idempotency)
+    else {
+        return Begin::Proceed;
+    };
+    let method = session.req_header().method.clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Begin::Proceed;
+    }
+    let values: Vec<&[u8]> = session
+        .req_header()
+        .headers
+        .get_all(HEADER)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let key = match parse_key(&values) {
+        Ok(key) => key.to_string(),
+        Err(KeyError::Missing) if !policy.required => return Begin::Proceed,
+        Err(KeyError::Missing) => {
+            count(ctx, IdempotencyResult::Rejected);
+            return Begin::Refuse(Failure::IdempotencyKeyRequired);
+        }
+        Err(KeyError::Malformed) => {
+            count(ctx, IdempotencyResult::Rejected);
+            return Begin::Refuse(Failure::IdempotencyKeyInvalid);
+        }
+    };
+    let body = match read_body(session).await {
+        Ok(body) => body,
+        Err(failure) => {
+            count(ctx, IdempotencyResult::Rejected);
+            return Begin::Refuse(failure);
+        }
+    };
+    let tenant = ctx.tenant.as_ref().map_or("", |t| &*t.name);
+    let subject = ctx
+        .principal
+        .as_ref()
+        .and_then(|p| p.subject.as_deref())
+        .unwrap_or("");
+    let route_prefix = ctx
+        .snap
+        .routing
+        .route_prefixes
+        .get(route)
+        .map_or("", String::as_str);
+    let digest_of = |material: &[u8]| hex(digest(&SHA256, material).as_ref());
+    let scoped = digest_of(&decide::scope_material(tenant, subject, route_prefix, &key));
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str());
+    let fingerprint = digest_of(&decide::request_material(
+        method.as_str(),
+        path,
+        digest(&SHA256, &body).as_ref(),
+    ));
+    let total = ctx
+        .pool
+        .and_then(|p| ctx.snap.pools.get(p))
+        .map_or(Duration::from_secs(30), |p| p.settings.timeouts.total);
+    let in_flight = Record::InFlight {
+        fingerprint: fingerprint.clone(),
+        deadline_ms: now_ms()
+            .saturating_add(u64::try_from((total + OWNER_MARGIN).as_millis()).unwrap_or(u64::MAX)),
+        request_id: ctx.request_id.clone(),
+    };
+    match store.begin(&scoped, &in_flight).await {
+        Ok(Begun::Taken) => {
+            count(ctx, IdempotencyResult::First);
+            ctx.idempotency_digest = Some(scoped.clone());
+            ctx.idempotency = Some(HeldKey {
+                digest: scoped,
+                in_flight,
+                fingerprint,
+                max_response: store.max_response_bytes,
+                response: None,
+            });
+            Begin::Proceed
+        }
+        Ok(Begun::Existing(text)) => {
+            ctx.idempotency_digest = Some(scoped);
+            let decision = Record::decode(&text)
+                .map_or(Decision::OutcomeUnknown { provider: None }, |record| {
+                    decide::decide(&record, &fingerprint, now_ms())
+                });
+            answer_known(ctx, decision)
+        }
+        Err(e) => {
+            ctx.idempotency_digest = Some(scoped);
+            tracing::warn!(
+                request_id = ctx.request_id,
+                error = %e,
+                refused = policy.refuse_when_unavailable,
+                "idempotency store unavailable"
+            );
+            if policy.refuse_when_unavailable {
+                count(ctx, IdempotencyResult::Unavailable);
+                Begin::Refuse(Failure::IdempotencyUnavailable)
+            } else {
+                count(ctx, IdempotencyResult::Unprotected);
+                Begin::Proceed
+            }
+        }
+    }
+}
+
+fn answer_known(ctx: &mut RequestCtx, decision: Decision) -> Begin {
+    match decision {
+        Decision::Replay(replay) => {
+            count(ctx, IdempotencyResult::Replayed);
+            Begin::Replay(replay)
+        }
+        Decision::InProgress {
+            retry_after_seconds,
+        } => {
+            count(ctx, IdempotencyResult::Conflict);
+            Begin::Refuse(Failure::IdempotencyInProgress {
+                retry_after_seconds,
+            })
+        }
+        Decision::Reused => {
+            count(ctx, IdempotencyResult::Reused);
+            Begin::Refuse(Failure::IdempotencyKeyReused)
+        }
+        Decision::OutcomeUnknown { provider } => {
+            count(ctx, IdempotencyResult::UnknownOutcome);
+            Begin::Refuse(Failure::IdempotencyOutcomeUnknown { provider })
+        }
+        Decision::NotStored { status } => {
+            count(ctx, IdempotencyResult::NotStored);
+            Begin::Refuse(Failure::IdempotencyResponseNotStored { status })
+        }
+    }
+}
+
+/// The whole request body, kept by Pingora in its retry buffer and sent upstream from there.
+async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
+    session.as_mut().enable_retry_buffering();
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(_)) => return Err(Failure::IdempotencyBodyTooLarge),
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(Failure::BadRequest),
+        }
+    }
+}
+
+/// Writes a stored response, marked as a replay and with this request's id.
+pub async fn replay(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    replay: Replay,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(replay.status, Some(replay.headers.len() + 3))?;
+    for (name, value) in &replay.headers {
+        header.append_header(name.clone(), value.as_str())?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, replay.body.len().to_string())?;
+    header.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+    header.insert_header(REPLAYED_HEADER, "true")?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(replay.body)), true)
+        .await
+}
+
+/// The request may reach `provider` from now on.
+pub fn reaching(ctx: &mut RequestCtx, provider: usize) {
+    if ctx.idempotency.is_some() && !ctx.may_hold.contains(&provider) {
+        ctx.may_hold.push(provider);
+    }
+}
+
+/// The connection to `provider` was refused after all (a TLS session it did not accept):
+/// nothing reached it.
+pub fn not_reached(ctx: &mut RequestCtx, provider: usize) {
+    ctx.may_hold.retain(|p| *p != provider);
+}
+
+/// The provider's response header, as the client gets it.
+pub fn respond(ctx: &mut RequestCtx, response: &ResponseHeader) {
+    let Some(held) = ctx.idempotency.as_mut() else {
+        return;
+    };
+    let headers = response
+        .headers
+        .iter()
+        .filter(|(name, _)| !NOT_REPLAYED.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    held.response = Some(Captured {
+        status: response.status.as_u16(),
+        headers,
+        body: Vec::new(),
+        too_large: false,
+        complete: false,
+    });
+}
+
+/// A piece of the provider's response body.
+pub fn body(ctx: &mut RequestCtx, chunk: Option<&Bytes>, end_of_stream: bool) {
+    let Some(held) = ctx.idempotency.as_mut() else {
+        return;
+    };
+    let Some(captured) = held.response.as_mut() else {
+        return;
+    };
+    if let Some(chunk) = chunk
+        && !captured.too_large
+    {
+        if captured.body.len() + chunk.len() > held.max_response {
+            captured.too_large = true;
+            captured.body = Vec::new();
+        } else {
+            captured.body.extend_from_slice(chunk);
+        }
+    }
+    if end_of_stream {
+        captured.complete = true;
+    }
+}
+
+/// The end of a request that held a key: what the key keeps from now on.
+pub async fn settle(store: &IdempotencyStore, ctx: &mut RequestCtx, provider_names: &[&str]) {
+    let Some(held) = ctx.idempotency.take() else {
+        return;
+    };
+    let whole = held.response.as_ref().filter(|c| c.complete);
+    let reached = ctx
+        .may_hold
+        .last()
+        .and_then(|p| provider_names.get(*p))
+        .copied();
+    let ending = Ending {
+        response: whole.map(|c| (c.status, c.headers.as_slice(), c.body.as_slice())),
+        response_too_large: whole.is_some_and(|c| c.too_large),
+        // A request that reached a provider without a whole answer has an unknown outcome,
+        // even if payedge could not tell which provider (it always can: `may_hold`).
+        reached: reached.or(if ctx.may_hold.is_empty() {
+            None
+        } else {
+            Some("unknown")
+        }),
+    };
+    let outcome = decide::settle(&held.fingerprint, &ending);
+    let result = match &outcome {
+        Some(record) => store
+            .settle(&held.digest, &held.in_flight, record)
+            .await
+            .map(|_| ()),
+        None => store.release(&held.digest, &held.in_flight).await,
+    };
+    if let Err(e) = result {
+        // The in-flight record stays: once its owner's deadline passes, retries are told the
+        // outcome is unknown; nothing is ever sent twice.
+        tracing::warn!(
+            request_id = ctx.request_id,
+            error = %e,
+            "idempotency store unavailable: the key's outcome was not recorded"
+        );
+    }
+}

@@ -1,0 +1,453 @@
+//! Idempotency keys at the edge, end to end: two payedge processes sharing a real Redis (started
+//! on a free port), providers as processes that count what they receive. A retried payment is
+//! answered from the first one's stored response on either instance and reaches a provider once;
+//! concurrent duplicates reach it once; a reused key, another tenant's key, an expired key; a
+//! provider that takes the payment and never answers leaves an outcome a retry is told is unknown;
+//! a store that is down refuses a required route without reaching any provider.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{Payedge, free_addr};
+use common::provider::ProviderProcess;
+use common::redis::RedisServer;
+use common::*;
+
+/// Tenants blue and green; `/api/payments` requires keys, `/api/refunds` takes them optionally
+/// and goes ahead unprotected when the store is down; `/api/quotes` ignores them.
+fn config(providers: &[&ProviderProcess], store: &str, pool: &str) -> String {
+    config_with_events(providers, store, pool, "")
+}
+
+/// With `events`: notifications on the Redis `events` names, and a payment trigger.
+fn config_with_events(
+    providers: &[&ProviderProcess],
+    store: &str,
+    pool: &str,
+    events: &str,
+) -> String {
+    let providers: String = providers
+        .iter()
+        .map(|p| format!("      - name: {}\n        address: {}\n", p.name, p.addr))
+        .collect();
+    format!(
+        r#"
+server:
+  grace_period_seconds: 5
+tenancy:
+  strategy: [header]
+  tenants: [blue, green]
+auth:
+  jwt:
+    algorithms: [HS256]
+    secret_env: TEST_JWT_SECRET
+    issuer: {ISSUER}
+    audience: {AUDIENCE}
+  required_path_prefixes: [/api]
+idempotency:
+{store}
+{events}
+routes:
+  - path_prefix: /api/payments
+    pool: main
+    idempotency: {{ required: true }}
+  - path_prefix: /api/refunds
+    pool: main
+    idempotency: {{ required: false }}
+  - path_prefix: /api/quotes
+    pool: main
+pools:
+  main:
+{pool}    providers:
+{providers}"#
+    )
+}
+
+fn redis_store(redis: &RedisServer) -> String {
+    format!("  store: redis\n  redis:\n    url: {}\n", redis.url())
+}
+
+const MEMORY_STORE: &str = "  store: in_memory\n";
+
+fn pay(gw: &Payedge, tenant: &str, key: Option<&str>, body: &str) -> Response {
+    pay_at(gw, "/api/payments", tenant, key, body)
+}
+
+fn pay_at(gw: &Payedge, path: &str, tenant: &str, key: Option<&str>, body: &str) -> Response {
+    let auth = bearer(tenant);
+    let mut headers = vec![
+        ("X-Tenant", tenant),
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key", key));
+    }
+    request(gw.proxy, "POST", path, &headers, body.as_bytes()).unwrap()
+}
+
+/// Retries while the first request is still in progress (409), as a client honouring
+/// Retry-After would (sooner, to keep the test short).
+fn retry(gw: &Payedge, tenant: &str, key: &str, body: &str) -> Response {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = pay(gw, tenant, Some(key), body);
+        if resp.status != 409 || Instant::now() > deadline {
+            return resp;
+        }
+        assert!(
+            resp.header("retry-after").is_some(),
+            "409 without Retry-After"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn code(resp: &Response) -> String {
+    error_of(resp)["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_payment_retried_on_another_instance_is_replayed_and_reaches_the_provider_once() {
+    let redis = RedisServer::start();
+    let provider = ProviderProcess::start("cards");
+    let events = format!(
+        "notifications:\n  provider: redis\n  redis:\n    url: {}\n\
+         triggers:\n  - name: paid\n    event: payment.processed\n\
+         \x20   match: {{ method: POST, path: /api/payments, status: [200] }}\n\
+         \x20   fields: {{ provider: /provider }}\n",
+        redis.url()
+    );
+    let yaml = config_with_events(&[&provider], &redis_store(&redis), "", &events);
+    let (a, b) = (Payedge::start(&yaml, &env()), Payedge::start(&yaml, &env()));
+    let published = common::redis::Subscriber::new(&redis, &["payedge:events:blue"]);
+    let body = r#"{"amount":"25.00","currency":"EUR"}"#;
+    let key = "order-7781-attempt";
+
+    let first = pay(&a, "blue", Some(key), body);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = retry(&b, "blue", key, body);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.body, first.body,
+        "the replay is the first answer, byte for byte"
+    );
+    assert_eq!(
+        again.header("x-mock-sequence"),
+        first.header("x-mock-sequence")
+    );
+    assert_eq!(again.header("content-type"), first.header("content-type"));
+    assert_ne!(again.header("x-request-id"), first.header("x-request-id"));
+    // And again on A itself.
+    assert_eq!(retry(&a, "blue", key, body).body, first.body);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        provider.received_count("POST"),
+        1,
+        "the provider saw it once"
+    );
+    assert_eq!(
+        provider.received()[0]["body"],
+        body,
+        "the body went upstream whole"
+    );
+
+    b.wait_for_series(
+        r#"payedge_idempotency_requests_total{result="replayed",route="/api/payments"}"#,
+        |v| v == 1.0,
+    );
+    a.wait_for_series(
+        r#"payedge_idempotency_requests_total{result="first",route="/api/payments"}"#,
+        |v| v == 1.0,
+    );
+    // The log lines carry the key's digest, never the key.
+    let logged = a.wait_for_log(|l| l["message"] == "request" && l["idempotency"] == "first");
+    let digest = logged["idempotency_key"].as_str().unwrap();
+    assert_eq!(digest.len(), 64, "{logged}");
+    let replayed = b.wait_for_log(|l| l["message"] == "request" && l["idempotency"] == "replayed");
+    assert_eq!(replayed["idempotency_key"], digest);
+    // The payment event too (one: replays publish nothing).
+    let (_, event) = published
+        .next(Duration::from_secs(5))
+        .expect("no payment event");
+    let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(event["type"], "payment.processed");
+    assert_eq!(event["idempotencykey"], digest);
+    assert!(published.drain(Duration::from_millis(300)).is_empty());
+    for gw in [&a, &b] {
+        let logs = format!("{}{}", gw.raw_stdout(), gw.raw_stderr());
+        assert!(!logs.contains(key), "the key reached the logs");
+    }
+    // What Redis holds is keyed by the digest too.
+    let mut con = redis.connection();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("payedge:idempotency:*")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys, vec![format!("payedge:idempotency:{digest}")]);
+}
+
+#[test]
+fn twenty_concurrent_duplicates_over_two_instances_reach_the_provider_once() {
+    let redis = RedisServer::start();
+    let provider = ProviderProcess::start("cards");
+    // Slow enough that the duplicates arrive while the first is in progress.
+    provider.set_mode("slow:400");
+    let yaml = config(&[&provider], &redis_store(&redis), "");
+    let gws = [Payedge::start(&yaml, &env()), Payedge::start(&yaml, &env())];
+    let body = r#"{"amount":"99.00","currency":"EUR"}"#;
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let gw = &gws[i % 2];
+                s.spawn(move || pay(gw, "blue", Some("concurrent-1"), body))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let fresh: Vec<&Response> = answers
+        .iter()
+        .filter(|r| r.status == 200 && r.header("idempotent-replayed").is_none())
+        .collect();
+    assert_eq!(fresh.len(), 1, "exactly one went to the provider");
+    for r in &answers {
+        match r.status {
+            200 => assert_eq!(r.body, fresh[0].body),
+            409 => {
+                assert_eq!(code(r), "idempotency_in_progress");
+                assert!(r.header("retry-after").is_some());
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    assert!(
+        answers.iter().any(|r| r.status == 409),
+        "no duplicate overlapped"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(provider.received_count("POST"), 1);
+    // Once the first has finished, every duplicate gets its answer.
+    let late = retry(&gws[1], "blue", "concurrent-1", body);
+    assert_eq!(late.header("idempotent-replayed"), Some("true"));
+    assert_eq!(late.body, fresh[0].body);
+}
+
+#[test]
+fn a_reused_key_is_refused_another_tenants_is_its_own_and_an_expired_one_is_new() {
+    let provider = ProviderProcess::start("cards");
+    let store = format!("{MEMORY_STORE}  ttl_seconds: 2\n");
+    let gw = Payedge::start(&config(&[&provider], &store, ""), &env());
+    let body = r#"{"amount":"10.00","currency":"EUR"}"#;
+    assert_eq!(pay(&gw, "blue", Some("k-1"), body).status, 200);
+    let other_body = pay(
+        &gw,
+        "blue",
+        Some("k-1"),
+        r#"{"amount":"11.00","currency":"EUR"}"#,
+    );
+    assert_eq!(
+        (other_body.status, code(&other_body)),
+        (422, "idempotency_key_reused".into())
+    );
+    // Another path (a different request) with the same key on a route of its own: its own key.
+    let refund = pay_at(&gw, "/api/refunds", "blue", Some("k-1"), body);
+    assert_eq!(refund.status, 200);
+    assert_eq!(refund.header("idempotent-replayed"), None);
+    // Green's k-1 is not blue's.
+    let green = pay(&gw, "green", Some("k-1"), body);
+    assert_eq!(green.status, 200);
+    assert_eq!(green.header("idempotent-replayed"), None);
+    assert_eq!(provider.received_count("POST"), 3);
+    assert_eq!(
+        pay(&gw, "green", Some("k-1"), body).header("idempotent-replayed"),
+        Some("true")
+    );
+    // After the TTL the key is forgotten: a new payment.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let after = pay(&gw, "blue", Some("k-1"), body);
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("idempotent-replayed"), None);
+    assert_eq!(provider.received_count("POST"), 4);
+}
+
+#[test]
+fn keys_are_checked_before_anything_is_sent() {
+    let provider = ProviderProcess::start("cards");
+    let gw = Payedge::start(&config(&[&provider], MEMORY_STORE, ""), &env());
+    let body = r#"{"amount":"10.00","currency":"EUR"}"#;
+    let missing = pay(&gw, "blue", None, body);
+    assert_eq!(
+        (missing.status, code(&missing)),
+        (400, "idempotency_key_required".into())
+    );
+    let long = "k".repeat(256);
+    for bad in ["has space", long.as_str(), "\"\""] {
+        let resp = pay(&gw, "blue", Some(bad), body);
+        assert_eq!(
+            (resp.status, code(&resp)),
+            (400, "idempotency_key_invalid".into()),
+            "{bad}"
+        );
+    }
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
+    let too_large = pay(&gw, "blue", Some("big-1"), &big);
+    assert_eq!(
+        (too_large.status, code(&too_large)),
+        (413, "idempotency_body_too_large".into())
+    );
+    // The quoted form of the draft is the same key as the bare one.
+    assert_eq!(pay(&gw, "blue", Some("\"q-1\""), body).status, 200);
+    assert_eq!(
+        pay(&gw, "blue", Some("q-1"), body).header("idempotent-replayed"),
+        Some("true")
+    );
+    // Optional where not required; ignored where not configured.
+    assert_eq!(pay_at(&gw, "/api/refunds", "blue", None, body).status, 200);
+    assert_eq!(
+        pay_at(&gw, "/api/quotes", "blue", Some("z"), body).status,
+        200
+    );
+    assert_eq!(
+        pay_at(&gw, "/api/quotes", "blue", Some("z"), body).header("idempotent-replayed"),
+        None
+    );
+    assert_eq!(provider.received_count("POST"), 4);
+    gw.wait_for_series(
+        r#"payedge_idempotency_requests_total{result="rejected",route="/api/payments"}"#,
+        |v| v == 5.0,
+    );
+}
+
+#[test]
+fn a_provider_that_takes_the_payment_and_hangs_leaves_an_unknown_outcome_never_sent_twice() {
+    let redis = RedisServer::start();
+    let slow = ProviderProcess::start("cards-slow");
+    let other = ProviderProcess::start("cards-other");
+    slow.set_mode("blackhole");
+    other.set_mode("blackhole");
+    let pool = "    timeouts:\n      read_ms: 800\n      total_ms: 1500\n";
+    let yaml = config(&[&slow, &other], &redis_store(&redis), pool);
+    let (a, b) = (Payedge::start(&yaml, &env()), Payedge::start(&yaml, &env()));
+    let body = r#"{"amount":"500.00","currency":"EUR"}"#;
+    let first = pay(&a, "blue", Some("hang-1"), body);
+    assert_eq!(first.status, 504, "{}", first.text());
+    std::thread::sleep(Duration::from_millis(200));
+    let (slow_got, other_got) = (slow.received_count("POST"), other.received_count("POST"));
+    assert_eq!(
+        slow_got + other_got,
+        1,
+        "the payment went to one provider only"
+    );
+    let holder = if slow_got == 1 {
+        "cards-slow"
+    } else {
+        "cards-other"
+    };
+    // Both providers answer from now on: a retry must still not reach either.
+    slow.set_mode("ok");
+    other.set_mode("ok");
+    for gw in [&b, &a] {
+        let again = pay(gw, "blue", Some("hang-1"), body);
+        assert_eq!(
+            (again.status, code(&again)),
+            (502, "idempotency_outcome_unknown".into()),
+            "{}",
+            again.text()
+        );
+        let message = error_of(&again)["message"].as_str().unwrap().to_string();
+        assert!(message.contains(holder), "{message}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        slow.received_count("POST") + other.received_count("POST"),
+        1,
+        "no provider received a second copy"
+    );
+    b.wait_for_series(
+        r#"payedge_idempotency_requests_total{result="unknown_outcome",route="/api/payments"}"#,
+        |v| v == 1.0,
+    );
+}
+
+#[test]
+fn with_redis_down_a_required_route_refuses_and_an_optional_one_proceeds_unprotected() {
+    let mut redis = RedisServer::start();
+    let provider = ProviderProcess::start("cards");
+    let gw = Payedge::start(&config(&[&provider], &redis_store(&redis), ""), &env());
+    let body = r#"{"amount":"10.00","currency":"EUR"}"#;
+    assert_eq!(pay(&gw, "blue", Some("before"), body).status, 200);
+    redis.kill();
+    let refused = pay(&gw, "blue", Some("during"), body);
+    assert_eq!(
+        (refused.status, code(&refused)),
+        (503, "idempotency_unavailable".into())
+    );
+    assert_eq!(
+        provider.received_count("POST"),
+        1,
+        "no provider was reached"
+    );
+    let unprotected = pay_at(&gw, "/api/refunds", "blue", Some("during"), body);
+    assert_eq!(unprotected.status, 200);
+    assert_eq!(provider.received_count("POST"), 2);
+    gw.wait_for_series(
+        r#"payedge_idempotency_requests_total{result="unavailable",route="/api/payments"}"#,
+        |v| v == 1.0,
+    );
+    gw.wait_for_series(
+        r#"payedge_idempotency_requests_total{result="unprotected",route="/api/refunds"}"#,
+        |v| v == 1.0,
+    );
+    gw.wait_for_log(|l| l["message"] == "idempotency store unavailable");
+    // Redis back: keys work again (it was not persistent, so `before` is gone).
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = pay(&gw, "blue", Some("after"), body);
+        if resp.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", resp.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn check_names_the_idempotency_keys_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider_addr = free_addr();
+    for (section, key) in [
+        ("idempotency:\n  store: redis\n", "idempotency.redis"),
+        (
+            "idempotency:\n  store: redis\n  redis:\n    url: http://x\n",
+            "idempotency.redis.url",
+        ),
+        (
+            "idempotency:\n  ttl_seconds: 0\n",
+            "idempotency.ttl_seconds",
+        ),
+        ("idempotency:\n  store: disk\n", "idempotency.store"),
+    ] {
+        let yaml = format!(
+            "{}{section}",
+            config_for(&[("p".into(), provider_addr)], "")
+        );
+        let file = dir.path().join("payedge.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = std::process::Command::new(common::process::binary())
+            .args(["check", "--config", file.to_str().unwrap()])
+            .env("TEST_JWT_SECRET", "x".repeat(32))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{section}: {text}");
+        assert!(text.contains(key), "{section}: {text}");
+    }
+}
