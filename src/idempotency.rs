@@ -2,6 +2,8 @@
 //! instance sharing it; a single node or a cluster). Three atomic operations, each a script on
 //! Redis so that no two instances can both take a key:
 //!
+//! Records are passed encoded (`payedge_filters::idempotency::Record::encode`).
+//!
 //! - `begin`: take the key with an in-flight record unless it exists; else return what it holds
 //!   (`SET NX` and `GET` in one step);
 //! - `settle`: replace our in-flight record with the outcome, only if it is still ours;
@@ -14,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use payedge_filters::idempotency::Record;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::IdempotencySettings;
@@ -127,8 +128,8 @@ impl IdempotencyStore {
     /// Takes `key` with `in_flight` (kept `ttl`: an owner that dies leaves it behind, and its
     /// retries are then told the outcome is unknown rather than sent again), or returns what
     /// the key holds.
-    pub async fn begin(&self, key: &str, in_flight: &Record) -> Result<Begun, StoreError> {
-        let value = in_flight.encode();
+    pub async fn begin(&self, key: &str, in_flight: &str) -> Result<Begun, StoreError> {
+        let value = in_flight.to_string();
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
@@ -153,27 +154,22 @@ impl IdempotencyStore {
     }
 
     /// Replaces our `in_flight` record with `outcome` (kept `ttl`). `false` when the key no
-    /// longer holds our record.
-    pub async fn settle(
-        &self,
-        key: &str,
-        in_flight: &Record,
-        outcome: &Record,
-    ) -> Result<bool, StoreError> {
-        let (ours, value) = (in_flight.encode(), outcome.encode());
+    /// longer holds our record. Records are passed encoded ([`Record::encode`]).
+    pub async fn settle(&self, key: &str, ours: &str, outcome: &str) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
                 let mut keys = keys.lock().map_err(|_| StoreError::Full)?;
-                if keys.live(key, now) != Some(&ours) {
+                if keys.live(key, now).map(String::as_str) != Some(ours) {
                     return Ok(false);
                 }
-                keys.keys.insert(key.to_string(), (value, now + self.ttl));
+                keys.keys
+                    .insert(key.to_string(), (outcome.to_string(), now + self.ttl));
                 Ok(true)
             }
             Backend::Redis(redis) => {
                 let mut invocation = redis.settle.key(redis_key(key));
-                invocation.arg(ours).arg(value).arg(millis(self.ttl));
+                invocation.arg(ours).arg(outcome).arg(millis(self.ttl));
                 let replaced: i64 = self.run(&invocation).await?;
                 Ok(replaced == 1)
             }
@@ -181,13 +177,12 @@ impl IdempotencyStore {
     }
 
     /// Forgets `key` if it still holds our `in_flight` record.
-    pub async fn release(&self, key: &str, in_flight: &Record) -> Result<(), StoreError> {
-        let ours = in_flight.encode();
+    pub async fn release(&self, key: &str, ours: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
                 let mut keys = keys.lock().map_err(|_| StoreError::Full)?;
-                if keys.live(key, now) == Some(&ours) {
+                if keys.live(key, now).map(String::as_str) == Some(ours) {
                     keys.keys.remove(key);
                 }
                 Ok(())
@@ -246,6 +241,7 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payedge_filters::idempotency::Record;
 
     fn memory() -> IdempotencyStore {
         IdempotencyStore::new(&IdempotencySettings {
@@ -267,27 +263,28 @@ mod tests {
     #[tokio::test]
     async fn one_request_takes_a_key_and_only_its_owner_settles_or_releases_it() {
         let store = memory();
-        let (a, b) = (in_flight("a"), in_flight("b"));
+        let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
         assert_eq!(store.begin("k", &a).await.unwrap(), Begun::Taken);
         assert_eq!(
             store.begin("k", &b).await.unwrap(),
-            Begun::Existing(a.encode())
+            Begun::Existing(a.clone())
         );
         let done = Record::Unknown {
             fingerprint: "f".into(),
             provider: None,
-        };
+        }
+        .encode();
         assert!(!store.settle("k", &b, &done).await.unwrap(), "not b's key");
         store.release("k", &b).await.unwrap();
         assert_eq!(
             store.begin("k", &b).await.unwrap(),
-            Begun::Existing(a.encode()),
+            Begun::Existing(a.clone()),
             "b cannot release a's key"
         );
         assert!(store.settle("k", &a, &done).await.unwrap());
         assert_eq!(
             store.begin("k", &b).await.unwrap(),
-            Begun::Existing(done.encode())
+            Begun::Existing(done.clone())
         );
         // Released keys can be taken again.
         assert_eq!(store.begin("k2", &a).await.unwrap(), Begun::Taken);

@@ -52,7 +52,8 @@ const NOT_REPLAYED: [&str; 9] = [
 pub struct HeldKey {
     /// Hex SHA-256 of the scoped key: the store's key, and what logs and events carry.
     pub digest: String,
-    in_flight: Record,
+    /// Our in-flight record, encoded: what the store compares before replacing it.
+    in_flight: String,
     fingerprint: String,
     max_response: usize,
     response: Option<Captured>,
@@ -77,7 +78,13 @@ pub enum Begin {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn now_ms() -> u64 {
@@ -169,7 +176,8 @@ pub async fn begin(store: &IdempotencyStore, session: &mut Session, ctx: &mut Re
         deadline_ms: now_ms()
             .saturating_add(u64::try_from((total + OWNER_MARGIN).as_millis()).unwrap_or(u64::MAX)),
         request_id: ctx.request_id.clone(),
-    };
+    }
+    .encode();
     match store.begin(&scoped, &in_flight).await {
         Ok(Begun::Taken) => {
             count(ctx, IdempotencyResult::First);
@@ -357,7 +365,7 @@ pub async fn settle(store: &IdempotencyStore, ctx: &mut RequestCtx, provider_nam
     let outcome = decide::settle(&held.fingerprint, &ending);
     let result = match &outcome {
         Some(record) => store
-            .settle(&held.digest, &held.in_flight, record)
+            .settle(&held.digest, &held.in_flight, &record.encode())
             .await
             .map(|_| ()),
         None => store.release(&held.digest, &held.in_flight).await,

@@ -1,5 +1,6 @@
-// Opens a page in headless Chromium (Debian's `chromium`, or $CHROMIUM) with puppeteer-core and
-// lets a test drive it:
+// Opens a page in headless Chromium (Debian's `chromium`, or $CHROMIUM), or with BROWSER=firefox
+// in headless Firefox (Debian's `firefox-esr`, or $FIREFOX), with puppeteer-core and lets a test
+// drive it:
 //
 //   node run.js <page url>
 //
@@ -17,12 +18,24 @@ const [pageUrl] = process.argv.slice(2);
 const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
 
 (async () => {
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    // As root (CI) Chromium refuses to start without --no-sandbox.
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-  });
+  const firefox = process.env.BROWSER === "firefox";
+  const browser = await puppeteer.launch(
+    firefox
+      ? // Debian's firefox-esr, over WebDriver BiDi.
+        {
+          browser: "firefox",
+          executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
+          headless: true,
+          // As root (CI) Firefox's content processes cannot start sandboxed.
+          env: { ...process.env, MOZ_DISABLE_CONTENT_SANDBOX: "1" },
+        }
+      : {
+          executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+          headless: true,
+          // As root (CI) Chromium refuses to start without --no-sandbox.
+          args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+        },
+  );
   const page = await browser.newPage();
   await page.setViewport({ width: 1366, height: 768 });
   page.on("console", (message) => {
@@ -39,7 +52,7 @@ const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event,
   say("loaded");
   readline.createInterface({ input: process.stdin }).on("line", async (line) => {
     if (line === "quit") {
-      await browser.close();
+      await Promise.race([browser.close(), new Promise((done) => setTimeout(done, 3000))]);
       process.exit(0);
     }
     if (line.startsWith("shot ")) {

@@ -89,7 +89,14 @@ impl Drop for Site {
     }
 }
 
-/// One headless Chromium with one page open.
+/// Which browser: Debian's `chromium` or `firefox-esr` (both installed by .ci/setup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+/// One headless browser with one page open.
 pub struct Browser {
     child: Child,
     stdin: ChildStdin,
@@ -97,12 +104,24 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Opens `url` and waits until it has loaded.
+    /// Opens `url` in Chromium and waits until it has loaded.
     pub fn open(url: &str) -> Self {
+        Self::open_in(Engine::Chromium, url)
+    }
+
+    /// Opens `url` in `engine` and waits until it has loaded.
+    pub fn open_in(engine: Engine, url: &str) -> Self {
         ensure_installed();
         let mut child = Command::new("node")
             .arg(format!("{BROWSER_DIR}/run.js"))
             .arg(url)
+            .env(
+                "BROWSER",
+                match engine {
+                    Engine::Chromium => "chromium",
+                    Engine::Firefox => "firefox",
+                },
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
