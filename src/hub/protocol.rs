@@ -250,6 +250,85 @@ pub fn event_invocation(target: &str, envelope_json: &str) -> String {
 }
 
 #[cfg(test)]
+mod properties {
+    //! Frames from a hostile client: split anywhere, missing separators, huge, invalid UTF-8,
+    //! any JSON. `PROPTEST_CASES=100000 cargo test --lib hub::protocol::properties` runs longer.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Streams of messages (any bytes but the separator, some JSON-looking), each terminated.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let message = prop_oneof![
+            proptest::collection::vec(any::<u8>().prop_filter("no separator", |b| *b != RECORD_SEPARATOR), 0..200),
+            r#"\{"type":[0-9],"invocationId":"[0-9]{0,3}","target":"(JoinTenantGroup|LeaveTenantGroup|x)","arguments":\[("blue"|null|1|\[\]|\{\}),?("[0-9-]{0,20}"|null)?\]\}"#
+                .prop_map(String::into_bytes),
+        ];
+        proptest::collection::vec(message, 0..8).prop_map(|messages| {
+            let mut out = Vec::new();
+            for m in messages {
+                out.extend_from_slice(&m);
+                out.push(RECORD_SEPARATOR);
+            }
+            out
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_stream_frames_the_same_whole_or_split_anywhere(
+            bytes in stream(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            tail in proptest::collection::vec(any::<u8>().prop_filter("no separator", |b| *b != RECORD_SEPARATOR), 0..20),
+        ) {
+            let mut bytes = bytes;
+            bytes.extend_from_slice(&tail); // an unfinished message: never a frame
+            let max = 4096;
+            let whole = Framer::new(max).push(&bytes);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut split = Framer::new(max);
+            let (mut frames, mut at, mut failed) = (Vec::new(), 0, None);
+            for point in points.into_iter().chain([bytes.len()]) {
+                match split.push(&bytes[at..point]) {
+                    Ok(mut got) => frames.append(&mut got),
+                    Err(e) => { failed = Some(e); break; }
+                }
+                at = point;
+            }
+            let mut one_by_one = Framer::new(max);
+            let mut singles = Vec::new();
+            for b in &bytes {
+                singles.extend(one_by_one.push(std::slice::from_ref(b)).unwrap_or_default());
+            }
+            match (whole, failed) {
+                (Ok(expected), None) => {
+                    prop_assert_eq!(&frames, &expected);
+                    prop_assert_eq!(&singles, &expected);
+                    for frame in &expected {
+                        // Parsing any frame never panics.
+                        let _ = parse(frame);
+                        let _ = check_handshake(frame);
+                    }
+                }
+                (Err(_), Some(_)) => {}
+                (whole, split) => prop_assert!(false, "whole {whole:?}, split {split:?}"),
+            }
+        }
+
+        #[test]
+        fn an_oversized_message_is_refused_however_it_arrives(
+            size in 5000usize..20000,
+            piece in 1usize..3000,
+        ) {
+            let bytes = vec![b'x'; size];
+            let mut framer = Framer::new(4096);
+            let refused = bytes.chunks(piece).any(|chunk| framer.push(chunk).is_err());
+            prop_assert!(refused);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

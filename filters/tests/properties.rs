@@ -1,0 +1,167 @@
+//! Generated inputs for the decisions that see outside bytes (a first part of issue 17): none
+//! panics, and each answer keeps its promise — a tenant is a configured one or a rejection, a
+//! path is accepted only in normal form, a token that is not a valid signature is refused, an
+//! idempotency key is accepted only in its syntax and a record survives its encoding.
+//!
+//! The case budget is proptest's default (256 per property) in `cargo test`; a longer campaign:
+//! `PROPTEST_CASES=100000 cargo test -p payedge-filters --test properties`.
+
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+use payedge_filters::auth::{JwtSettings, JwtVerifier};
+use payedge_filters::host::parse_host;
+use payedge_filters::idempotency::{self, Record};
+use payedge_filters::path::check_path;
+use payedge_filters::tenant::{Strategy as Found, TenancySettings, TenantInputs, TenantResolver};
+use proptest::prelude::*;
+
+const TENANTS: [&str; 3] = ["blue", "green", "acme-pay"];
+
+fn resolver() -> TenantResolver {
+    TenantResolver::new(&TenancySettings {
+        enabled: true,
+        strategies: vec![Found::Host, Found::Header],
+        base_domains: vec!["smartpay.com".into()],
+        tenants: TENANTS.iter().map(|t| t.to_string()).collect(),
+        default_tenant: "default".into(),
+    })
+}
+
+/// Hosts and tenant headers an attacker would try: configured names in odd case, with ports,
+/// trailing dots, other domains, IDNA, percent signs, control bytes, IPv6 literals — and any
+/// bytes at all.
+fn hostile_text() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..80),
+        "(blue|BLUE|Green|acme-pay|xn--bl-eka|blue\\.|\\.blue|b%6Cue|blue\u{0}|blue )"
+            .prop_map(String::into_bytes),
+        "(blue|green|acme-pay|evil)\\.(smartpay\\.com|SMARTPAY\\.COM|smartpay\\.com\\.|evil\\.com|smartpay\\.com\\.evil\\.com)(:[0-9]{1,6})?"
+            .prop_map(String::into_bytes),
+        "\\[[0-9a-f:]{0,40}\\](:[0-9]{0,6})?".prop_map(String::into_bytes),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn a_tenant_from_any_input_is_a_configured_one_or_a_rejection(
+        host in proptest::option::of(hostile_text()),
+        header in proptest::option::of(hostile_text()),
+    ) {
+        let resolver = resolver();
+        let inputs = TenantInputs { host: host.as_deref(), header: header.as_deref() };
+        if let Ok(tenant) = resolver.resolve(inputs) {
+            prop_assert!(TENANTS.contains(&&*tenant.name), "{}", tenant.name);
+        }
+    }
+
+    #[test]
+    fn parsing_any_host_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = parse_host(&raw);
+    }
+
+    #[test]
+    fn an_accepted_path_is_already_in_normal_form(
+        path in prop_oneof![
+            "(/[a-zA-Z0-9._~%;\\\\-]{0,12}){0,6}/?",
+            any::<String>(),
+        ]
+    ) {
+        if check_path(&path).is_ok() {
+            prop_assert!(path.starts_with('/'), "{path:?}");
+            for segment in path.split('/').skip(1) {
+                prop_assert!(segment != "." && segment != "..", "{path:?}");
+            }
+            prop_assert!(!path.contains("//"), "{path:?}");
+            prop_assert!(!path.contains('\\'), "{path:?}");
+            let lower = path.to_ascii_lowercase();
+            for encoded in ["%2f", "%5c", "%00", "%2e"] {
+                prop_assert!(!lower.contains(encoded), "{path:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_forged_or_malformed_token_is_accepted(
+        header in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..400),
+            "Bearer [A-Za-z0-9_=.-]{0,300}".prop_map(String::into_bytes),
+            // A well-formed header and claims of any JSON shape, with a made-up signature.
+            (any::<String>(), any::<String>()).prop_map(|(h, c)| {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                format!("Bearer {}.{}.c2ln", b64.encode(h), b64.encode(c)).into_bytes()
+            }),
+            (0u64..u64::MAX, "[a-z]{0,8}").prop_map(|(exp, tenant)| {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let header = b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+                let claims = b64.encode(format!(
+                    r#"{{"exp":{exp},"tenant":"{tenant}","tenant":"blue","roles":[1,{{}}]}}"#
+                ));
+                format!("Bearer {header}.{claims}.AAAA").into_bytes()
+            }),
+        ]
+    ) {
+        let verifier = verifier();
+        prop_assert!(verifier.verify_authorization(Some(&header)).is_err());
+    }
+
+    #[test]
+    fn an_accepted_idempotency_key_has_the_syntax(
+        values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..3)
+    ) {
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        if let Ok(key) = idempotency::parse_key(&refs) {
+            prop_assert_eq!(refs.len(), 1);
+            prop_assert!((1..=idempotency::MAX_KEY_LEN).contains(&key.len()));
+            prop_assert!(key.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
+        }
+    }
+
+    #[test]
+    fn a_stored_response_survives_its_encoding(
+        status in 100u16..600,
+        headers in proptest::collection::vec(("[a-z-]{1,20}", "[ -~]{0,40}"), 0..8),
+        body in proptest::collection::vec(any::<u8>(), 0..2000),
+        fingerprint in "[0-9a-f]{64}",
+    ) {
+        let record = Record::completed(fingerprint.clone(), status, headers.clone(), &body);
+        let decoded = Record::decode(&record.encode());
+        prop_assert_eq!(decoded.as_ref(), Some(&record));
+        match idempotency::decide(&record, &fingerprint, 0) {
+            idempotency::Decision::Replay(replay) => {
+                prop_assert_eq!(replay.status, status);
+                prop_assert_eq!(replay.headers, headers);
+                prop_assert_eq!(replay.body, body);
+            }
+            other => prop_assert!(false, "{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decoding_any_text_as_a_record_never_panics(text in any::<String>()) {
+        let _ = Record::decode(&text);
+    }
+}
+
+fn verifier() -> Arc<JwtVerifier> {
+    static VERIFIER: std::sync::OnceLock<Arc<JwtVerifier>> = std::sync::OnceLock::new();
+    Arc::clone(VERIFIER.get_or_init(|| {
+        Arc::new(
+            JwtVerifier::new(&JwtSettings {
+                algorithms: vec![Algorithm::HS256],
+                hmac_secret: Some(b"property-test-secret-that-is-long-enough".to_vec()),
+                public_key_pem: None,
+                jwks_json: None,
+                remote_keys: false,
+                issuer: None,
+                audience: None,
+                tenant_claim: "tenant".into(),
+                roles_claim: "roles".into(),
+                leeway_seconds: 0,
+            })
+            .unwrap(),
+        )
+    }))
+}
