@@ -14,6 +14,7 @@ use payedge_filters::host::parse_host;
 use payedge_filters::idempotency::{self, Record};
 use payedge_filters::path::check_path;
 use payedge_filters::tenant::{Strategy as Found, TenancySettings, TenantInputs, TenantResolver};
+use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
 use proptest::prelude::*;
 
 const TENANTS: [&str; 3] = ["blue", "green", "acme-pay"];
@@ -140,6 +141,21 @@ proptest! {
     }
 
     #[test]
+    fn extracting_fields_from_any_body_never_panics(
+        body in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..400),
+            // JSON of any shape: nested arrays and objects, numbers, escapes, truncated.
+            (r#"[\[\{"a-z0-9:,.\\ \]\}eE+-]{0,300}"#, 0usize..300).prop_map(|(text, cut)| {
+                let text = format!(r#"{{"id":{text}"#);
+                text.as_bytes()[..cut.min(text.len())].to_vec()
+            }),
+            (1usize..3000).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
+        ]
+    ) {
+        let _ = trigger().extract(&body);
+    }
+
+    #[test]
     fn decoding_any_text_as_a_record_never_panics(text in any::<String>()) {
         let _ = Record::decode(&text);
     }
@@ -164,4 +180,23 @@ fn verifier() -> Arc<JwtVerifier> {
             .unwrap(),
         )
     }))
+}
+
+fn trigger() -> TriggerRule {
+    TriggerRule::new(TriggerSpec {
+        name: "paid".into(),
+        event: "payment.processed".into(),
+        method: Some("POST".into()),
+        path: PathMatch::Exact("/api/payments".into()),
+        statuses: vec![200],
+        require_json: true,
+        fields: vec![
+            ("id".into(), "/id".into()),
+            ("amount".into(), "/amount".into()),
+            ("deep".into(), "/id/0/a/1".into()),
+        ],
+        required: vec!["id".into()],
+        max_body_bytes: 65536,
+    })
+    .unwrap()
 }

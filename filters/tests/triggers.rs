@@ -699,3 +699,24 @@ fn deep_nesting_neither_overflows_nor_panics() {
     assert_eq!(deep[0].1, FieldValue::Json(text.clone()));
     assert_eq!(deep[0].1.to_json(), json!(text));
 }
+
+#[test]
+fn a_body_nested_200000_deep_neither_overflows_nor_yields_an_event() {
+    // (In the proxy such a body is also over max_body_bytes: it is never even captured.)
+    let rule = rule_with(&[("id", "/id"), ("deep", "/0/0/0")], &["id"]);
+    let depth = 200_000;
+    let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    assert_eq!(
+        rule.extract(arrays.as_bytes()),
+        Err(ExtractError::MissingField)
+    );
+    // Truncated: not JSON.
+    assert_eq!(
+        rule.extract(&arrays.as_bytes()[..depth + 10]),
+        Err(ExtractError::NotJson)
+    );
+    // Deep objects under the field itself: extracted as text, never walked recursively.
+    let objects = format!("{}1{}", r#"{"id":"#.repeat(depth), "}".repeat(depth));
+    let fields = rule.extract(objects.as_bytes()).expect("extracted");
+    assert!(fields[0].1.to_json().is_string(), "past 128 levels the value stays text");
+}
