@@ -14,7 +14,24 @@ pub fn binary() -> PathBuf {
 }
 
 /// A loopback address with a port nobody listens on right now.
+/// A loopback address free right now, for a listener started a moment later. Taken below the
+/// kernel's ephemeral range (32768–60999 by default), so no outgoing connection of this or another
+/// test can take the port in between; ports are tried in a random order from a per-process
+/// starting point, so parallel tests rarely pick the same one.
 pub fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 7919 is prime and does not divide COUNT: every port is visited once per cycle.
+        let port = FIRST + (seed.wrapping_add(step.wrapping_mul(7_919))) % COUNT;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
