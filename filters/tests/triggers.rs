@@ -718,5 +718,8 @@ fn a_body_nested_200000_deep_neither_overflows_nor_yields_an_event() {
     // Deep objects under the field itself: extracted as text, never walked recursively.
     let objects = format!("{}1{}", r#"{"id":"#.repeat(depth), "}".repeat(depth));
     let fields = rule.extract(objects.as_bytes()).expect("extracted");
-    assert!(fields[0].1.to_json().is_string(), "past 128 levels the value stays text");
+    assert!(
+        fields[0].1.to_json().is_string(),
+        "past 128 levels the value stays text"
+    );
 }
