@@ -248,7 +248,10 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported_by_a_running_payedg
         payment.text()
     );
     let metrics = gw.wait_for_metrics(|m| {
+        // Both series of the payment: they are counted one after the other, so a scrape can
+        // fall between them.
         m.contains("# TYPE payedge_payments_total ")
+            && m.contains("# TYPE payedge_payment_volume_total ")
             && m.contains(r#"payedge_http_errors_total{code="tenant_mismatch"} 1"#)
     });
     let missing: Vec<&String> = watched
