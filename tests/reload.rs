@@ -72,8 +72,6 @@ fn metric(text: &str, line_start: &str) -> f64 {
 }
 
 #[test]
-#[ignore = "payedge stalls for seconds during reloads under load (1 run in 5 fails, found at the \
-            2026-12-04 stop, older than it): run with --ignored while fixing; see the stop's note"]
 fn twenty_reloads_under_load_fail_no_request_and_the_split_follows_each() {
     let (a, b) = (MockUpstream::start("a"), MockUpstream::start("b"));
     let configs = [

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::http_server::HttpServer;
+use super::mock::{MockResponse, Recorded};
+
 const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const SIGNALR_BROWSER_BUILD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -39,53 +42,47 @@ fn ensure_installed() {
 /// Serves the page under test on its own port (its own origin) until dropped.
 pub struct Site {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    _server: HttpServer,
 }
 
 impl Site {
     pub fn start() -> Self {
         ensure_installed();
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let addr = server.server_addr().to_ip().unwrap();
-        let serving = Arc::clone(&server);
-        std::thread::spawn(move || {
-            for request in serving.incoming_requests() {
-                let (body, kind) = match request.url().split('?').next().unwrap_or("") {
-                    "/" => (
-                        b"<!doctype html><meta charset=utf-8><title>payedge hub page</title>\
+        let server = HttpServer::start(Arc::new(|request: &Recorded| {
+            let file = |path: &str, kind: &str| MockResponse {
+                status: 200,
+                headers: vec![("Content-Type".into(), kind.into())],
+                body: std::fs::read(path).unwrap(),
+                delay: Duration::ZERO,
+            };
+            match request.path.split('?').next().unwrap_or("") {
+                "/" => MockResponse {
+                    status: 200,
+                    headers: vec![("Content-Type".into(), "text/html".into())],
+                    body: b"<!doctype html><meta charset=utf-8><title>payedge hub page</title>\
                           <script src=/signalr.min.js></script><script src=/page.js></script>"
-                            .to_vec(),
-                        "text/html",
-                    ),
-                    "/signalr.min.js" => (
-                        std::fs::read(SIGNALR_BROWSER_BUILD).unwrap(),
-                        "text/javascript",
-                    ),
-                    "/page.js" => (
-                        std::fs::read(format!("{BROWSER_DIR}/page.js")).unwrap(),
-                        "text/javascript",
-                    ),
-                    _ => {
-                        let _ = request.respond(tiny_http::Response::empty(404));
-                        continue;
-                    }
-                };
-                let header = tiny_http::Header::from_bytes("Content-Type", kind).unwrap();
-                let _ = request.respond(tiny_http::Response::from_data(body).with_header(header));
+                        .to_vec(),
+                    delay: Duration::ZERO,
+                },
+                "/signalr.min.js" => file(SIGNALR_BROWSER_BUILD, "text/javascript"),
+                "/page.js" => file(&format!("{BROWSER_DIR}/page.js"), "text/javascript"),
+                _ => MockResponse {
+                    status: 404,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    delay: Duration::ZERO,
+                },
             }
-        });
-        Self { addr, server }
+        }));
+        Self {
+            addr: server.addr,
+            _server: server,
+        }
     }
 
     /// The page's origin, as the browser sends it.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.server.unblock();
     }
 }
 

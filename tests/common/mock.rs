@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::http_server::HttpServer;
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -58,16 +60,12 @@ impl MockResponse {
     }
 }
 
-type Responder = dyn Fn(&Recorded) -> MockResponse + Send + Sync;
-
 pub struct MockUpstream {
     pub addr: SocketAddr,
     pub name: String,
     received: Arc<Mutex<Vec<Recorded>>>,
-    server: Arc<tiny_http::Server>,
+    _server: HttpServer,
 }
-
-const WORKERS: usize = 8;
 
 impl MockUpstream {
     /// A provider named `name` that answers 200 with `{"provider": name}`.
@@ -78,56 +76,23 @@ impl MockUpstream {
         })
     }
 
+    /// A provider that records each request, then answers with `responder`'s reply (after its
+    /// delay). Dropping it closes the port and every connection, as a provider that goes away.
     pub fn with(
         name: &str,
         responder: impl Fn(&Recorded) -> MockResponse + Send + Sync + 'static,
     ) -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("mock cannot bind"));
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .expect("mock has no IP address");
         let received = Arc::new(Mutex::new(Vec::new()));
-        let responder: Arc<Responder> = Arc::new(responder);
-        for _ in 0..WORKERS {
-            let server = Arc::clone(&server);
-            let received = Arc::clone(&received);
-            let responder = Arc::clone(&responder);
-            std::thread::spawn(move || {
-                while let Ok(mut request) = server.recv() {
-                    let mut body = Vec::new();
-                    let _ = request.as_reader().read_to_end(&mut body);
-                    let recorded = Recorded {
-                        method: request.method().to_string(),
-                        path: request.url().to_string(),
-                        headers: request
-                            .headers()
-                            .iter()
-                            .map(|h| (h.field.to_string(), h.value.to_string()))
-                            .collect(),
-                        body,
-                    };
-                    received.lock().unwrap().push(recorded.clone());
-                    let answer = responder(&recorded);
-                    std::thread::sleep(answer.delay);
-                    let mut response =
-                        tiny_http::Response::from_data(answer.body).with_status_code(answer.status);
-                    for (name, value) in &answer.headers {
-                        if let Ok(h) =
-                            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-                        {
-                            response.add_header(h);
-                        }
-                    }
-                    let _ = request.respond(response);
-                }
-            });
-        }
+        let recording = Arc::clone(&received);
+        let server = HttpServer::start(Arc::new(move |request: &Recorded| {
+            recording.lock().unwrap().push(request.clone());
+            responder(request)
+        }));
         Self {
-            addr,
+            addr: server.addr,
             name: name.to_string(),
             received,
-            server,
+            _server: server,
         }
     }
 
@@ -141,12 +106,6 @@ impl MockUpstream {
 
     pub fn last(&self) -> Recorded {
         self.received().pop().expect("the mock received nothing")
-    }
-}
-
-impl Drop for MockUpstream {
-    fn drop(&mut self) {
-        self.server.unblock();
     }
 }
 

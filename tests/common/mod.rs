@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod http_server;
 pub mod hub;
 pub mod mock;
 pub mod pki;
