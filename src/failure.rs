@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use payedge_filters::auth::AuthFailure;
+use payedge_filters::request_head::HeadRefusal;
 use payedge_filters::tenant::TenantRejection;
 use pingora::http::ResponseHeader;
 
@@ -12,6 +13,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// The request head is too large, has too many headers, or states its body length twice.
+    Head(HeadRefusal),
     PathInvalid,
     Tenant(TenantRejection),
     Unauthorized(AuthFailure),
@@ -99,6 +102,7 @@ impl Failure {
             Self::IdempotencyOutcomeUnknown { .. } => 502,
             Self::IdempotencyUnavailable => 503,
             Self::Tenant(r) => r.http_status(),
+            Self::Head(r) => r.http_status(),
             Self::Unauthorized(_) => 401,
             Self::TenantMismatch
             | Self::Forbidden
@@ -124,6 +128,7 @@ impl Failure {
         match self {
             Self::PathInvalid => "path_invalid",
             Self::Tenant(r) => r.code(),
+            Self::Head(r) => r.code(),
             Self::Unauthorized(_) => "unauthorized",
             Self::TenantMismatch => "tenant_mismatch",
             Self::MisdirectedRequest => "misdirected_request",
@@ -164,6 +169,7 @@ impl Failure {
                 "the path has dot segments, empty segments or encoded separators".into()
             }
             Self::Tenant(r) => r.message().into(),
+            Self::Head(r) => r.message().into(),
             Self::Unauthorized(f) => f.message().into(),
             Self::TenantMismatch => "the token does not grant access to this tenant".into(),
             Self::OriginNotAllowed => {

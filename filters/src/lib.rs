@@ -9,6 +9,7 @@ pub mod host;
 pub mod idempotency;
 pub mod path;
 pub mod proxy_protocol;
+pub mod request_head;
 pub mod request_id;
 pub mod routing;
 pub mod server_names;

@@ -33,6 +33,37 @@ pub struct ServerSection {
     /// the same for the old and the new process).
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// Limits on each request head (reloadable).
+    #[serde(default)]
+    pub limits: RequestLimitsSection,
+}
+
+/// `server.limits`: what one request head may hold. Beyond: 431, and the connection is closed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLimitsSection {
+    /// Request line plus header lines, in bytes (default 32768).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Header lines (default 100).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+}
+
+impl Default for RequestLimitsSection {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    payedge_filters::request_head::HeadLimits::default().max_header_bytes
+}
+fn default_max_headers() -> usize {
+    payedge_filters::request_head::HeadLimits::default().max_headers
 }
 
 impl Default for ServerSection {
@@ -47,6 +78,7 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             upgrade_sock: None,
+            limits: RequestLimitsSection::default(),
         }
     }
 }

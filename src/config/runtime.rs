@@ -94,6 +94,7 @@ pub struct ServerSettings {
     /// Where a binary upgrade hands over the listening sockets (`None`: one per proxy port in
     /// the system's temporary folder).
     pub upgrade_sock: Option<PathBuf>,
+    pub limits: payedge_filters::request_head::HeadLimits,
 }
 
 impl ServerSettings {

@@ -1,6 +1,7 @@
 //! From what operators wrote to what the gateway runs with: every check, every problem collected
 //! (not just the first), each named by key path and line.
 
+use payedge_filters::request_head::HeadLimits;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ const SECTIONS: [&str; 9] = [
 ];
 const MAX_THREADS: usize = 256;
 const MAX_GRACE_SECONDS: u64 = 3_600;
+/// Pingora reads at most this much of a request head (and refuses a larger one itself).
+const MAX_HEAD_BYTES: usize = 1_048_575;
+/// Pingora parses at most this many header lines.
+const MAX_HEADER_LINES: usize = 256;
 
 struct Sections {
     server: ServerSection,
@@ -287,10 +292,27 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let limits = HeadLimits {
+            max_header_bytes: s.limits.max_header_bytes,
+            max_headers: s.limits.max_headers,
+        };
+        if !(1024..=MAX_HEAD_BYTES).contains(&limits.max_header_bytes) {
+            self.issue(
+                "server.limits.max_header_bytes",
+                format!("must be between 1024 and {MAX_HEAD_BYTES}"),
+            );
+        }
+        if !(1..=MAX_HEADER_LINES).contains(&limits.max_headers) {
+            self.issue(
+                "server.limits.max_headers",
+                format!("must be between 1 and {MAX_HEADER_LINES}"),
+            );
+        }
         if self.issues.len() > before {
             return None;
         }
         Some(ServerSettings {
+            limits,
             upgrade_sock,
             listen,
             admin_listen,

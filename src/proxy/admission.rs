@@ -3,6 +3,7 @@
 use http::HeaderName;
 use payedge_filters::auth::{JwtVerifier, Principal, may_act_for};
 use payedge_filters::path::check_path;
+use payedge_filters::request_head::{self, HeadRefusal};
 use payedge_filters::routing::PrefixTable;
 use payedge_filters::tenant::{Tenant, TenantInputs, TenantResolver};
 use pingora::http::RequestHeader;
@@ -141,4 +142,33 @@ impl Admission {
             route,
         })
     }
+}
+
+/// The head's size, header count and body framing against `server.limits` (see
+/// `payedge_filters::request_head`). For HTTP/1 the head is read as the client sent it: Pingora
+/// drops `Content-Length` from the parsed head when `Transfer-Encoding` is present, and the
+/// refusal must see both.
+pub fn check_head(
+    session: &pingora::proxy::Session,
+    snap: &crate::runtime::Snapshot,
+) -> Result<(), HeadRefusal> {
+    let limits = &snap.config.server.limits;
+    if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream() {
+        let raw = h1.get_headers_raw_bytes();
+        let mut lines = raw
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let line = lines.next().map_or(0, <[u8]>::len);
+        let headers = lines.filter(|l| !l.is_empty()).map(|l| {
+            let colon = l.iter().position(|b| *b == b':').unwrap_or(l.len());
+            let name = std::str::from_utf8(&l[..colon]).unwrap_or("");
+            (name, l.get(colon + 1..).unwrap_or_default().trim_ascii())
+        });
+        return request_head::check(limits, line, headers);
+    }
+    let req = session.req_header();
+    // "METHOD target HTTP/2"
+    let line = req.method.as_str().len() + req.raw_path().len() + 8;
+    let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+    request_head::check(limits, line, headers)
 }

@@ -181,6 +181,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Err(refused) = admission::check_head(session, &ctx.snap) {
+            // Whatever follows this head on the connection cannot be trusted to be a request.
+            session.set_keepalive(None);
+            let failure = Failure::Head(refused);
+            ctx.failure = Some(failure.clone());
+            self.answer(session, ctx, &failure).await?;
+            return Ok(true);
+        }
         ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let facts = ConnectionFacts::of(session.digest());
         if let (Some(facts), Some(tls)) = (facts, &self.tls)
