@@ -282,13 +282,21 @@ fn main() {
     let redis = RedisServer::start();
     let fx = MockUpstream::start("fx");
     let names: Vec<String> = (0..tenants).map(|i| format!("t{i}")).collect();
-    let yaml = config_for(&[("fx".into(), fx.addr)], "").replace(
-        "tenants: [blue, green]",
-        &format!("tenants: [{}]", names.join(", ")),
-    ) + &format!(
-        "notifications:\n  provider: redis\n  redis:\n    url: {}\n  connection_queue: 1024\n  limits:\n    max_connections_per_subject: 1000000\n    max_connections_per_tenant: 1000000\n",
-        redis.url()
-    );
+    // Every connection comes from this one address: no per-client cap.
+    let yaml = config_for(&[("fx".into(), fx.addr)], "")
+        .replace(
+            "tenants: [blue, green]",
+            &format!("tenants: [{}]", names.join(", ")),
+        )
+        .replacen(
+            "server:\n",
+            "server:\n  limits: {max_connections_per_client: 0}\n",
+            1,
+        )
+        + &format!(
+            "notifications:\n  provider: redis\n  redis:\n    url: {}\n  connection_queue: 1024\n  limits:\n    max_connections_per_subject: 1000000\n    max_connections_per_tenant: 1000000\n",
+            redis.url()
+        );
     let gw = Payedge::start(&yaml, &env());
     let pid = gw.pid();
     // PIN=1: payedge on CPU 0, this load generator on CPU 1, so neither preempts the other.

@@ -87,7 +87,7 @@ NGINX
 
   export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
   cat > "$work/payedge.yaml" <<YAML
-server: { threads: $WORKERS, grace_period_seconds: 1 }
+server: { threads: $WORKERS, grace_period_seconds: 1, limits: { max_connections_per_client: 0 } }
 tenancy: { strategy: header, tenants: [blue, green] }
 auth:
   jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }

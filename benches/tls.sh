@@ -106,6 +106,7 @@ payedge_config() { # provider address, provider tls (YAML flow or empty)
 server:
   threads: $WORKERS
   grace_period_seconds: 1
+  limits: { max_connections_per_client: 0 }   # the load generator is one client address
   tls:
     listen: 127.0.0.1:0
     certificates: [{ cert_file: $work/front.pem, key_file: $work/front.key }]

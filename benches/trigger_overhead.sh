@@ -34,7 +34,7 @@ pids+=($!)
 export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
 write_config() { # $1 file, $2 trigger enabled (true/false)
   cat > "$1" <<YAML
-server: { threads: 1, grace_period_seconds: 1 }
+server: { threads: 1, grace_period_seconds: 1, limits: { max_connections_per_client: 0 } }
 tenancy: { strategy: header, tenants: [blue] }
 auth:
   jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }

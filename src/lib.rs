@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connection_cap;
 pub mod demo;
 pub mod events;
 pub mod failure;

@@ -15,6 +15,7 @@ use pingora::services::listening::Service;
 use crate::admin::{AdminApp, ReadinessProbe};
 use crate::config::BusSettings;
 use crate::config::{Config, TlsListener};
+use crate::connection_cap::Capped;
 use crate::events::{self, EventMetrics};
 use crate::hub::{Backplane, HistorySource, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::jwks::{First, Jwks};
@@ -243,6 +244,7 @@ pub fn serve(
         "payedge-proxy",
         proxy_app,
         Front::new_if_needed(proxy_tls, proxy_protocol, tls_metrics.clone()),
+        CapSetup::new(&runtime, "proxy", config.analytics.metrics_enabled())?,
         &proxy_listeners,
         None,
         config.server.threads,
@@ -322,6 +324,7 @@ pub fn serve(
         "payedge-admin",
         admin_app,
         Front::new_if_needed(admin_tls, None, tls_metrics),
+        CapSetup::new(&runtime, "admin", config.analytics.metrics_enabled())?,
         &admin_listeners,
         Some(L4BufferSettings::new(
             ADMIN_READ_BUFFER,
@@ -451,12 +454,13 @@ fn endpoint(
         .map_err(|message| StartError::Tls { key, message })
 }
 
-/// A listening service for `app` on `listeners`: behind a [`Front`] when it has TLS or PROXY
-/// protocol work to do, bare otherwise (no wrapper on the plain path).
+/// A listening service for `app` on `listeners`, behind the per-client connection cap, then a
+/// [`Front`] when it has TLS or PROXY protocol work to do.
 fn fronted_service<A>(
     name: &str,
     app: A,
     front: FrontSetup,
+    cap: CapSetup,
     listeners: &[SocketAddr],
     buffers: Option<L4BufferSettings>,
     threads: usize,
@@ -482,17 +486,39 @@ where
     }
     match front.into_front(app) {
         Ok(front) => listen(
-            Service::new(name.to_string(), front),
+            Service::new(name.to_string(), cap.around(front)),
             listeners,
             buffers,
             threads,
         ),
         Err(app) => listen(
-            Service::new(name.to_string(), app),
+            Service::new(name.to_string(), cap.around(app)),
             listeners,
             buffers,
             threads,
         ),
+    }
+}
+
+/// What the per-client connection cap of one listening service needs.
+struct CapSetup {
+    runtime: Arc<Runtime>,
+    refused: Option<prometheus::IntCounter>,
+}
+
+impl CapSetup {
+    fn new(runtime: &Arc<Runtime>, listener: &str, metrics: bool) -> Result<Self, StartError> {
+        let refused = metrics
+            .then(|| crate::connection_cap::refusals_counter(listener))
+            .transpose()?;
+        Ok(Self {
+            runtime: Arc::clone(runtime),
+            refused,
+        })
+    }
+
+    fn around<A>(self, app: A) -> Capped<A> {
+        Capped::new(app, self.runtime, self.refused)
     }
 }
 

@@ -217,3 +217,85 @@ fn check_refuses_limits_out_of_range_alias_bombs_and_enormous_files() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("larger than 4 MiB"), "{out}");
 }
+
+/// Whether payedge closed `stream` without a word (a refused connection).
+fn closed_unanswered(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn one_client_address_holds_at_most_its_connections_on_the_proxy_and_the_admin_port() {
+    let provider = MockUpstream::start("p");
+    let yaml = |extra: &str| {
+        config_for(&[("p".into(), provider.addr)], "").replacen(
+            "server:\n",
+            &format!("server:\n  limits: {{max_connections_per_client: 4}}\n{extra}"),
+            1,
+        )
+    };
+    let gw = Payedge::start(&yaml(""), &env());
+    let mut refusals = Vec::new();
+    for (port, listener) in [(gw.proxy, "proxy"), (gw.admin, "admin")] {
+        // Four idle connections (a slow client, or hub sockets) are held...
+        let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(port).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // ...the fifth from the same address is closed unanswered...
+        let mut fifth = TcpStream::connect(port).unwrap();
+        assert!(
+            closed_unanswered(&mut fifth),
+            "{listener}: a fifth connection"
+        );
+        // ...and closing one gives its place back.
+        drop(held);
+        let (answer, refused_meanwhile) = poll_until_answered(port);
+        assert!(answer.starts_with("HTTP/1.1 "), "{listener}: {answer}");
+        refusals.push(1.0 + f64::from(refused_meanwhile));
+    }
+    let metrics = gw.metrics();
+    for (listener, refused) in ["proxy", "admin"].into_iter().zip(refusals) {
+        assert_eq!(
+            series_value(
+                &metrics,
+                &format!(
+                    r#"payedge_connections_refused_total{{listener="{listener}",reason="per_client_limit"}}"#
+                )
+            ),
+            Some(refused),
+            "{listener}"
+        );
+    }
+
+    // A trusted proxy carries many clients: not capped (the setting reloads).
+    let resp = gw.reload_with(&yaml("  trusted_proxies: [127.0.0.1]\n"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(gw.proxy).unwrap())
+        .collect();
+    let (answer, refused) = poll_until_answered(gw.proxy);
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert_eq!(refused, 0);
+    drop(held);
+}
+
+/// A request on a new connection, until one is answered (the places of closed connections are
+/// given back as payedge notices the close); also how many attempts were refused first.
+fn poll_until_answered(addr: SocketAddr) -> (String, u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut refused = 0;
+    loop {
+        let (answer, _) = exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        if !answer.is_empty() || std::time::Instant::now() > deadline {
+            return (answer, refused);
+        }
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -38,7 +38,8 @@ pub struct ServerSection {
     pub limits: RequestLimitsSection,
 }
 
-/// `server.limits`: what one request head may hold. Beyond: 431, and the connection is closed.
+/// `server.limits`: what one request head may hold (beyond: 431, and the connection is closed),
+/// and how many connections one client address may hold open.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestLimitsSection {
@@ -48,6 +49,10 @@ pub struct RequestLimitsSection {
     /// Header lines (default 100).
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// Open connections per client address on the proxy and on the admin port (default 1024,
+    /// 0: no cap). Not applied to `trusted_proxies`.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
 }
 
 impl Default for RequestLimitsSection {
@@ -55,12 +60,16 @@ impl Default for RequestLimitsSection {
         Self {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
+            max_connections_per_client: default_max_connections_per_client(),
         }
     }
 }
 
 fn default_max_header_bytes() -> usize {
     payedge_filters::request_head::HeadLimits::default().max_header_bytes
+}
+fn default_max_connections_per_client() -> u32 {
+    1024
 }
 fn default_max_headers() -> usize {
     payedge_filters::request_head::HeadLimits::default().max_headers

@@ -95,6 +95,8 @@ pub struct ServerSettings {
     /// the system's temporary folder).
     pub upgrade_sock: Option<PathBuf>,
     pub limits: payedge_filters::request_head::HeadLimits,
+    /// 0: no cap.
+    pub max_connections_per_client: u32,
 }
 
 impl ServerSettings {

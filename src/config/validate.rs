@@ -46,6 +46,7 @@ const MAX_GRACE_SECONDS: u64 = 3_600;
 const MAX_HEAD_BYTES: usize = 1_048_575;
 /// Pingora parses at most this many header lines.
 const MAX_HEADER_LINES: usize = 256;
+const MAX_CONNECTIONS_PER_CLIENT: u32 = 1_000_000;
 
 struct Sections {
     server: ServerSection,
@@ -308,10 +309,17 @@ impl Validator<'_> {
                 format!("must be between 1 and {MAX_HEADER_LINES}"),
             );
         }
+        if s.limits.max_connections_per_client > MAX_CONNECTIONS_PER_CLIENT {
+            self.issue(
+                "server.limits.max_connections_per_client",
+                format!("must be at most {MAX_CONNECTIONS_PER_CLIENT} (0: no cap)"),
+            );
+        }
         if self.issues.len() > before {
             return None;
         }
         Some(ServerSettings {
+            max_connections_per_client: s.limits.max_connections_per_client,
             limits,
             upgrade_sock,
             listen,
