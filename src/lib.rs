@@ -7,6 +7,7 @@ pub mod connection_cap;
 pub mod demo;
 pub mod events;
 pub mod failure;
+pub mod head_deadline;
 pub mod hub;
 pub mod idempotency;
 pub mod jwks;

@@ -17,6 +17,7 @@ use crate::config::BusSettings;
 use crate::config::{Config, TlsListener};
 use crate::connection_cap::Capped;
 use crate::events::{self, EventMetrics};
+use crate::head_deadline::HeadDeadline;
 use crate::hub::{Backplane, HistorySource, Hub, HubAuth, HubFeed, HubMetrics};
 use crate::jwks::{First, Jwks};
 use crate::lifecycle::{DrainOnSignal, Lifecycle};
@@ -455,7 +456,7 @@ fn endpoint(
 }
 
 /// A listening service for `app` on `listeners`, behind the per-client connection cap, then a
-/// [`Front`] when it has TLS or PROXY protocol work to do.
+/// [`Front`] when it has TLS or PROXY protocol work to do, then the first-head deadline.
 fn fronted_service<A>(
     name: &str,
     app: A,
@@ -484,6 +485,7 @@ where
         service.threads = Some(threads);
         Box::new(service)
     }
+    let app = cap.deadline(app);
     match front.into_front(app) {
         Ok(front) => listen(
             Service::new(name.to_string(), cap.around(front)),
@@ -500,10 +502,11 @@ where
     }
 }
 
-/// What the per-client connection cap of one listening service needs.
+/// What the per-client connection cap and the first-head deadline of one listening service need.
 struct CapSetup {
     runtime: Arc<Runtime>,
     refused: Option<prometheus::IntCounter>,
+    timed_out: Option<prometheus::IntCounter>,
 }
 
 impl CapSetup {
@@ -511,10 +514,20 @@ impl CapSetup {
         let refused = metrics
             .then(|| crate::connection_cap::refusals_counter(listener))
             .transpose()?;
+        let timed_out = metrics
+            .then(|| crate::head_deadline::timeouts_counter(listener))
+            .transpose()?;
         Ok(Self {
             runtime: Arc::clone(runtime),
             refused,
+            timed_out,
         })
+    }
+
+    /// The app behind the first-head deadline (inside TLS: the deadline counts from the
+    /// handshake's end, which has its own timeout).
+    fn deadline<A>(&self, app: A) -> HeadDeadline<A> {
+        HeadDeadline::new(app, Arc::clone(&self.runtime), self.timed_out.clone())
     }
 
     fn around<A>(self, app: A) -> Capped<A> {

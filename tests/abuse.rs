@@ -299,3 +299,81 @@ fn poll_until_answered(addr: SocketAddr) -> (String, u32) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Trickles a request head one byte every 100 ms for `bytes` bytes; whether payedge closed the
+/// connection before the head was complete.
+fn trickle_is_cut(addr: SocketAddr, bytes: usize) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..bytes {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => return false, // answered before the head was complete: not expected either
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {} // still open, nothing to read
+        }
+        if stream.write_all(b"X").is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn a_client_trickling_its_first_head_is_cut_at_the_deadline_others_are_served() {
+    let provider = MockUpstream::start("p");
+    let gw = Payedge::start(
+        &config_for(&[("p".into(), provider.addr)], "").replacen(
+            "server:\n",
+            "server:\n  limits: {request_head_timeout_ms: 500}\n",
+            1,
+        ),
+        &env(),
+    );
+    // 30 bytes over 3 s: six times the deadline.
+    for (addr, listener) in [(gw.proxy, "proxy"), (gw.admin, "admin")] {
+        assert!(
+            trickle_is_cut(addr, 30),
+            "{listener}: the trickling client was not cut"
+        );
+    }
+
+    // A kept-alive connection idle longer than the deadline between requests is not cut: the
+    // deadline is for the first head.
+    let mut stream = TcpStream::connect(gw.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ask = format!(
+        "GET /api/pay HTTP/1.1\r\nHost: x\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\r\n",
+        bearer("blue")
+    );
+    for _ in 0..2 {
+        stream.write_all(ask.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    assert_eq!(provider.count(), 2);
+
+    let metrics = gw.metrics();
+    for listener in ["proxy", "admin"] {
+        assert_eq!(
+            series_value(
+                &metrics,
+                &format!(r#"payedge_request_head_timeouts_total{{listener="{listener}"}}"#)
+            ),
+            Some(1.0),
+            "{listener}"
+        );
+    }
+}

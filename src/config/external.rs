@@ -53,6 +53,9 @@ pub struct RequestLimitsSection {
     /// 0: no cap). Not applied to `trusted_proxies`.
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
+    /// How long a new connection has to deliver its first whole request head (after TLS).
+    #[serde(default = "default_request_head_timeout_ms")]
+    pub request_head_timeout_ms: u64,
 }
 
 impl Default for RequestLimitsSection {
@@ -61,12 +64,16 @@ impl Default for RequestLimitsSection {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
             max_connections_per_client: default_max_connections_per_client(),
+            request_head_timeout_ms: default_request_head_timeout_ms(),
         }
     }
 }
 
 fn default_max_header_bytes() -> usize {
     payedge_filters::request_head::HeadLimits::default().max_header_bytes
+}
+fn default_request_head_timeout_ms() -> u64 {
+    10_000
 }
 fn default_max_connections_per_client() -> u32 {
     1024

@@ -97,6 +97,7 @@ pub struct ServerSettings {
     pub limits: payedge_filters::request_head::HeadLimits,
     /// 0: no cap.
     pub max_connections_per_client: u32,
+    pub request_head_timeout: Duration,
 }
 
 impl ServerSettings {

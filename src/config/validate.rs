@@ -47,6 +47,7 @@ const MAX_HEAD_BYTES: usize = 1_048_575;
 /// Pingora parses at most this many header lines.
 const MAX_HEADER_LINES: usize = 256;
 const MAX_CONNECTIONS_PER_CLIENT: u32 = 1_000_000;
+const MAX_HEAD_TIMEOUT_MS: u64 = 300_000;
 
 struct Sections {
     server: ServerSection,
@@ -315,10 +316,17 @@ impl Validator<'_> {
                 format!("must be at most {MAX_CONNECTIONS_PER_CLIENT} (0: no cap)"),
             );
         }
+        if !(100..=MAX_HEAD_TIMEOUT_MS).contains(&s.limits.request_head_timeout_ms) {
+            self.issue(
+                "server.limits.request_head_timeout_ms",
+                format!("must be between 100 and {MAX_HEAD_TIMEOUT_MS}"),
+            );
+        }
         if self.issues.len() > before {
             return None;
         }
         Some(ServerSettings {
+            request_head_timeout: Duration::from_millis(s.limits.request_head_timeout_ms),
             max_connections_per_client: s.limits.max_connections_per_client,
             limits,
             upgrade_sock,
