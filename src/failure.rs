@@ -27,6 +27,10 @@ pub enum Failure {
     OriginNotAllowed,
     /// The caller or its tenant holds as many hub connections as it may.
     TooManyConnections(crate::hub::LimitRefusal),
+    /// The caller negotiated more often than `notifications.limits.negotiations_per_minute`.
+    TooManyNegotiations {
+        retry_after_seconds: u64,
+    },
     RouteNotFound,
     /// No provider serving the tenant takes the request's currency.
     CurrencyUnsupported,
@@ -108,7 +112,7 @@ impl Failure {
             | Self::Forbidden
             | Self::TenantNotServed
             | Self::OriginNotAllowed => 403,
-            Self::TooManyConnections(_) => 429,
+            Self::TooManyConnections(_) | Self::TooManyNegotiations { .. } => 429,
             Self::RouteNotFound
             | Self::NotFound
             | Self::HubConnectionUnknown
@@ -135,6 +139,7 @@ impl Failure {
             Self::StaleClientCertificate => "client_certificate_stale",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::TooManyConnections(_) => "too_many_connections",
+            Self::TooManyNegotiations { .. } => "too_many_negotiations",
             Self::RouteNotFound => "route_not_found",
             Self::CurrencyUnsupported => "currency_unsupported",
             Self::TenantNotServed => "tenant_not_served",
@@ -174,6 +179,10 @@ impl Failure {
             Self::TenantMismatch => "the token does not grant access to this tenant".into(),
             Self::OriginNotAllowed => {
                 "pages from this origin may not use the hub (notifications.cors.allowed_origins)"
+                    .into()
+            }
+            Self::TooManyNegotiations { .. } => {
+                "this caller negotiates hub connections too often; retry after Retry-After seconds"
                     .into()
             }
             Self::TooManyConnections(crate::hub::LimitRefusal::Subject) => {
@@ -306,6 +315,9 @@ impl Failure {
                 header.insert_header(RETRY_AFTER, "1")?;
             }
             Self::IdempotencyInProgress {
+                retry_after_seconds,
+            }
+            | Self::TooManyNegotiations {
                 retry_after_seconds,
             } => {
                 header.insert_header(RETRY_AFTER, retry_after_seconds.max(&1).to_string())?;

@@ -627,3 +627,46 @@ fn a_reload_changes_the_hubs_limits_and_origins_for_new_connections_only() {
     quote(&gw, "blue", "after-reloads");
     assert_eq!(held.wait_messages(1)[0]["correlationid"], "after-reloads");
 }
+
+#[test]
+fn a_caller_negotiating_too_often_is_told_when_to_retry_others_are_not() {
+    let fx = fx_quote_provider();
+    let limits = "notifications:\n  limits:\n    negotiations_per_minute: 3\n";
+    let gw = Payedge::start(&hub_config(&fx, limits), &env());
+    let token_of = |sub: &str| {
+        sign(&{
+            let mut c = claims("blue");
+            c["sub"] = json!(sub);
+            c
+        })
+    };
+    let (alice, bob) = (token_of("alice"), token_of("bob"));
+    let negotiate = |token: &str| {
+        request(
+            gw.admin,
+            "POST",
+            "/hubs/notifications/negotiate?negotiateVersion=1",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .unwrap()
+    };
+    for i in 0..3 {
+        assert_eq!(negotiate(&alice).status, 200, "negotiation {i}");
+    }
+    let fourth = negotiate(&alice);
+    assert_eq!(fourth.status, 429, "{}", fourth.text());
+    assert_eq!(error_of(&fourth)["code"], "too_many_negotiations");
+    // Three a minute: the next one is free within 20 s.
+    let retry_after: u64 = fourth.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        negotiate(&bob).status,
+        200,
+        "another caller is not affected"
+    );
+    assert_eq!(
+        gw.series(r#"payedge_hub_refusals_total{reason="negotiate_rate"}"#),
+        Some(1.0)
+    );
+}

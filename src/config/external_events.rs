@@ -93,6 +93,9 @@ pub struct HubLimitsSection {
     pub max_connections_per_subject: usize,
     #[serde(default = "default_per_tenant")]
     pub max_connections_per_tenant: usize,
+    /// Negotiations one caller (tenant and subject) may make per minute.
+    #[serde(default = "default_negotiations_per_minute")]
+    pub negotiations_per_minute: u32,
 }
 
 impl Default for HubLimitsSection {
@@ -100,12 +103,16 @@ impl Default for HubLimitsSection {
         Self {
             max_connections_per_subject: default_per_subject(),
             max_connections_per_tenant: default_per_tenant(),
+            negotiations_per_minute: default_negotiations_per_minute(),
         }
     }
 }
 
 fn default_per_subject() -> usize {
     100
+}
+fn default_negotiations_per_minute() -> u32 {
+    120
 }
 fn default_per_tenant() -> usize {
     10_000

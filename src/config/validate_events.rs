@@ -17,6 +17,7 @@ const MAX_HUB_MESSAGE: usize = 1024 * 1024;
 const MAX_TRIGGER_BODY: usize = 16 * 1024 * 1024;
 const MAX_HISTORY_EVENTS: usize = 100_000;
 const MAX_HUB_CONNECTIONS: usize = 10_000_000;
+const MAX_NEGOTIATIONS_PER_MINUTE: u32 = 1_000_000;
 const MAX_RECONNECT_WINDOW: u64 = 3600;
 const MIN_RECONNECT_BUFFER: usize = 1024;
 const MAX_RECONNECT_BUFFER: usize = 64 * 1024 * 1024;
@@ -158,6 +159,12 @@ impl Validator<'_> {
                 );
             }
         }
+        if !(1..=MAX_NEGOTIATIONS_PER_MINUTE).contains(&n.limits.negotiations_per_minute) {
+            self.issue(
+                "notifications.limits.negotiations_per_minute",
+                format!("must be between 1 and {MAX_NEGOTIATIONS_PER_MINUTE}"),
+            );
+        }
         let reconnect = &n.stateful_reconnect;
         if reconnect.window_seconds == 0 || reconnect.window_seconds > MAX_RECONNECT_WINDOW {
             self.issue(
@@ -180,6 +187,7 @@ impl Validator<'_> {
             limits: crate::hub::LimitSettings {
                 per_subject: n.limits.max_connections_per_subject,
                 per_tenant: n.limits.max_connections_per_tenant,
+                negotiations_per_minute: n.limits.negotiations_per_minute,
             },
             path: n.hub_path.clone(),
             connection_queue: n.connection_queue,

@@ -12,6 +12,8 @@ use super::session::Caller;
 pub struct LimitSettings {
     pub per_subject: usize,
     pub per_tenant: usize,
+    /// Negotiations one caller may make per minute (a burst of as many, then evenly).
+    pub negotiations_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,7 @@ mod tests {
         let limits = Arc::new(ConnectionLimits::new(LimitSettings {
             per_subject: 2,
             per_tenant: 3,
+            negotiations_per_minute: 60,
         }));
         let alice = caller("blue", "alice");
         let a1 = limits.acquire(&alice).unwrap();
@@ -177,6 +180,7 @@ mod tests {
         limits.set(LimitSettings {
             per_subject: 1,
             per_tenant: 10,
+            negotiations_per_minute: 60,
         });
         assert_eq!(limits.check(&alice), Err(Refusal::Subject));
         assert!(limits.check(&caller("blue", "dave")).is_ok());
@@ -187,6 +191,7 @@ mod tests {
         let limits = Arc::new(ConnectionLimits::new(LimitSettings {
             per_subject: 1,
             per_tenant: 10,
+            negotiations_per_minute: 60,
         }));
         let alice = caller("blue", "alice");
         let held = limits.acquire(&alice).unwrap();

@@ -71,7 +71,7 @@ impl HubMetrics {
         let refused = IntCounterVec::new(
             Opts::new(
                 "payedge_hub_refusals_total",
-                "Hub negotiations and connections refused, by reason: origin, subject_limit, tenant_limit.",
+                "Hub negotiations and connections refused, by reason: origin, subject_limit, tenant_limit, negotiate_rate.",
             ),
             &["reason"],
         )?;
@@ -112,7 +112,7 @@ impl HubMetrics {
         for tenant in tenants {
             connections.with_label_values(&[tenant]);
         }
-        for reason in ["origin", "subject_limit", "tenant_limit"] {
+        for reason in ["origin", "subject_limit", "tenant_limit", "negotiate_rate"] {
             refused.with_label_values(&[reason]);
         }
         for result in ["recovered", "gap", "unavailable"] {

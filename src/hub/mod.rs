@@ -15,6 +15,7 @@ mod groups;
 mod limits;
 mod metrics;
 mod negotiate;
+mod negotiate_rate;
 pub mod protocol;
 mod recovery;
 mod session;
@@ -67,6 +68,7 @@ pub struct Hub {
     /// Origins allowed, swapped by a reload.
     cors: arc_swap::ArcSwap<cors::Cors>,
     limits: Arc<limits::ConnectionLimits>,
+    negotiate_rate: negotiate_rate::NegotiationRate,
     /// Stateful reconnect as offered to new negotiations, swapped by a reload.
     stateful_reconnect: arc_swap::ArcSwap<Option<StatefulSettings>>,
     /// Stateful connections whose client may come back on a new socket, by connection token.
@@ -117,6 +119,8 @@ impl Hub {
             settings.allowed_origins.iter().cloned(),
         )));
         self.limits.set(settings.limits);
+        self.negotiate_rate
+            .set(settings.limits.negotiations_per_minute);
         self.stateful_reconnect
             .store(Arc::new(settings.stateful_reconnect));
     }
@@ -146,6 +150,9 @@ impl Hub {
             )),
             stateful_reconnect: arc_swap::ArcSwap::from_pointee(settings.stateful_reconnect),
             limits: Arc::new(limits::ConnectionLimits::new(settings.limits)),
+            negotiate_rate: negotiate_rate::NegotiationRate::new(
+                settings.limits.negotiations_per_minute,
+            ),
             reattach: stateful::Reattach::default(),
             settings,
         }
@@ -206,6 +213,14 @@ impl Hub {
             self.refused(refusal.label());
             Failure::TooManyConnections(refusal)
         })?;
+        self.negotiate_rate
+            .take(&caller, std::time::Instant::now())
+            .map_err(|retry_after_seconds| {
+                self.refused("negotiate_rate");
+                Failure::TooManyNegotiations {
+                    retry_after_seconds,
+                }
+            })?;
         let version = session::query_param(req, "negotiateVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
