@@ -541,10 +541,15 @@ fn a_json_number_stays_its_exact_decimal_text_in_the_log_line_and_on_redis() {
 
 /// The fx trigger with a 4 KB limit, plus the barrier.
 fn limited_triggers() -> String {
+    triggers_limited_to(4096)
+}
+
+/// The fx trigger with a `max_body_bytes` limit, plus the barrier.
+fn triggers_limited_to(max_body_bytes: usize) -> String {
     triggers(&[
         &FX_TRIGGER.replace(
             "    log_message",
-            "    max_body_bytes: 4096\n    log_message",
+            &format!("    max_body_bytes: {max_body_bytes}\n    log_message"),
         ),
         BARRIER_TRIGGER,
     ])
@@ -553,9 +558,19 @@ fn limited_triggers() -> String {
 /// A quote answered with `reply` (whose body is `body`) must reach the client intact and give no
 /// event, exactly one `reason` count for fx-quote-created and exactly one warning line.
 fn gives_no_event(reason: &str, reply: Vec<Vec<u8>>, body: &[u8], encoding: Option<&str>) {
+    gives_no_event_within(reason, reply, body, encoding, &limited_triggers());
+}
+
+fn gives_no_event_within(
+    reason: &str,
+    reply: Vec<Vec<u8>>,
+    body: &[u8],
+    encoding: Option<&str>,
+    triggers: &str,
+) {
     assert!(REASONS.contains(&reason));
     let provider = raw_provider(reply);
-    let gw = start("fx", provider, &limited_triggers());
+    let gw = start("fx", provider, triggers);
     for r in REASONS {
         assert_eq!(
             trigger_errors(&gw, "fx-quote-created", r),
@@ -634,6 +649,21 @@ fn a_small_gzip_body_that_inflates_over_max_body_bytes_gives_no_event_but_too_la
     assert!(body.len() < 4096, "compressed {} bytes", body.len());
     let reply = with_length(201, &[JSON, ("Content-Encoding", "gzip")], &body, 1_000);
     gives_no_event("too_large", reply, &body, Some("gzip"));
+}
+
+#[test]
+fn a_200000_deep_body_within_the_limit_reaches_the_client_untouched_and_gives_no_event() {
+    // 400 kB of `[[[…]]]`, captured whole (limit 1 MB) and scanned: no stack overflow, no event
+    // (there is no `id` to extract), the client gets every byte.
+    let depth = 200_000;
+    let body = ["[".repeat(depth), "]".repeat(depth)].concat().into_bytes();
+    gives_no_event_within(
+        "missing_field",
+        with_length(201, &[JSON], &body, 64 * 1024),
+        &body,
+        None,
+        &triggers_limited_to(1_000_000),
+    );
 }
 
 #[test]

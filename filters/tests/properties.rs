@@ -1,6 +1,7 @@
 //! Generated inputs for the decisions that see outside bytes (a first part of issue 17): none
 //! panics, and each answer keeps its promise — a tenant is a configured one or a rejection, a
-//! path is accepted only in normal form, a token that is not a valid signature is refused, an
+//! path is accepted only in normal form (and so routes as an upstream normalizing it would), a
+//! token that is not a valid signature is refused, an
 //! idempotency key is accepted only in its syntax and a record survives its encoding.
 //!
 //! The case budget is proptest's default (256 per property) in `cargo test`; a longer campaign:
@@ -13,6 +14,7 @@ use payedge_filters::auth::{JwtSettings, JwtVerifier};
 use payedge_filters::host::parse_host;
 use payedge_filters::idempotency::{self, Record};
 use payedge_filters::path::check_path;
+use payedge_filters::routing::PrefixTable;
 use payedge_filters::tenant::{Strategy as Found, TenancySettings, TenantInputs, TenantResolver};
 use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
 use proptest::prelude::*;
@@ -59,6 +61,37 @@ proptest! {
     #[test]
     fn parsing_any_host_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = parse_host(&raw);
+    }
+
+    #[test]
+    fn an_accepted_path_routes_as_its_normalized_form(
+        segments in proptest::collection::vec(
+            prop::sample::select(vec![
+                "api", "fx", "quote", "payments", "admin", "internal", ".", "..", "", "%2e",
+                "%2E%2e", "%61pi", "API", "fx%2fquote", "x;y",
+            ]),
+            0..8,
+        ),
+        trailing in any::<bool>(),
+    ) {
+        let mut path = format!("/{}", segments.join("/"));
+        if trailing {
+            path.push('/');
+        }
+        // Routes as a provider or a case-insensitive upstream would resolve the path.
+        let routes = PrefixTable::new_ignoring_case(
+            ["/api/fx", "/api/payments", "/admin", "/internal"]
+                .into_iter()
+                .map(|p| (p.to_string(), p)),
+        );
+        if check_path(&path).is_ok() {
+            let normal = normalize(&path);
+            prop_assert_eq!(
+                routes.lookup(&path).map(|(_, r)| *r),
+                routes.lookup(&normal).map(|(_, r)| *r),
+                "{:?} normalizes to {:?}", path, normal
+            );
+        }
     }
 
     #[test]
@@ -199,4 +232,36 @@ fn trigger() -> TriggerRule {
         max_body_bytes: 65536,
     })
     .unwrap()
+}
+
+/// RFC 3986 normalization as an upstream would apply it: unreserved percent-escapes decoded,
+/// empty segments collapsed, dot segments removed (§5.2.4).
+fn normalize(path: &str) -> String {
+    let mut decoded = String::new();
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+                && (b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            {
+                decoded.push(b as char);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i] as char);
+        i += 1;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
