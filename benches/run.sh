@@ -5,10 +5,12 @@
 #
 # proxy     wrk against one static JSON upstream (an nginx returning a fixed body, keep-alive):
 #           directly, through nginx as a reverse proxy (upstream keep-alive, access log to a file),
-#           and through payedge with its full chain (tenant from the header, JWT, metrics, request
-#           log to a file). ROUNDS rounds, the three configurations interleaved in each; one table
-#           of medians: req/s, p50, p99, p99.9, the proxy's CPU seconds and peak RSS, and the
-#           payedge/nginx ratios.
+#           through HAProxy doing payedge's job (HS256 JWT verified, exp checked, its tenant
+#           compared with X-Tenant, request id, routed by path prefix), through bare Pingora
+#           (examples/bare_pingora.rs: one fixed peer, no filters), and through payedge with its
+#           full chain (tenant from the header, JWT, metrics, request log to a file). ROUNDS
+#           rounds, the five interleaved in each; one table of medians: req/s, p50, p99, p99.9,
+#           the proxy's CPU seconds and peak RSS, and the ratios of issue 16's goals.
 # trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
 # idempotency  POST /api/payments with a new Idempotency-Key per request (Redis store, in-memory
 #           store) vs without keys (idempotency_overhead.sh).
@@ -16,7 +18,7 @@
 # failover  the failover run (benches/failover.rs).
 # tls       TLS side by side with nginx: keep-alive, new connections, TLS upstream (tls.sh).
 #
-# Needs nginx, wrk, curl and python3 (Debian: apt-get install nginx wrk curl python3).
+# Needs nginx, haproxy, wrk, curl and python3 (Debian: apt-get install nginx haproxy wrk curl python3).
 # ROUNDS (3), DURATION (10s), CONNECTIONS (32), THREADS (1: wrk threads), WORKERS (1: nginx
 # worker processes and payedge proxy threads) and HUB_MAX (20000) override the defaults.
 set -euo pipefail
@@ -27,6 +29,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-1}
 HUB_MAX=${HUB_MAX:-20000}
+TARGETS="direct nginx haproxy bare payedge"
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -51,6 +54,7 @@ peak_rss_mib() {
 
 proxy_bench() {
   cargo build --release --quiet
+  cargo build --release --quiet --example bare_pingora
   local bin=target/release/payedge work
   work=$(mktemp -d)
   # The upstream outlives this function's scope, so the EXIT trap reads a global.
@@ -124,7 +128,62 @@ LUA
     echo "$rps $p50 $p99 $p999 $(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN { printf "%.2f", b - a }') $rss ${non2xx:-0}"
   }
 
+  # HAProxy doing payedge's job: HS256 token verified, `exp` checked, its tenant compared with
+  # X-Tenant, a request id added, routed by path prefix (no request log: HAProxy logs to syslog).
+  local haproxy_port
+  haproxy_port=$(free_port)
+  cat > "$work/haproxy.cfg" <<HAPROXY
+global
+  nbthread $WORKERS
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend edge
+  bind 127.0.0.1:$haproxy_port
+  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_header_query('\$.alg') -m str HS256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify("HS256","$BENCH_JWT_SECRET") -m int 1 }
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if { var(txn.bearer),jwt_payload_query('\$.exp','int'),sub(txn.now) -m int lt 0 }
+  http-request set-var(txn.tenant) var(txn.bearer),jwt_payload_query('\$.tenant')
+  http-request deny deny_status 403 unless { req.hdr(x-tenant),strcmp(txn.tenant) eq 0 }
+  http-request set-header X-Request-Id %[unique-id]
+  use_backend fx if { path_beg /api/fx }
+  default_backend none
+backend fx
+  http-reuse always
+  server fx 127.0.0.1:$upstream
+backend none
+  http-request deny deny_status 404
+HAPROXY
+  haproxy -c -q -f "$work/haproxy.cfg"
+
   run_direct() { measure "$upstream"; }
+  run_haproxy() {
+    haproxy -f "$work/haproxy.cfg" &
+    local pid=$!
+    until curl -sf -o /dev/null -H "X-Tenant: blue" -H "Authorization: Bearer $token" \
+      "http://127.0.0.1:$haproxy_port/api/fx/rates"; do sleep 0.05; done
+    # A token for another tenant must be refused, or the comparison is not fair.
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-Tenant: green" -H "Authorization: Bearer $token" \
+      "http://127.0.0.1:$haproxy_port/api/fx/rates")" = 403 ] || { echo "haproxy lets tenants cross" >&2; exit 1; }
+    measure "$haproxy_port" "$pid"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  }
+  run_bare() {
+    local port pid
+    port=$(free_port)
+    target/release/examples/bare_pingora "127.0.0.1:$port" "127.0.0.1:$upstream" "$WORKERS" > /dev/null 2>&1 &
+    pid=$!
+    until curl -sf -o /dev/null "http://127.0.0.1:$port/api/fx/rates"; do sleep 0.05; done
+    measure "$port" "$pid"
+    # SIGINT: Pingora's fast shutdown (SIGTERM waits out its 5-minute default grace period).
+    kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  }
   run_nginx() {
     nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
     local master=$!
@@ -159,7 +218,7 @@ LUA
   declare -A rps p50 p99 p999 cpu rss
   local round target
   for round in $(seq 1 "$ROUNDS"); do
-    for target in direct nginx payedge; do
+    for target in $TARGETS; do
       local r
       r=$("run_$target")
       read -r a b c d e f g <<< "$r"
@@ -173,7 +232,7 @@ LUA
   echo "medians over $ROUNDS rounds:"
   printf '%-8s %10s %8s %8s %8s %8s %9s\n' target req/s "p50 ms" "p99 ms" "p99.9 ms" "cpu s" "peak MiB"
   declare -A m
-  for target in direct nginx payedge; do
+  for target in $TARGETS; do
     local key
     for key in rps p50 p99 p999 cpu rss; do
       local -n series=$key
@@ -191,6 +250,13 @@ LUA
     'BEGIN {
       printf "payedge/nginx: req/s %.3f, p99 %+.3f ms, CPU per request %.2f, peak RSS %.2f\n", pr / nr, pp - np, (pc / pr) / (nc / nr), pm / nm
       printf "payedge idle RSS (after start, median): %s MiB\n", idle
+    }'
+  awk -v pr="${m[payedge.rps]}" -v br="${m[bare.rps]}" -v hr="${m[haproxy.rps]}" \
+      -v pp="${m[payedge.p99]}" -v np="${m[nginx.p99]}" \
+    'BEGIN {
+      printf "payedge/bare Pingora req/s %.3f (goal >= 0.95: %s)\n", pr / br, pr / br >= 0.95 ? "met" : "NOT met"
+      printf "payedge/HAProxy with the JWT chain req/s %.3f (goal >= 1.0: %s)\n", pr / hr, pr / hr >= 1.0 ? "met" : "NOT met"
+      printf "p99 payedge - nginx %+.3f ms (goal <= 0.5 ms: %s)\n", pp - np, pp - np <= 0.5 ? "met" : "NOT met"
     }'
 }
 
