@@ -74,17 +74,13 @@ impl Drop for Admitted {
 
 /// The refusals counter of one listener (`proxy` or `admin`).
 pub fn refusals_counter(listener: &str) -> prometheus::Result<IntCounter> {
-    let counter = IntCounter::with_opts(
-        prometheus::Opts::new(
-            "payedge_connections_refused_total",
-            "Connections closed on accept because their client address held \
-             server.limits.max_connections_per_client already.",
-        )
-        .const_label("listener", listener)
-        .const_label("reason", "per_client_limit"),
-    )?;
-    prometheus::default_registry().register(Box::new(counter.clone()))?;
-    Ok(counter)
+    crate::metrics::listener_counter(
+        "payedge_connections_refused_total",
+        "Connections closed on accept because their client address held \
+         server.limits.max_connections_per_client already.",
+        listener,
+        &[("reason", "per_client_limit")],
+    )
 }
 
 /// A Pingora app behind the per-client connection cap.

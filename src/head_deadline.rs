@@ -197,16 +197,13 @@ impl Peek for DeadlineStream {
 
 /// The timeouts counter of one listener (`proxy` or `admin`).
 pub fn timeouts_counter(listener: &str) -> prometheus::Result<IntCounter> {
-    let counter = IntCounter::with_opts(
-        prometheus::Opts::new(
-            "payedge_request_head_timeouts_total",
-            "Connections closed because their first request head was not received within \
-             server.limits.request_head_timeout_ms.",
-        )
-        .const_label("listener", listener),
-    )?;
-    prometheus::default_registry().register(Box::new(counter.clone()))?;
-    Ok(counter)
+    crate::metrics::listener_counter(
+        "payedge_request_head_timeouts_total",
+        "Connections closed because their first request head was not received within \
+         server.limits.request_head_timeout_ms.",
+        listener,
+        &[],
+    )
 }
 
 /// A Pingora app whose connections must deliver their first request head in time.

@@ -674,6 +674,23 @@ impl Metrics {
     }
 }
 
+/// A counter of one listener (`proxy` or `admin`), its labels constant, registered with the
+/// default registry.
+pub fn listener_counter(
+    name: &str,
+    help: &str,
+    listener: &str,
+    labels: &[(&str, &str)],
+) -> prometheus::Result<IntCounter> {
+    let opts = labels.iter().fold(
+        prometheus::Opts::new(name, help).const_label("listener", listener),
+        |opts, (k, v)| opts.const_label(*k, *v),
+    );
+    let counter = IntCounter::with_opts(opts)?;
+    prometheus::default_registry().register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

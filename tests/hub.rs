@@ -507,26 +507,8 @@ fn a_caller_or_a_tenant_past_its_connection_limit_is_refused() {
     let fx = fx_quote_provider();
     let limits = "notifications:\n  limits:\n    max_connections_per_subject: 2\n    max_connections_per_tenant: 3\n";
     let gw = Payedge::start(&hub_config(&fx, limits), &env());
-    let alice = sign(&{
-        let mut c = claims("blue");
-        c["sub"] = json!("alice");
-        c
-    });
-    let bob = sign(&{
-        let mut c = claims("blue");
-        c["sub"] = json!("bob");
-        c
-    });
-    let negotiate = |token: &str| {
-        request(
-            gw.admin,
-            "POST",
-            "/hubs/notifications/negotiate?negotiateVersion=1",
-            &[("Authorization", &format!("Bearer {token}"))],
-            b"",
-        )
-        .unwrap()
-    };
+    let (alice, bob) = (blue_token_of("alice"), blue_token_of("bob"));
+    let negotiate = |token: &str| negotiate(&gw, token);
     let _a1 = NodeClient::connected(gw.admin, &alice, &[]);
     let _a2 = NodeClient::connected(gw.admin, &alice, &[]);
     // Alice's third: negotiate says no, and so does the WebSocket without negotiating.
@@ -633,24 +615,8 @@ fn a_caller_negotiating_too_often_is_told_when_to_retry_others_are_not() {
     let fx = fx_quote_provider();
     let limits = "notifications:\n  limits:\n    negotiations_per_minute: 3\n";
     let gw = Payedge::start(&hub_config(&fx, limits), &env());
-    let token_of = |sub: &str| {
-        sign(&{
-            let mut c = claims("blue");
-            c["sub"] = json!(sub);
-            c
-        })
-    };
-    let (alice, bob) = (token_of("alice"), token_of("bob"));
-    let negotiate = |token: &str| {
-        request(
-            gw.admin,
-            "POST",
-            "/hubs/notifications/negotiate?negotiateVersion=1",
-            &[("Authorization", &format!("Bearer {token}"))],
-            b"",
-        )
-        .unwrap()
-    };
+    let (alice, bob) = (blue_token_of("alice"), blue_token_of("bob"));
+    let negotiate = |token: &str| negotiate(&gw, token);
     for i in 0..3 {
         assert_eq!(negotiate(&alice).status, 200, "negotiation {i}");
     }
@@ -669,4 +635,23 @@ fn a_caller_negotiating_too_often_is_told_when_to_retry_others_are_not() {
         gw.series(r#"payedge_hub_refusals_total{reason="negotiate_rate"}"#),
         Some(1.0)
     );
+}
+
+/// A token of tenant blue for the subject `sub`.
+fn blue_token_of(sub: &str) -> String {
+    let mut c = claims("blue");
+    c["sub"] = json!(sub);
+    sign(&c)
+}
+
+/// `POST /hubs/notifications/negotiate` with `token`.
+fn negotiate(gw: &Payedge, token: &str) -> Response {
+    request(
+        gw.admin,
+        "POST",
+        "/hubs/notifications/negotiate?negotiateVersion=1",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    )
+    .unwrap()
 }

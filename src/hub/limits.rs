@@ -147,9 +147,7 @@ mod tests {
     use super::*;
 
     fn caller(tenant: &str, subject: &str) -> Caller {
-        let mut c = Caller::for_tests(tenant);
-        c.subject = Some(subject.into());
-        c
+        Caller::for_tests_as(tenant, subject)
     }
 
     #[test]

@@ -87,9 +87,7 @@ mod tests {
     use std::time::Duration;
 
     fn caller(tenant: &str, subject: &str) -> Caller {
-        let mut c = Caller::for_tests(tenant);
-        c.subject = Some(subject.into());
-        c
+        Caller::for_tests_as(tenant, subject)
     }
 
     #[test]

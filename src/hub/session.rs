@@ -26,9 +26,14 @@ impl Caller {
 
     #[cfg(test)]
     pub fn for_tests(tenant: &str) -> Self {
+        Self::for_tests_as(tenant, "user")
+    }
+
+    #[cfg(test)]
+    pub fn for_tests_as(tenant: &str, subject: &str) -> Self {
         Self {
             tenant: tenant.into(),
-            subject: Some("user".into()),
+            subject: Some(subject.into()),
             admin: false,
             expires_at: u64::MAX,
         }

@@ -6,9 +6,10 @@
 //! that keeps its upstream connections alive). That stalled requests "through payedge" that
 //! payedge had already sent on.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -21,29 +22,41 @@ pub type Handler = dyn Fn(&Recorded) -> MockResponse + Send + Sync;
 pub struct HttpServer {
     pub addr: SocketAddr,
     stopping: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    open: Arc<Open>,
     acceptor: Option<JoinHandle<()>>,
 }
+
+/// The open connections (a handle on each, to close them all when the server goes away); a
+/// connection takes itself out when it ends.
+type Open = Mutex<HashMap<u64, TcpStream>>;
 
 impl HttpServer {
     pub fn start(handler: Arc<Handler>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("test server cannot bind");
         let addr = listener.local_addr().expect("test server has no address");
         let stopping = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let open: Arc<Open> = Arc::default();
         let acceptor = {
             let (stopping, open) = (Arc::clone(&stopping), Arc::clone(&open));
+            let ids = AtomicU64::new(0);
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stopping.load(Ordering::SeqCst) {
                         return;
                     }
                     let Ok(stream) = stream else { continue };
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
                     if let Ok(copy) = stream.try_clone() {
-                        open.lock().unwrap().push(copy);
+                        open.lock().unwrap().insert(id, copy);
                     }
-                    let handler = Arc::clone(&handler);
-                    std::thread::spawn(move || serve(stream, &*handler));
+                    let (handler, open) = (Arc::clone(&handler), Arc::clone(&open));
+                    std::thread::spawn(move || {
+                        serve(stream, &*handler);
+                        // The handle kept in `open` would hold the socket open: close it here.
+                        if let Some(copy) = open.lock().unwrap().remove(&id) {
+                            let _ = copy.shutdown(Shutdown::Both);
+                        }
+                    });
                 }
             })
         };
@@ -64,7 +77,7 @@ impl Drop for HttpServer {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        for stream in self.open.lock().unwrap().drain(..) {
+        for (_, stream) in self.open.lock().unwrap().drain() {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
