@@ -26,12 +26,15 @@ const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event,
           browser: "firefox",
           executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
           headless: true,
+          // A cold start on a busy 2-core machine (profile and font cache built) can be slow.
+          timeout: 110000,
           // As root (CI) Firefox's content processes cannot start sandboxed.
           env: { ...process.env, MOZ_DISABLE_CONTENT_SANDBOX: "1" },
         }
       : {
           executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
           headless: true,
+          timeout: 110000,
           // As root (CI) Chromium refuses to start without --no-sandbox.
           args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
         },
@@ -48,7 +51,7 @@ const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event,
     }
   });
   page.on("pageerror", (error) => say("pageerror", { error: String(error) }));
-  await page.goto(pageUrl, { waitUntil: "load" });
+  await page.goto(pageUrl, { waitUntil: "load", timeout: 110000 });
   say("loaded");
   readline.createInterface({ input: process.stdin }).on("line", async (line) => {
     if (line === "quit") {

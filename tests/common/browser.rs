@@ -93,11 +93,22 @@ pub enum Engine {
     Firefox,
 }
 
+/// One headless browser at a time per test binary: two starting together on a 2-core CI machine
+/// (Chromium and Firefox, each spawning a dozen processes) took longer than any sane deadline.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How long a cold browser may take to start and load the page (first start on a fresh machine
+/// builds its profile and font cache).
+const LAUNCH_DEADLINE: Duration = Duration::from_secs(120);
+
 /// One headless browser with one page open.
 pub struct Browser {
     child: Child,
     stdin: ChildStdin,
     lines: Arc<Mutex<Vec<Value>>>,
+    /// What node and the browser wrote on stderr (the last lines), for failure messages.
+    stderr: Arc<Mutex<Vec<String>>>,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Browser {
@@ -109,6 +120,9 @@ impl Browser {
     /// Opens `url` in `engine` and waits until it has loaded.
     pub fn open_in(engine: Engine, url: &str) -> Self {
         ensure_installed();
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut child = Command::new("node")
             .arg(format!("{BROWSER_DIR}/run.js"))
             .arg(url)
@@ -121,11 +135,24 @@ impl Browser {
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("node is needed for the browser tests");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::clone(&stderr);
+        let stderr_pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut errors = errors.lock().unwrap();
+                if errors.len() == 50 {
+                    errors.remove(0);
+                }
+                errors.push(line);
+            }
+        });
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
@@ -140,13 +167,17 @@ impl Browser {
             child,
             stdin,
             lines,
+            stderr,
+            _turn: turn,
         };
-        let loaded = browser.wait_for("the page", |l| {
+        let loaded = browser.wait_within("the page", LAUNCH_DEADLINE, |l| {
             l["event"] == "loaded" || l["event"] == "failed"
         });
         assert_eq!(
-            loaded["event"], "loaded",
-            "Chromium did not load the page: {loaded}"
+            loaded["event"],
+            "loaded",
+            "{engine:?} did not load the page: {loaded}; stderr: {:?}",
+            browser.stderr.lock().unwrap()
         );
         browser
     }
@@ -165,15 +196,25 @@ impl Browser {
     }
 
     pub fn wait_for(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_within(what, Duration::from_secs(30), predicate)
+    }
+
+    fn wait_within(
+        &self,
+        what: &str,
+        within: Duration,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(line) = self.lines().into_iter().find(|l| predicate(l)) {
                 return line;
             }
             assert!(
                 Instant::now() < deadline,
-                "browser: no {what}; saw {:?}",
-                self.lines()
+                "browser: no {what} within {within:?}; saw {:?}; stderr: {:?}",
+                self.lines(),
+                self.stderr.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
