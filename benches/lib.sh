@@ -25,3 +25,23 @@ http {
 }
 NGINX
 }
+
+# bench_payedge_config FILE UPSTREAM_PORT THREADS: the payedge of the proxy comparisons (its full
+# chain: tenant from X-Tenant, HS256 JWT, route, metrics, the JSON request log) in front of one
+# static upstream, uncapped (the load generator is one address). Exports BENCH_JWT_SECRET.
+bench_payedge_config() {
+  local file=$1 upstream=$2 threads=$3
+  export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
+  cat > "$file" <<YAML
+server: { threads: $threads, grace_period_seconds: 1, limits: { max_connections_per_client: 0 } }
+tenancy: { strategy: header, tenants: [blue, green] }
+auth:
+  jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }
+  required_path_prefixes: [/api]
+analytics: { enabled: true, request_logging: true }
+routes: [{ path_prefix: /api/fx, pool: fx }]
+pools:
+  fx:
+    providers: [{ name: fx-static, address: "127.0.0.1:$upstream" }]
+YAML
+}

@@ -2,7 +2,10 @@
 //! filters, built from the same Pingora as payedge, so `benches/run.sh proxy` can show what
 //! payedge's own work costs on top of the framework.
 //!
-//!     bare_pingora <listen> <upstream> <threads>
+//!     bare_pingora <listen> <upstream> <threads> [steal|nosteal]
+//!
+//! `steal` (the default) is Pingora's default work-stealing runtime; `nosteal` its per-thread
+//! runtimes, the runtime payedge uses by default.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -28,15 +31,21 @@ impl ProxyHttp for Bare {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, listen, upstream, threads] = args.as_slice() else {
-        eprintln!("usage: bare_pingora <listen> <upstream> <threads>");
-        std::process::exit(2);
+    let (listen, upstream, threads, runtime) = match args.as_slice() {
+        [_, listen, upstream, threads] => (listen, upstream, threads, "steal"),
+        [_, listen, upstream, threads, runtime] => (listen, upstream, threads, runtime.as_str()),
+        _ => {
+            eprintln!("usage: bare_pingora <listen> <upstream> <threads> [steal|nosteal]");
+            std::process::exit(2);
+        }
     };
     let threads: usize = threads.parse().unwrap_or(1);
-    let mut server = Server::new(None).unwrap_or_else(|e| {
-        eprintln!("bare_pingora: {e}");
-        std::process::exit(1)
-    });
+    let conf = pingora::server::configuration::ServerConf {
+        threads,
+        work_stealing: runtime != "nosteal",
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,

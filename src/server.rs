@@ -424,6 +424,9 @@ fn server_conf(config: &Config) -> ServerConf {
     let tmp = std::env::temp_dir();
     ServerConf {
         threads: config.server.threads,
+        // Off by default: with one single-threaded runtime per thread the proxy served 1.22x the
+        // requests of the work-stealing runtime (benches/README.md, "Runtime").
+        work_stealing: config.server.work_stealing,
         // The drain in `lifecycle` exits when requests are done or the grace period is over;
         // Pingora's own (fixed) grace period only backs it up, so it must end later.
         grace_period_seconds: Some(config.server.grace_period.as_secs() + BACKSTOP_EXTRA_SECONDS),

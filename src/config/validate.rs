@@ -333,6 +333,7 @@ impl Validator<'_> {
             listen,
             admin_listen,
             threads: s.threads,
+            work_stealing: s.work_stealing,
             grace_period: Duration::from_secs(s.grace_period_seconds),
             tls,
             admin_tls,

@@ -43,17 +43,38 @@ pub struct UpstreamIdentity<'a> {
 }
 
 pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'_>) -> Result<()> {
-    for internal in [
-        id.tenant_header,
-        &X_TENANT,
-        &X_AUTH_SUBJECT,
-        &X_AUTH_ROLES,
-        &X_CLIENT_CERT_SUBJECT,
-    ] {
-        req.remove_header(internal);
+    // What a peer claims about earlier hops is passed on only from a trusted proxy, with the
+    // peer appended; anyone else's claims are replaced by its own address.
+    let keep_forwarded = id.forwarding.is_some_and(|f| f.peer_trusted);
+    // One pass over the (few) headers the client sent finds the ones to take out; removing a
+    // name costs a hash lookup in two maps (Pingora keeps the client's spelling too), so only
+    // names actually present are removed.
+    let removable: [(&HeaderName, bool); 12] = [
+        (id.tenant_header, true),
+        (&X_TENANT, true),
+        (&X_AUTH_SUBJECT, true),
+        (&X_AUTH_ROLES, true),
+        (&X_CLIENT_CERT_SUBJECT, true),
+        (&X_FORWARDED_FOR, true),
+        (&X_REAL_IP, true),
+        (&http::header::AUTHORIZATION, id.terminates_auth),
+        (&FORWARDED, !keep_forwarded),
+        (&X_FORWARDED_PROTO, !keep_forwarded),
+        (&X_FORWARDED_HOST, !keep_forwarded),
+        (&X_FORWARDED_PORT, !keep_forwarded),
+    ];
+    let mut present = 0u16;
+    for name in req.headers.keys() {
+        for (i, (candidate, applies)) in removable.iter().enumerate() {
+            if *applies && name == *candidate {
+                present |= 1 << i;
+            }
+        }
     }
-    if id.terminates_auth {
-        req.remove_header(&http::header::AUTHORIZATION);
+    for (i, (name, _)) in removable.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            req.remove_header(*name);
+        }
     }
     req.insert_header(id.tenant_header.clone(), id.tenant)?;
     req.insert_header(REQUEST_ID_HEADER, id.request_id)?;
@@ -72,21 +93,6 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
     }
     if let Some(subject) = id.client_subject.filter(|s| valid_header_text(s)) {
         req.insert_header(X_CLIENT_CERT_SUBJECT, subject)?;
-    }
-    // What a peer claims about earlier hops is passed on only from a trusted proxy, with the
-    // peer appended; anyone else's claims are replaced by its own address.
-    let keep_forwarded = id.forwarding.is_some_and(|f| f.peer_trusted);
-    req.remove_header(&X_FORWARDED_FOR);
-    req.remove_header(&X_REAL_IP);
-    if !keep_forwarded {
-        for claimed in [
-            &FORWARDED,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &X_FORWARDED_PORT,
-        ] {
-            req.remove_header(claimed);
-        }
     }
     if req.headers.get(&X_FORWARDED_PROTO).is_none() {
         req.insert_header(X_FORWARDED_PROTO, if id.https { "https" } else { "http" })?;

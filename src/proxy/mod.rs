@@ -176,7 +176,7 @@ impl ProxyHttp for Gateway {
             .headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| accept_client_request_id(v.as_bytes()))
-            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+            .map_or_else(new_request_id, str::to_owned);
         Ok(())
     }
 
@@ -548,6 +548,15 @@ impl ProxyHttp for Gateway {
         // Failures the gateway classified are in the request log line with their code.
         ctx.failure.is_some()
     }
+}
+
+/// A new request id: a UUIDv7, encoded without going through `fmt`.
+fn new_request_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// The pool of the request's route, in its snapshot.

@@ -169,11 +169,26 @@ impl ProviderProcess {
             .collect()
     }
 
+    /// How many `/api/…` requests with `method` the provider received. Its events arrive through
+    /// a pipe read by another thread, so a client can hold its response before the line saying
+    /// the request was received is read: the count is taken once it has held still for 50 ms.
     pub fn received_count(&self, method: &str) -> usize {
-        self.received()
-            .iter()
-            .filter(|e| e["method"] == method)
-            .count()
+        let count = || {
+            self.received()
+                .iter()
+                .filter(|e| e["method"] == method)
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut last = count();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = count();
+            if now == last || std::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// `ok`, `503`, `blackhole` or `slow:MS`.
