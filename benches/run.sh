@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side performance on this machine, one command:
 #
-#     benches/run.sh [proxy|tls|trigger|idempotency|hub|failover|all]      (default: proxy)
+#     benches/run.sh [proxy|tls|trigger|idempotency|cache|hub|failover|all]      (default: proxy)
 #
 # proxy     wrk against one static JSON upstream (an nginx returning a fixed body, keep-alive):
 #           directly, through nginx as a reverse proxy (upstream keep-alive, access log to a file),
@@ -15,6 +15,7 @@
 # trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
 # idempotency  POST /api/payments with a new Idempotency-Key per request (Redis store, in-memory
 #           store) vs without keys (idempotency_overhead.sh).
+# cache     cached GET /api/fx/rates: payedge's route cache vs nginx proxy_cache (cache.sh).
 # hub       the hub load run (benches/hub_load.rs) at 1,000 and 10,000 connections and at HUB_MAX.
 # failover  the failover run (benches/failover.rs).
 # tls       TLS side by side with nginx: keep-alive, new connections, TLS upstream (tls.sh).
@@ -257,6 +258,7 @@ case "${1:-proxy}" in
   proxy) proxy_bench ;;
   trigger) benches/trigger_overhead.sh ;;
   idempotency) benches/idempotency_overhead.sh ;;
+  cache) benches/cache.sh ;;
   hub)
     for n in 1000 10000 "$HUB_MAX"; do
       echo "== $n connections"
@@ -267,6 +269,6 @@ case "${1:-proxy}" in
   failover) cargo bench --quiet --bench failover ;;
   tls) benches/tls.sh ;;
   all)
-    "$0" proxy; "$0" tls; "$0" trigger; "$0" idempotency; "$0" hub; "$0" failover ;;
+    "$0" proxy; "$0" tls; "$0" trigger; "$0" idempotency; "$0" cache; "$0" hub; "$0" failover ;;
   *) echo "usage: $0 [proxy|tls|trigger|idempotency|hub|failover|all]" >&2; exit 2 ;;
 esac

@@ -67,6 +67,29 @@ impl IdempotencyResult {
     }
 }
 
+/// What the response cache did for a request of a route with `cache` (`payedge_cache_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache.
+    Hit,
+    /// Asked of a provider (nothing kept, or what was kept had expired).
+    Miss,
+    /// The response could not be kept (not 200, Set-Cookie, Cache-Control no-store/private).
+    Uncacheable,
+}
+
+impl CacheResult {
+    const LABELS: [&'static str; 3] = ["hit", "miss", "uncacheable"];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+}
+
 /// The tenant label of requests that never got a tenant.
 pub const NO_TENANT: &str = "unresolved";
 /// The route label of requests that matched no route.
@@ -192,6 +215,7 @@ pub struct Metrics {
     /// Children by error code, created on first use (the codes are a fixed set).
     errors: IntCounterVec,
     idempotency: LabelTable<IntCounterVec>,
+    cache: LabelTable<IntCounterVec>,
 }
 
 /// Where one finished request belongs.
@@ -218,6 +242,7 @@ pub struct MetricFamilies {
     budget: IntCounterVec,
     errors: IntCounterVec,
     idempotency: IntCounterVec,
+    cache: IntCounterVec,
 }
 
 impl MetricFamilies {
@@ -309,8 +334,16 @@ impl MetricFamilies {
             ),
             &["route", "result"],
         )?;
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "payedge_cache_requests_total",
+                "Requests to routes with a response cache, by route and result (hit, miss, uncacheable).",
+            ),
+            &["route", "result"],
+        )?;
         let registry = prometheus::default_registry();
-        let collectors: [Box<dyn Collector>; 12] = [
+        let collectors: [Box<dyn Collector>; 13] = [
+            Box::new(cache.clone()),
             Box::new(idempotency.clone()),
             Box::new(errors.clone()),
             Box::new(requests.clone()),
@@ -340,6 +373,7 @@ impl MetricFamilies {
             budget,
             errors,
             idempotency,
+            cache,
         })
     }
 
@@ -397,6 +431,9 @@ impl MetricFamilies {
         for route in old.routes.iter().filter(|r| !new.routes.contains(r)) {
             for result in IdempotencyResult::LABELS {
                 let _ = self.idempotency.remove_label_values(&[route, result]);
+            }
+            for result in CacheResult::LABELS {
+                let _ = self.cache.remove_label_values(&[route, result]);
             }
         }
     }
@@ -492,6 +529,7 @@ impl Metrics {
             budget,
             errors,
             idempotency,
+            cache,
         } = families.clone();
         let pairs: Vec<(&str, &str)> = config
             .pools
@@ -526,8 +564,9 @@ impl Metrics {
             http_duration: LabelTable::new(duration, vec![tenant_axis, route_axis.clone()]),
             idempotency: LabelTable::new(
                 idempotency,
-                vec![route_axis, axis(IdempotencyResult::LABELS)],
+                vec![route_axis.clone(), axis(IdempotencyResult::LABELS)],
             ),
+            cache: LabelTable::new(cache, vec![route_axis, axis(CacheResult::LABELS)]),
             upstream_requests: LabelTable::new(upstream, vec![provider_axis, class_axis]),
             auth_failures: AuthFailure::ALL
                 .iter()
@@ -648,6 +687,10 @@ impl Metrics {
 
     pub fn misdirected(&self) {
         self.misdirected.inc();
+    }
+
+    pub fn cache(&self, route: usize, result: CacheResult) {
+        self.cache.get(&[route, result.index()]).inc();
     }
 
     pub fn idempotency(&self, route: usize, result: IdempotencyResult) {

@@ -199,6 +199,7 @@ pub fn serve(
     }
     let snapshot = runtime.current();
     let config = &snapshot.config;
+    crate::proxy::init_cache(config.cache_max_bytes);
     let gateway = Gateway::new(
         Arc::clone(&runtime),
         lifecycle,

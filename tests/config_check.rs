@@ -409,7 +409,7 @@ fn unknown_top_level_key() {
         &[(
             "rootes:",
             "rootes",
-            "unknown key, expected one of server, tenancy, auth, analytics, notifications, triggers, idempotency, routes, pools",
+            "unknown key, expected one of server, tenancy, auth, analytics, notifications, triggers, idempotency, cache, routes, pools",
         )],
     );
 }
@@ -1153,4 +1153,24 @@ fn a_cluster_url_is_accepted_and_its_prefix_may_not_hold_a_hash_tag() {
         bus.replace("127.0.0.1:7000,127.0.0.1:7001", "")
     ));
     assert_eq!(empty.check(&good_env()).code, Some(2));
+}
+
+#[test]
+fn a_route_cache_out_of_range_is_named() {
+    assert_edit_fails(
+        "  - path_prefix: /api/fx\n    pool: fx\n",
+        "  - path_prefix: /api/fx\n    pool: fx\n    cache: { ttl_seconds: 0, methods: [GET, POST] }\n",
+        &[
+            (
+                "cache: { ttl_seconds: 0",
+                "routes[0].cache.ttl_seconds",
+                "must be 1-86400",
+            ),
+            (
+                "cache: { ttl_seconds: 0",
+                "routes[0].cache.methods",
+                "\"POST\" cannot be cached: only GET and HEAD",
+            ),
+        ],
+    );
 }

@@ -315,6 +315,42 @@ pub struct RouteEntry {
     /// Honour `Idempotency-Key` on this route (the store: the top-level `idempotency`).
     #[serde(default)]
     pub idempotency: Option<RouteIdempotencySection>,
+    /// Keep 200 responses to these methods per tenant and path+query (the store: the top-level
+    /// `cache`).
+    #[serde(default)]
+    pub cache: Option<RouteCacheSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheSection {
+    pub ttl_seconds: u64,
+    #[serde(default = "default_cache_methods")]
+    pub methods: Vec<String>,
+}
+
+fn default_cache_methods() -> Vec<String> {
+    vec!["GET".into()]
+}
+
+/// The response cache shared by the routes that have `cache`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    #[serde(default = "default_cache_max_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_cache_max_bytes(),
+        }
+    }
+}
+
+fn default_cache_max_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,8 @@ pub struct Config {
     /// The enabled triggers.
     pub triggers: Vec<TriggerSettings>,
     pub idempotency: IdempotencySettings,
+    /// The response cache's bound, in bytes of bodies and headers (restart).
+    pub cache_max_bytes: usize,
     /// What is allowed but deserves attention (a certificate expiring soon).
     pub warnings: Vec<ConfigIssue>,
 }
@@ -186,6 +188,21 @@ pub struct Route {
     pub pool: usize,
     /// `Idempotency-Key` is honoured here.
     pub idempotency: Option<RouteIdempotency>,
+    /// 200 responses are kept per tenant and path+query.
+    pub cache: Option<RouteCache>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCache {
+    pub ttl: Duration,
+    pub get: bool,
+    pub head: bool,
+}
+
+impl RouteCache {
+    pub fn caches(&self, method: &http::Method) -> bool {
+        (self.get && method == http::Method::GET) || (self.head && method == http::Method::HEAD)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use super::validate_tls::clashing_listeners;
 /// process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "server",
     "tenancy",
     "auth",
@@ -37,6 +37,7 @@ const SECTIONS: [&str; 9] = [
     "notifications",
     "triggers",
     "idempotency",
+    "cache",
     "routes",
     "pools",
 ];
@@ -48,6 +49,9 @@ const MAX_HEAD_BYTES: usize = 1_048_575;
 const MAX_HEADER_LINES: usize = 256;
 const MAX_CONNECTIONS_PER_CLIENT: u32 = 1_000_000;
 const MAX_HEAD_TIMEOUT_MS: u64 = 300_000;
+const MIN_CACHE_BYTES: usize = 64 * 1024;
+const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024 * 1024;
+const MAX_CACHE_TTL_SECONDS: u64 = 86_400;
 
 struct Sections {
     server: ServerSection,
@@ -59,6 +63,7 @@ struct Sections {
     routes: Vec<RouteEntry>,
     pools: BTreeMap<String, PoolSection>,
     idempotency: IdempotencySection,
+    cache: CacheSection,
 }
 
 pub fn validate_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
@@ -144,6 +149,7 @@ impl Validator<'_> {
         let routes = self.section(&mut root, "routes");
         let pools = self.section(&mut root, "pools");
         let idempotency = self.section(&mut root, "idempotency");
+        let cache = self.section(&mut root, "cache");
         if !self.issues.is_empty() {
             return None;
         }
@@ -159,6 +165,7 @@ impl Validator<'_> {
             routes,
             pools,
             idempotency: idempotency.flatten().unwrap_or_default(),
+            cache: cache.flatten().unwrap_or_default(),
         })
     }
 
@@ -198,8 +205,15 @@ impl Validator<'_> {
         let notifications = self.notifications(&s.notifications);
         let triggers = self.triggers(&s.triggers);
         let idempotency = self.idempotency(&s.idempotency);
+        if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&s.cache.max_bytes) {
+            self.issue(
+                "cache.max_bytes",
+                format!("must be {MIN_CACHE_BYTES}-{MAX_CACHE_BYTES}"),
+            );
+        }
         Some(Config {
             idempotency,
+            cache_max_bytes: s.cache.max_bytes,
             source: self.file.to_path_buf(),
             server: server?,
             tenancy,
@@ -732,11 +746,13 @@ impl Validator<'_> {
                     None => i.required,
                 },
             });
+            let cache = route.cache.as_ref().and_then(|c| self.route_cache(i, c));
             match pools.keys().position(|name| *name == route.pool) {
                 Some(pool) => out.push(Route {
                     path_prefix: route.path_prefix.clone(),
                     pool,
                     idempotency,
+                    cache,
                 }),
                 None => self.issue(
                     format!("routes[{i}].pool"),
@@ -745,6 +761,40 @@ impl Validator<'_> {
             }
         }
         out
+    }
+}
+
+impl Validator<'_> {
+    fn route_cache(&mut self, i: usize, c: &RouteCacheSection) -> Option<RouteCache> {
+        let before = self.issues.len();
+        if !(1..=MAX_CACHE_TTL_SECONDS).contains(&c.ttl_seconds) {
+            self.issue(
+                format!("routes[{i}].cache.ttl_seconds"),
+                format!("must be 1-{MAX_CACHE_TTL_SECONDS}"),
+            );
+        }
+        let (mut get, mut head) = (false, false);
+        for method in &c.methods {
+            match method.as_str() {
+                "GET" => get = true,
+                "HEAD" => head = true,
+                other => self.issue(
+                    format!("routes[{i}].cache.methods"),
+                    format!("{other:?} cannot be cached: only GET and HEAD"),
+                ),
+            }
+        }
+        if !get && !head {
+            self.issue(
+                format!("routes[{i}].cache.methods"),
+                "list GET, HEAD or both",
+            );
+        }
+        (self.issues.len() == before).then(|| RouteCache {
+            ttl: Duration::from_secs(c.ttl_seconds),
+            get,
+            head,
+        })
     }
 }
 

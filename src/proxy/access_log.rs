@@ -30,6 +30,8 @@ pub struct AccessEntry<'a> {
     /// The SHA-256 of the scoped idempotency key (never the key) and what became of it.
     pub idempotency_key: Option<&'a str>,
     pub idempotency: Option<&'static str>,
+    /// What the route's response cache did (hit, miss, uncacheable).
+    pub cache: Option<&'static str>,
 }
 
 /// The line as written: the shape tracing's JSON formatter gives other lines (timestamp, level,
@@ -70,6 +72,8 @@ struct Line<'a> {
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotency: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<&'static str>,
     target: &'static str,
 }
 
@@ -119,6 +123,7 @@ pub fn write(entry: &AccessEntry<'_>) {
         upstream_tls_failure: entry.upstream_tls_failure,
         idempotency_key: entry.idempotency_key,
         idempotency: entry.idempotency,
+        cache: entry.cache,
         target: "payedge::access",
     };
     let mut out = Vec::with_capacity(384);

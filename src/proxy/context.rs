@@ -60,6 +60,12 @@ pub struct RequestCtx {
     /// Providers the request may have reached (its bytes went out to them), in order.
     pub may_hold: Vec<usize>,
     pub idempotency_result: Option<crate::metrics::IdempotencyResult>,
+    /// The route's cache settings when this request may be answered from the cache.
+    pub cache: Option<crate::config::RouteCache>,
+    /// The response was kept in the cache.
+    pub cache_stored: bool,
+    /// Set on a hit: how long the kept response stays fresh.
+    pub cache_ttl_left: Option<std::time::Duration>,
     pub _in_flight: InFlight,
 }
 
@@ -93,6 +99,9 @@ impl RequestCtx {
             idempotency_digest: None,
             may_hold: Vec::new(),
             idempotency_result: None,
+            cache: None,
+            cache_stored: false,
+            cache_ttl_left: None,
             _in_flight: in_flight,
         }
     }

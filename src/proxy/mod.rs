@@ -22,6 +22,7 @@
 mod access_log;
 mod admission;
 mod attempts;
+mod cache;
 mod capture;
 mod context;
 mod headers;
@@ -37,8 +38,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
+use pingora_cache::{
+    CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 
 pub use admission::Admission;
+pub use cache::init as init_cache;
 pub use context::RequestCtx;
 pub use routing::Routing;
 
@@ -46,7 +51,7 @@ use crate::events::{EventSink, mask_indices};
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::idempotency::IdempotencyStore;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{IdempotencyResult, RequestLabels};
+use crate::metrics::{CacheResult, IdempotencyResult, RequestLabels};
 use crate::providers::PoolRuntime;
 use crate::runtime::Runtime;
 use crate::tls::{ConnectionFacts, TlsEndpoint, TlsMetrics, UpstreamTlsFailure};
@@ -257,6 +262,70 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let settings = ctx
+            .route
+            .and_then(|r| ctx.snap.config.routes.get(r))
+            .and_then(|r| r.cache);
+        if let Some(settings) = settings
+            && ctx.failure.is_none()
+            && ctx.tenant.is_some()
+            && settings.caches(&session.req_header().method)
+        {
+            ctx.cache = Some(settings);
+            cache::enable(&mut session.cache);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let tenant = ctx.tenant.as_ref().map_or("", |t| &*t.name);
+        let target = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        Ok(cache::key(tenant, target))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let tenant = ctx.tenant.as_ref().map_or("", |t| &*t.name);
+        if !cache::kept_for(meta, tenant) {
+            // Kept for someone else: never served, asked of the provider instead.
+            return Ok(Some(ForcedFreshness::ForceMiss));
+        }
+        ctx.cache_ttl_left = meta
+            .fresh_until()
+            .duration_since(std::time::SystemTime::now())
+            .ok();
+        Ok(None)
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let (Some(settings), Some(tenant)) = (ctx.cache, ctx.tenant.as_ref()) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom("off")));
+        };
+        let names = match (pool_of(ctx), ctx.provider) {
+            (Some(pool), Some(provider)) => pool.credential_names(provider),
+            _ => &[],
+        };
+        let decision = cache::cacheable(resp, &tenant.name, &settings, names);
+        ctx.cache_stored = matches!(decision, RespCacheable::Cacheable(_));
+        Ok(decision)
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -356,7 +425,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -366,6 +435,12 @@ impl ProxyHttp for Gateway {
             _ => &[],
         };
         headers::prepare_downstream_response(upstream_response, &ctx.request_id, names)?;
+        if ctx.cache.is_some() {
+            upstream_response.remove_header(&cache::CACHED_FOR);
+            let hit = session.cache.phase() == pingora_cache::CachePhase::Hit;
+            let status = cache::status(hit, ctx.cache_ttl_left, ctx.cache_stored);
+            upstream_response.insert_header(cache::CACHE_STATUS, status)?;
+        }
         idempotency::respond(ctx, upstream_response);
         Ok(())
     }
@@ -505,6 +580,9 @@ impl ProxyHttp for Gateway {
             if let Some(failure) = &ctx.failure {
                 metrics.error(failure.code());
             }
+            if let (Some(route), Some(result)) = (ctx.route, cache_result(session, ctx)) {
+                metrics.cache(route, result);
+            }
         }
         if !ctx.snap.routing.request_logs {
             return;
@@ -532,6 +610,7 @@ impl ProxyHttp for Gateway {
             upstream_tls_failure: ctx.upstream_tls_failure.map(UpstreamTlsFailure::label),
             idempotency_key: ctx.idempotency_digest.as_deref(),
             idempotency: ctx.idempotency_result.map(IdempotencyResult::label),
+            cache: cache_result(session, ctx).map(CacheResult::label),
         });
     }
 
@@ -548,6 +627,17 @@ impl ProxyHttp for Gateway {
         // Failures the gateway classified are in the request log line with their code.
         ctx.failure.is_some()
     }
+}
+
+/// What the cache did for this request (`None`: its route has no cache, or it was refused
+/// before the cache was asked).
+fn cache_result(session: &Session, ctx: &RequestCtx) -> Option<CacheResult> {
+    ctx.cache?;
+    Some(match session.cache.phase() {
+        pingora_cache::CachePhase::Hit => CacheResult::Hit,
+        _ if ctx.cache_stored => CacheResult::Miss,
+        _ => CacheResult::Uncacheable,
+    })
 }
 
 /// A new request id: a UUIDv7, encoded without going through `fmt`.

@@ -10,11 +10,15 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let listen = |t: &Option<crate::config::TlsListener>| t.as_ref().map(|t| t.listen);
     let (o_hub, n_hub) = (&old.notifications.hub, &new.notifications.hub);
-    let checks: [(&'static str, bool); 21] = [
+    let checks: [(&'static str, bool); 22] = [
         ("server.listen", o.listen != n.listen),
         ("server.admin_listen", o.admin_listen != n.admin_listen),
         ("server.threads", o.threads != n.threads),
         ("server.work_stealing", o.work_stealing != n.work_stealing),
+        (
+            "cache.max_bytes",
+            old.cache_max_bytes != new.cache_max_bytes,
+        ),
         (
             "server.grace_period_seconds",
             o.grace_period != n.grace_period,

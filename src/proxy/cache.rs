@@ -1,0 +1,218 @@
+//! The response cache of routes with `cache` (the spec's 30-second exchange rates), on Pingora's
+//! own cache machinery: its in-memory storage bounded in bytes by an LRU eviction manager, and
+//! its cache lock, which makes concurrent misses for one key wait for a single upstream request.
+//!
+//! Tenant isolation: the tenant is part of the key (length-prefixed, so no tenant and path can
+//! spell another's), and every kept response carries the tenant it was kept for in an internal
+//! header that a hit is checked against before it is served, then removed.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use http::HeaderName;
+use pingora::http::ResponseHeader;
+use pingora_cache::eviction::simple_lru;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{CacheKey, CacheMeta, MemCache, NoCacheReason, RespCacheable};
+
+use crate::config::RouteCache;
+
+/// The tenant a kept response belongs to; never sent to a client.
+pub const CACHED_FOR: HeaderName = HeaderName::from_static("x-payedge-cached-for");
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// How long a request waits for another one filling the same key before asking itself.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+struct Store {
+    storage: MemCache,
+    eviction: simple_lru::Manager,
+    lock: Box<CacheKeyLockImpl>,
+}
+
+static STORE: OnceLock<&'static Store> = OnceLock::new();
+
+/// Creates the process's cache, bounded to `max_bytes` (once: `cache.max_bytes` needs a
+/// restart).
+pub fn init(max_bytes: usize) {
+    STORE.get_or_init(|| {
+        Box::leak(Box::new(Store {
+            storage: MemCache::new(),
+            eviction: simple_lru::Manager::new(max_bytes),
+            lock: CacheLock::new_boxed(LOCK_WAIT),
+        }))
+    });
+}
+
+/// Turns the cache on for this request.
+pub fn enable(cache: &mut pingora_cache::HttpCache) {
+    if let Some(store) = STORE.get() {
+        cache.enable(
+            &store.storage,
+            Some(&store.eviction),
+            None,
+            Some(store.lock.as_ref()),
+            None,
+        );
+    }
+}
+
+/// The key: the tenant and the path with its query, each length-prefixed.
+pub fn key(tenant: &str, path_and_query: &str) -> CacheKey {
+    let primary = format!(
+        "{}:{tenant}{}:{path_and_query}",
+        tenant.len(),
+        path_and_query.len()
+    );
+    CacheKey::new(primary, tenant.to_owned())
+}
+
+/// Whether `resp` may be kept, and for how long; it is stamped with the tenant it is kept for.
+/// Provider credentials (`credential_names`) are never kept.
+pub fn cacheable(
+    resp: &ResponseHeader,
+    tenant: &str,
+    settings: &RouteCache,
+    credential_names: &[HeaderName],
+) -> RespCacheable {
+    if let Some(reason) = refusal(resp) {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom(reason));
+    }
+    let mut kept = resp.clone();
+    for name in credential_names {
+        kept.remove_header(name);
+    }
+    if kept.insert_header(CACHED_FOR, tenant).is_err() {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("tenant"));
+    }
+    let now = SystemTime::now();
+    RespCacheable::Cacheable(CacheMeta::new(now + settings.ttl, now, 0, 0, kept))
+}
+
+/// Why a response is never kept, if it is not.
+fn refusal(resp: &ResponseHeader) -> Option<&'static str> {
+    if resp.status.as_u16() != 200 {
+        return Some("status");
+    }
+    if resp.headers.contains_key(http::header::SET_COOKIE) {
+        return Some("set-cookie");
+    }
+    let private = resp
+        .headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| {
+            d.trim()
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        })
+        .any(|d| d == "no-store" || d == "private");
+    private.then_some("cache-control")
+}
+
+/// Whether a kept response was kept for `tenant`.
+pub fn kept_for(meta: &CacheMeta, tenant: &str) -> bool {
+    meta.headers()
+        .get(CACHED_FOR)
+        .is_some_and(|v| v.as_bytes() == tenant.as_bytes())
+}
+
+/// The `Cache-Status` (RFC 9211) value of an answer.
+pub fn status(hit: bool, ttl_left: Option<Duration>, stored: bool) -> String {
+    match (hit, ttl_left) {
+        (true, Some(left)) => format!("payedge; hit; ttl={}", left.as_secs()),
+        (true, None) => "payedge; hit".into(),
+        (false, _) if stored => "payedge; fwd=miss; stored".into(),
+        (false, _) => "payedge; fwd=miss".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::key::CacheHashKey;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(status, None).unwrap();
+        for (name, value) in headers {
+            resp.append_header(name.to_string(), *value).unwrap();
+        }
+        resp
+    }
+
+    fn settings() -> RouteCache {
+        RouteCache {
+            ttl: Duration::from_secs(30),
+            get: true,
+            head: false,
+        }
+    }
+
+    #[test]
+    fn only_plain_200s_are_kept() {
+        let kept = |r: &ResponseHeader| {
+            matches!(
+                cacheable(r, "blue", &settings(), &[]),
+                RespCacheable::Cacheable(_)
+            )
+        };
+        assert!(kept(&response(
+            200,
+            &[("content-type", "application/json")]
+        )));
+        assert!(kept(&response(200, &[("cache-control", "max-age=5")])));
+        assert!(!kept(&response(201, &[])));
+        assert!(!kept(&response(500, &[])));
+        assert!(!kept(&response(200, &[("set-cookie", "a=b")])));
+        assert!(!kept(&response(200, &[("cache-control", "no-store")])));
+        assert!(!kept(&response(
+            200,
+            &[("cache-control", "max-age=0, Private")]
+        )));
+        assert!(!kept(&response(200, &[("cache-control", "private=\"x\"")])));
+    }
+
+    #[test]
+    fn provider_credentials_are_not_kept() {
+        let resp = response(200, &[("x-api-key", "secret"), ("content-type", "a/b")]);
+        let names = [HeaderName::from_static("x-api-key")];
+        let RespCacheable::Cacheable(meta) = cacheable(&resp, "blue", &settings(), &names) else {
+            panic!("not kept");
+        };
+        assert!(meta.headers().get("x-api-key").is_none());
+        assert!(meta.headers().get("content-type").is_some());
+    }
+
+    #[test]
+    fn a_kept_response_names_its_tenant_and_no_other() {
+        let RespCacheable::Cacheable(meta) =
+            cacheable(&response(200, &[]), "blue", &settings(), &[])
+        else {
+            panic!("not kept");
+        };
+        assert!(kept_for(&meta, "blue"));
+        assert!(!kept_for(&meta, "green"));
+        assert!(!kept_for(&meta, "blu"));
+    }
+
+    #[test]
+    fn tenant_and_path_cannot_spell_another_key() {
+        // Without the length prefixes these two would be the same string.
+        assert_ne!(
+            key("ab", "c/x").primary_bin(),
+            key("a", "bc/x").primary_bin()
+        );
+        assert_eq!(
+            key("a", "/x?q=1").primary_bin(),
+            key("a", "/x?q=1").primary_bin()
+        );
+        assert_ne!(
+            key("a", "/x?q=1").primary_bin(),
+            key("a", "/x?q=2").primary_bin()
+        );
+    }
+}
