@@ -17,7 +17,6 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 cargo build --release --quiet
 bin=target/release/payedge

@@ -105,7 +105,6 @@ run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us replay
   echo "$rps ${requests:-0} ${non2xx:-0} $cpu_us ${firsts:-0}"
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 printf '%-6s %-7s %12s %10s %8s %12s %12s\n' round config req/s responses non-2xx "cpu µs/req" "keys taken"
 declare -A rps_of cpu_of
 redis_ratios=(); memory_ratios=()

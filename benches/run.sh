@@ -8,9 +8,10 @@
 #           through HAProxy doing payedge's job (HS256 JWT verified, exp checked, its tenant
 #           compared with X-Tenant, request id, routed by path prefix), through bare Pingora
 #           (examples/bare_pingora.rs: one fixed peer, no filters; `bare` on Pingora's default
-#           work-stealing runtime, `bare-ns` on the per-thread runtimes payedge uses), and through payedge with its
-#           full chain (tenant from the header, JWT, metrics, request log to a file). ROUNDS
-#           rounds, the six interleaved in each; one table of medians: req/s, p50, p99, p99.9,
+#           work-stealing runtime, `bare-ns` on per-thread runtimes), and through payedge with its
+#           full chain (tenant from the header, JWT, metrics, request log to a file): `payedge` as
+#           configured by default, `payedge-ns` with server.work_stealing: false. ROUNDS
+#           rounds, the seven interleaved in each; one table of medians: req/s, p50, p99, p99.9,
 #           the proxy's CPU seconds and peak RSS, and the ratios of issue 16's goals.
 # trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
 # idempotency  POST /api/payments with a new Idempotency-Key per request (Redis store, in-memory
@@ -31,11 +32,10 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-1}
 HUB_MAX=${HUB_MAX:-20000}
-TARGETS="direct nginx haproxy bare bare-ns payedge"
+TARGETS="direct nginx haproxy bare bare-ns payedge payedge-ns"
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # CPU seconds (user + system) of a process and its children that are still running.
 cpu_seconds() {
@@ -92,6 +92,8 @@ NGINX
   upstream_pid=$!
 
   bench_payedge_config "$work/payedge.yaml" "$upstream" "$WORKERS"
+  sed 's/^server: { /server: { work_stealing: false, /' "$work/payedge.yaml" > "$work/payedge-ns.yaml"
+  grep -q 'work_stealing: false' "$work/payedge-ns.yaml"
   local token
   token=$("$bin" token -c "$work/payedge.yaml" --tenant blue --ttl 3600)
   # The same request everywhere; nginx and the upstream ignore the headers.
@@ -188,10 +190,12 @@ HAPROXY
     kill "$master"; wait "$master" 2>/dev/null || true
     rm -f "$work/nginx/access.log"
   }
-  run_payedge() {
+  run_payedge() { payedge_with "$work/payedge.yaml"; }
+  run_payedge-ns() { payedge_with "$work/payedge-ns.yaml"; }
+  payedge_with() {
     local proxy admin pid
     proxy=$(free_port); admin=$(free_port)
-    "$bin" run -c "$work/payedge.yaml" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/payedge.log" 2>&1 &
+    "$bin" run -c "$1" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/payedge.log" 2>&1 &
     pid=$!
     until curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz"; do sleep 0.05; done
     # run_payedge runs in a command substitution: the reading leaves it through a file.
@@ -244,11 +248,11 @@ HAPROXY
       printf "payedge/nginx: req/s %.3f, p99 %+.3f ms, CPU per request %.2f, peak RSS %.2f\n", pr / nr, pp - np, (pc / pr) / (nc / nr), pm / nm
       printf "payedge idle RSS (after start, median): %s MiB\n", idle
     }'
-  awk -v pr="${m[payedge.rps]}" -v br="${m[bare.rps]}" -v bn="${m[bare-ns.rps]}" -v hr="${m[haproxy.rps]}" \
+  awk -v pr="${m[payedge.rps]}" -v br="${m[bare.rps]}" -v bn="${m[bare-ns.rps]}" -v hr="${m[haproxy.rps]}" -v pn="${m[payedge-ns.rps]}" \
       -v pp="${m[payedge.p99]}" -v np="${m[nginx.p99]}" \
     'BEGIN {
       printf "payedge/bare Pingora (its default runtime) req/s %.3f (goal >= 0.95: %s)\n", pr / br, pr / br >= 0.95 ? "met" : "NOT met"
-      printf "payedge/bare Pingora on payedge'"'"'s runtime (no work stealing) req/s %.3f\n", pr / bn
+      printf "payedge with work_stealing: false / bare Pingora on the same runtime req/s %.3f, / bare Pingora default %.3f, / HAProxy %.3f, / payedge default %.3f\n", pn / bn, pn / br, pn / hr, pn / pr
       printf "payedge/HAProxy with the JWT chain req/s %.3f (goal >= 1.0: %s)\n", pr / hr, pr / hr >= 1.0 ? "met" : "NOT met"
       printf "p99 payedge - nginx %+.3f ms (goal <= 0.5 ms: %s)\n", pp - np, pp - np <= 0.5 ? "met" : "NOT met"
     }'

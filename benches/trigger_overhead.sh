@@ -103,7 +103,6 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
   done
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # Each round's two runs are back to back, so their ratio is the least disturbed by the machine's
 # drift; the figure is the median of those ratios.
 ratios=()

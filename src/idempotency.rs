@@ -58,6 +58,8 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("the in-memory idempotency store is full ({MAX_MEMORY_KEYS} keys)")]
     Full,
+    #[error("the in-memory idempotency store is unusable: a request panicked while holding it")]
+    Poisoned,
 }
 
 pub struct IdempotencyStore {
@@ -133,7 +135,7 @@ impl IdempotencyStore {
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
-                let mut keys = keys.lock().map_err(|_| StoreError::Full)?;
+                let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
                 keys.sweep(now);
                 if let Some(existing) = keys.live(key, now) {
                     return Ok(Begun::Existing(existing.clone()));
@@ -147,7 +149,7 @@ impl IdempotencyStore {
             Backend::Redis(redis) => {
                 let mut invocation = redis.begin.key(redis_key(key));
                 invocation.arg(value).arg(millis(self.ttl));
-                let existing: Option<String> = self.run(&invocation).await?;
+                let existing: Option<String> = Self::run(redis, &invocation).await?;
                 Ok(existing.map_or(Begun::Taken, Begun::Existing))
             }
         }
@@ -159,7 +161,7 @@ impl IdempotencyStore {
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
-                let mut keys = keys.lock().map_err(|_| StoreError::Full)?;
+                let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
                 if keys.live(key, now).map(String::as_str) != Some(ours) {
                     return Ok(false);
                 }
@@ -170,7 +172,7 @@ impl IdempotencyStore {
             Backend::Redis(redis) => {
                 let mut invocation = redis.settle.key(redis_key(key));
                 invocation.arg(ours).arg(outcome).arg(millis(self.ttl));
-                let replaced: i64 = self.run(&invocation).await?;
+                let replaced: i64 = Self::run(redis, &invocation).await?;
                 Ok(replaced == 1)
             }
         }
@@ -181,7 +183,7 @@ impl IdempotencyStore {
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
-                let mut keys = keys.lock().map_err(|_| StoreError::Full)?;
+                let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
                 if keys.live(key, now).map(String::as_str) == Some(ours) {
                     keys.keys.remove(key);
                 }
@@ -190,7 +192,7 @@ impl IdempotencyStore {
             Backend::Redis(redis) => {
                 let mut invocation = redis.release.key(redis_key(key));
                 invocation.arg(ours);
-                let _: i64 = self.run(&invocation).await?;
+                let _: i64 = Self::run(redis, &invocation).await?;
                 Ok(())
             }
         }
@@ -199,12 +201,9 @@ impl IdempotencyStore {
     /// Runs a script on the shared connection, connecting first when there is none; a failed
     /// call drops the connection so the next one starts afresh.
     async fn run<T: redis::FromRedisValue>(
-        &self,
+        redis: &RedisBackend,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let Backend::Redis(redis) = &self.backend else {
-            return Err(StoreError::Full);
-        };
         let (target, connection) = (&redis.target, &redis.connection);
         let attempt = async {
             let mut con = {

@@ -425,8 +425,8 @@ fn server_conf(config: &Config) -> ServerConf {
     let tmp = std::env::temp_dir();
     ServerConf {
         threads: config.server.threads,
-        // Off by default: with one single-threaded runtime per thread the proxy served 1.22x the
-        // requests of the work-stealing runtime (benches/README.md, "Runtime").
+        // On by default; off, with one single-threaded runtime per thread, the proxy served 1.22x
+        // the requests (benches/README.md, "The runtime").
         work_stealing: config.server.work_stealing,
         // The drain in `lifecycle` exits when requests are done or the grace period is over;
         // Pingora's own (fixed) grace period only backs it up, so it must end later.

@@ -88,7 +88,7 @@ pub struct ServerSettings {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub threads: usize,
-    /// Pingora's work-stealing runtime (off by default: one single-threaded runtime per thread).
+    /// Pingora's work-stealing runtime (the default; off: one single-threaded runtime per thread).
     pub work_stealing: bool,
     pub grace_period: Duration,
     pub tls: Option<TlsListener>,
