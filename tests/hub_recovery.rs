@@ -117,6 +117,25 @@ fn wait_quotes(client: &NodeClient, count: usize) -> Vec<(String, String)> {
     }
 }
 
+/// Waits until `client` received the quote with correlation id `correlation`; its stream id.
+fn wait_for_quote(client: &NodeClient, correlation: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((id, _)) = quotes_received(client)
+            .into_iter()
+            .find(|(_, c)| c == correlation)
+        {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no quote {correlation}; lines {:?}",
+            client.lines()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Asserts `got == expected`, naming the first difference rather than printing both.
 fn assert_same(got: &[(String, String)], expected: &[(String, String)], what: &str) {
     if let Some(i) = (0..got.len().max(expected.len())).find(|&i| got.get(i) != expected.get(i)) {
@@ -198,11 +217,14 @@ fn a_client_resumes_on_another_instance_with_exactly_what_it_missed_then_live() 
     let id = || format!("q{}", published.fetch_add(1, Ordering::Relaxed));
     for round in 0..4 {
         let first = NodeClient::connected(a.admin, &token("blue"), &[]);
-        for _ in 0..3 {
-            quote(&a, "blue", &id());
+        let mine: Vec<String> = (0..3).map(|_| id()).collect();
+        for q in &mine {
+            quote(&a, "blue", q);
         }
-        let seen = wait_quotes(&first, 3);
-        let last = seen.last().unwrap().0.clone();
+        // The position of this round's last quote. Not simply the third quote the client got:
+        // an instance whose fan-out lags can still be delivering the previous round's events
+        // (published through the other instance) when this client joins.
+        let last = wait_for_quote(&first, &mine[2]);
         drop(first);
 
         // Missed while away, published through both instances.
