@@ -4,8 +4,8 @@
 //!
 //!     bare_pingora <listen> <upstream> <threads> [steal|nosteal]
 //!
-//! `steal` (the default) is Pingora's default work-stealing runtime; `nosteal` its per-thread
-//! runtimes, the runtime payedge uses by default.
+//! `steal` (the default) is Pingora's default work-stealing runtime, as payedge uses by default;
+//! `nosteal` its per-thread runtimes (payedge's `server.work_stealing: false`).
 
 use async_trait::async_trait;
 use pingora::prelude::*;

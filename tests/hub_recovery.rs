@@ -119,21 +119,12 @@ fn wait_quotes(client: &NodeClient, count: usize) -> Vec<(String, String)> {
 
 /// Waits until `client` received the quote with correlation id `correlation`; its stream id.
 fn wait_for_quote(client: &NodeClient, correlation: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some((id, _)) = quotes_received(client)
-            .into_iter()
-            .find(|(_, c)| c == correlation)
-        {
-            return id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no quote {correlation}; lines {:?}",
-            client.lines()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let line = client.wait_for(&format!("quote {correlation}"), |l| {
+        l["event"] == "message"
+            && l["envelope"]["type"] == "fx.quote.created"
+            && l["envelope"]["correlationid"] == correlation
+    });
+    position(&line["envelope"]).0
 }
 
 /// Asserts `got == expected`, naming the first difference rather than printing both.

@@ -30,17 +30,15 @@ struct Store {
     lock: Box<CacheKeyLockImpl>,
 }
 
-static STORE: OnceLock<&'static Store> = OnceLock::new();
+static STORE: OnceLock<Store> = OnceLock::new();
 
 /// Creates the process's cache, bounded to `max_bytes` (once: `cache.max_bytes` needs a
 /// restart).
 pub fn init(max_bytes: usize) {
-    STORE.get_or_init(|| {
-        Box::leak(Box::new(Store {
-            storage: MemCache::new(),
-            eviction: simple_lru::Manager::new(max_bytes),
-            lock: CacheLock::new_boxed(LOCK_WAIT),
-        }))
+    STORE.get_or_init(|| Store {
+        storage: MemCache::new(),
+        eviction: simple_lru::Manager::new(max_bytes),
+        lock: CacheLock::new_boxed(LOCK_WAIT),
     });
 }
 

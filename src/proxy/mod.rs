@@ -568,6 +568,7 @@ impl ProxyHttp for Gateway {
         }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
+        let cached = cache_result(session, ctx);
         if let Some(metrics) = &ctx.snap.metrics {
             metrics.observe_request(
                 RequestLabels {
@@ -580,7 +581,7 @@ impl ProxyHttp for Gateway {
             if let Some(failure) = &ctx.failure {
                 metrics.error(failure.code());
             }
-            if let (Some(route), Some(result)) = (ctx.route, cache_result(session, ctx)) {
+            if let (Some(route), Some(result)) = (ctx.route, cached) {
                 metrics.cache(route, result);
             }
         }
@@ -610,7 +611,7 @@ impl ProxyHttp for Gateway {
             upstream_tls_failure: ctx.upstream_tls_failure.map(UpstreamTlsFailure::label),
             idempotency_key: ctx.idempotency_digest.as_deref(),
             idempotency: ctx.idempotency_result.map(IdempotencyResult::label),
-            cache: cache_result(session, ctx).map(CacheResult::label),
+            cache: cached.map(CacheResult::label),
         });
     }
 
