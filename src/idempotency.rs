@@ -1,19 +1,22 @@
 //! Where idempotency keys are kept: this process's memory (one instance), or Redis (every
-//! instance sharing it; a single node or a cluster). Three atomic operations, each a script on
-//! Redis so that no two instances can both take a key:
+//! instance sharing it; a single node or a cluster). Three atomic operations, each one command
+//! or script on Redis so that no two instances can both take a key:
 //!
 //! Records are passed encoded (`payedge_filters::idempotency::Record::encode`).
 //!
 //! - `begin`: take the key with an in-flight record unless it exists; else return what it holds
-//!   (`SET NX` and `GET` in one step);
+//!   (Redis's own `SET … NX PX … GET`, one command; a script on servers before 7.0, which refuse
+//!   `NX` with `GET`);
 //! - `settle`: replace our in-flight record with the outcome, only if it is still ours;
 //! - `release`: forget the key, only if it still holds our in-flight record.
 //!
 //! Every call is bounded by `OPERATION_TIMEOUT`; a store that does not answer in time is
 //! unavailable for that request (the route decides whether to refuse or proceed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex as AsyncMutex;
@@ -76,35 +79,51 @@ enum Backend {
 struct RedisBackend {
     target: RedisTarget,
     connection: AsyncMutex<Option<Connection>>,
+    /// `false` once the server has refused `SET` with both `NX` and `GET` (Redis before 7.0):
+    /// `begin` then runs the script.
+    native_begin: AtomicBool,
     begin: redis::Script,
     settle: redis::Script,
     release: redis::Script,
 }
 
+/// The in-memory store: each key's record and when it expires, and the keys in the order they
+/// expire (every record lives the store's one TTL from when it was written, so that order is the
+/// order of writing); a key written again is queued again and its older place skipped.
 #[derive(Default)]
 struct MemoryKeys {
-    keys: HashMap<String, (String, Instant)>,
-    operations: u64,
+    keys: HashMap<Arc<str>, (String, Instant)>,
+    expiries: VecDeque<(Instant, Arc<str>)>,
 }
 
 impl MemoryKeys {
     fn live(&mut self, key: &str, now: Instant) -> Option<&String> {
-        if self
-            .keys
-            .get(key)
-            .is_some_and(|(_, expires)| *expires <= now)
-        {
-            self.keys.remove(key);
-        }
+        self.forget_expired(now);
         self.keys.get(key).map(|(value, _)| value)
     }
 
-    /// Every 4096 operations, forget what expired.
-    fn sweep(&mut self, now: Instant) {
-        self.operations += 1;
-        if self.operations.is_multiple_of(4096) {
-            self.keys.retain(|_, (_, expires)| *expires > now);
+    /// Forgets what has expired by `now`: only the front of the queue is ever looked at.
+    fn forget_expired(&mut self, now: Instant) {
+        while let Some((expires, _)) = self.expiries.front() {
+            if *expires > now {
+                break;
+            }
+            let Some((expires, key)) = self.expiries.pop_front() else {
+                break;
+            };
+            if self.keys.get(&key).is_some_and(|(_, at)| *at == expires) {
+                self.keys.remove(&key);
+            }
         }
+    }
+
+    fn write(&mut self, key: &str, value: String, expires: Instant) {
+        let key: Arc<str> = match self.keys.get_key_value(key) {
+            Some((existing, _)) => existing.clone(),
+            None => Arc::from(key),
+        };
+        self.expiries.push_back((expires, key.clone()));
+        self.keys.insert(key, (value, expires));
     }
 }
 
@@ -115,6 +134,7 @@ impl IdempotencyStore {
             Some(url) => Backend::Redis(Box::new(RedisBackend {
                 target: RedisTarget::parse(url)?,
                 connection: AsyncMutex::new(None),
+                native_begin: AtomicBool::new(true),
                 begin: redis::Script::new(BEGIN),
                 settle: redis::Script::new(SETTLE),
                 release: redis::Script::new(RELEASE),
@@ -136,21 +156,36 @@ impl IdempotencyStore {
             Backend::Memory(keys) => {
                 let now = Instant::now();
                 let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
-                keys.sweep(now);
                 if let Some(existing) = keys.live(key, now) {
                     return Ok(Begun::Existing(existing.clone()));
                 }
                 if keys.keys.len() >= MAX_MEMORY_KEYS {
                     return Err(StoreError::Full);
                 }
-                keys.keys.insert(key.to_string(), (value, now + self.ttl));
+                keys.write(key, value, now + self.ttl);
                 Ok(Begun::Taken)
             }
             Backend::Redis(redis) => {
+                if redis.native_begin.load(Ordering::Relaxed) {
+                    let mut set = redis::cmd("SET");
+                    set.arg(redis_key(key)).arg(&value).arg("NX");
+                    set.arg("PX").arg(millis(self.ttl)).arg("GET");
+                    match Self::run(redis, Query::Command(&set)).await {
+                        Ok(existing) => return Ok(Self::begun(existing)),
+                        Err(StoreError::Redis(e)) if refuses_nx_with_get(&e) => {
+                            tracing::info!(
+                                "this Redis refuses SET with NX and GET (before 7.0): \
+                                 idempotency keys are taken by a script"
+                            );
+                            redis.native_begin.store(false, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 let mut invocation = redis.begin.key(redis_key(key));
                 invocation.arg(value).arg(millis(self.ttl));
-                let existing: Option<String> = Self::run(redis, &invocation).await?;
-                Ok(existing.map_or(Begun::Taken, Begun::Existing))
+                let existing = Self::run(redis, Query::Script(&invocation)).await?;
+                Ok(Self::begun(existing))
             }
         }
     }
@@ -165,14 +200,13 @@ impl IdempotencyStore {
                 if keys.live(key, now).map(String::as_str) != Some(ours) {
                     return Ok(false);
                 }
-                keys.keys
-                    .insert(key.to_string(), (outcome.to_string(), now + self.ttl));
+                keys.write(key, outcome.to_string(), now + self.ttl);
                 Ok(true)
             }
             Backend::Redis(redis) => {
                 let mut invocation = redis.settle.key(redis_key(key));
                 invocation.arg(ours).arg(outcome).arg(millis(self.ttl));
-                let replaced: i64 = Self::run(redis, &invocation).await?;
+                let replaced: i64 = Self::run(redis, Query::Script(&invocation)).await?;
                 Ok(replaced == 1)
             }
         }
@@ -192,17 +226,22 @@ impl IdempotencyStore {
             Backend::Redis(redis) => {
                 let mut invocation = redis.release.key(redis_key(key));
                 invocation.arg(ours);
-                let _: i64 = Self::run(redis, &invocation).await?;
+                let _: i64 = Self::run(redis, Query::Script(&invocation)).await?;
                 Ok(())
             }
         }
     }
 
-    /// Runs a script on the shared connection, connecting first when there is none; a failed
-    /// call drops the connection so the next one starts afresh.
+    fn begun(existing: Option<String>) -> Begun {
+        existing.map_or(Begun::Taken, Begun::Existing)
+    }
+
+    /// Runs a command or a script on the shared connection, connecting first when there is
+    /// none; a failed call drops the connection so the next one starts afresh (a command the
+    /// server refuses leaves it be).
     async fn run<T: redis::FromRedisValue>(
         redis: &RedisBackend,
-        invocation: &redis::ScriptInvocation<'_>,
+        query: Query<'_>,
     ) -> Result<T, StoreError> {
         let (target, connection) = (&redis.target, &redis.connection);
         let attempt = async {
@@ -217,16 +256,37 @@ impl IdempotencyStore {
                     }
                 }
             };
-            invocation.invoke_async::<T>(&mut con).await
+            match query {
+                Query::Command(cmd) => cmd.query_async::<T>(&mut con).await,
+                Query::Script(invocation) => invocation.invoke_async::<T>(&mut con).await,
+            }
         };
         let result = match tokio::time::timeout(OPERATION_TIMEOUT, attempt).await {
             Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if is_refusal(&e) => {
+                return Err(StoreError::Redis(e));
+            }
             Ok(Err(e)) => StoreError::Redis(e),
             Err(_) => StoreError::Timeout(OPERATION_TIMEOUT),
         };
         *connection.lock().await = None;
         Err(result)
     }
+}
+
+enum Query<'a> {
+    Command(&'a redis::Cmd),
+    Script(&'a redis::ScriptInvocation<'a>),
+}
+
+/// The server answered, with an error: the connection is fine.
+fn is_refusal(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+}
+
+/// Redis before 7.0 answers `SET … NX … GET` with a syntax error.
+fn refuses_nx_with_get(e: &redis::RedisError) -> bool {
+    is_refusal(e) && e.to_string().contains("syntax error")
 }
 
 fn redis_key(key: &str) -> String {
@@ -289,5 +349,24 @@ mod tests {
         assert_eq!(store.begin("k2", &a).await.unwrap(), Begun::Taken);
         store.release("k2", &a).await.unwrap();
         assert_eq!(store.begin("k2", &b).await.unwrap(), Begun::Taken);
+    }
+
+    #[test]
+    fn the_memory_store_forgets_a_key_when_its_last_write_expires() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut keys = MemoryKeys::default();
+        keys.write("k", "first".into(), at(1));
+        keys.write("other", "x".into(), at(2));
+        keys.write("k", "second".into(), at(3));
+        assert_eq!(
+            keys.live("k", at(1)),
+            Some(&"second".to_string()),
+            "rewritten later"
+        );
+        assert_eq!(keys.live("other", at(2)), None);
+        assert_eq!(keys.live("k", at(2)), Some(&"second".to_string()));
+        assert_eq!(keys.live("k", at(3)), None);
+        assert!(keys.keys.is_empty() && keys.expiries.is_empty());
     }
 }

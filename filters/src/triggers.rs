@@ -11,8 +11,6 @@
 //! (so the body is only buffered when it will be used), and [`TriggerRule::extract`] on the
 //! complete body.
 
-use std::collections::HashMap;
-
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
@@ -330,9 +328,11 @@ impl TriggerRule {
     pub fn extract(&self, body: &[u8]) -> Result<Vec<(String, FieldValue)>, ExtractError> {
         // `from_str` rather than `from_slice`: the borrowed `RawValue`s must be `str` slices.
         let text = std::str::from_utf8(body).map_err(|_| ExtractError::NotJson)?;
-        let root: &RawValue = serde_json::from_str(text).map_err(|_| ExtractError::NotJson)?;
         let mut found: Vec<Option<&RawValue>> = vec![None; self.fields.len()];
-        collect(&self.tree, root, &mut found)?;
+        let mut reader = serde_json::Deserializer::from_str(text);
+        serde::de::DeserializeSeed::deserialize(Walk::new(&self.tree, &mut found), &mut reader)
+            .and_then(|()| reader.end())
+            .map_err(|_| ExtractError::NotJson)?;
 
         let mut out = Vec::with_capacity(self.fields.len());
         for ((name, required), raw) in self.fields.iter().zip(found) {
@@ -346,42 +346,140 @@ impl TriggerRule {
     }
 }
 
-/// Walks `node` down from `value`, recording in `found` the raw value at which each field's
-/// pointer ends. Each container is parsed once, for all the children that go through it.
-fn collect<'a>(
-    node: &PointerNode,
-    value: &'a RawValue,
-    found: &mut [Option<&'a RawValue>],
-) -> Result<(), ExtractError> {
-    for &field in &node.fields {
-        if let Some(slot) = found.get_mut(field) {
-            *slot = Some(value);
+/// One pass over the body, parsing it once and allocating nothing for what no pointer names:
+/// down `node` from the value being read, recording in `found` the raw value at which each
+/// field's pointer ends; members and elements no pointer goes through are skipped (still
+/// checked as JSON). For a duplicated member name the last one wins, as in a parsed object.
+struct Walk<'n, 'f, 'a> {
+    node: &'n PointerNode,
+    found: &'f mut [Option<&'a RawValue>],
+    /// `false` once the value's own fields are recorded and only its children are left.
+    record_here: bool,
+}
+
+impl<'n, 'f, 'a> Walk<'n, 'f, 'a> {
+    fn new(node: &'n PointerNode, found: &'f mut [Option<&'a RawValue>]) -> Self {
+        Self {
+            node,
+            found,
+            record_here: true,
         }
     }
-    if node.children.is_empty() {
-        return Ok(());
-    }
-    let text = value.get().trim_start();
-    if text.starts_with('{') {
-        // Already validated as a whole, so a failure here cannot happen; no panic either way.
-        let object: HashMap<String, &'a RawValue> =
-            serde_json::from_str(text).map_err(|_| ExtractError::NotJson)?;
-        for (token, child) in &node.children {
-            if let Some(member) = object.get(token) {
-                collect(child, member, found)?;
-            }
-        }
-    } else if text.starts_with('[') {
-        let array: Vec<&'a RawValue> =
-            serde_json::from_str(text).map_err(|_| ExtractError::NotJson)?;
-        for (token, child) in &node.children {
-            if let Some(element) = array_index(token).and_then(|i| array.get(i)) {
-                collect(child, element, found)?;
+
+    fn record(&mut self, value: &'a RawValue) {
+        for &field in &self.node.fields {
+            if let Some(slot) = self.found.get_mut(field) {
+                *slot = Some(value);
             }
         }
     }
+
+    fn child(&mut self, token: &str) -> Option<Walk<'n, '_, 'a>> {
+        let node = &self.node.children.iter().find(|(t, _)| t == token)?.1;
+        Some(Walk::new(node, &mut *self.found))
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::DeserializeSeed<'de> for Walk<'_, '_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
+        if self.node.children.is_empty() {
+            let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
+            self.record(raw);
+            return Ok(());
+        }
+        if self.record_here && !self.node.fields.is_empty() {
+            // A pointer ends here and others go further (rare): keep the value, then walk it.
+            let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
+            self.record(raw);
+            let mut inner = serde_json::Deserializer::from_str(raw.get());
+            self.record_here = false;
+            return serde::de::DeserializeSeed::deserialize(self, &mut inner)
+                .map_err(serde::de::Error::custom);
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for Walk<'_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(mut self, mut map: M) -> Result<(), M::Error> {
+        while let Some(Token(name)) = map.next_key::<Token<'de>>()? {
+            match self.child(&name) {
+                Some(child) => map.next_value_seed(child)?,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        let node = self.node;
+        for index in 0usize.. {
+            let next = match node
+                .children
+                .iter()
+                .find(|(token, _)| array_index(token) == Some(index))
+            {
+                Some((_, child)) => seq.next_element_seed(Walk::new(child, &mut *self.found))?,
+                None => seq.next_element::<serde::de::IgnoredAny>()?.map(|_| ()),
+            };
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     // A scalar has no members: every pointer going further is missing.
-    Ok(())
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A member name, borrowed from the body unless it has escapes.
+struct Token<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Token<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = Token<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Token<'de>, E> {
+                Ok(Token(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Token<'de>, E> {
+                Ok(Token(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Name)
+    }
 }
 
 /// An RFC 6901 array index: `0` or a decimal integer without leading zeros. `-` (the element

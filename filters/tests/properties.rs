@@ -16,7 +16,7 @@ use payedge_filters::idempotency::{self, Record};
 use payedge_filters::path::check_path;
 use payedge_filters::routing::PrefixTable;
 use payedge_filters::tenant::{Strategy as Found, TenancySettings, TenantInputs, TenantResolver};
-use payedge_filters::triggers::{PathMatch, TriggerRule, TriggerSpec};
+use payedge_filters::triggers::{FieldValue, PathMatch, TriggerRule, TriggerSpec};
 use proptest::prelude::*;
 
 const TENANTS: [&str; 3] = ["blue", "green", "acme-pay"];
@@ -189,6 +189,47 @@ proptest! {
     }
 
     #[test]
+    fn extracted_fields_are_what_a_parsed_document_holds_at_each_pointer(
+        document in json_value(),
+        pointers in proptest::collection::vec(json_pointer(), 1..6),
+        pretty in any::<bool>(),
+    ) {
+        let fields: Vec<(String, String)> = pointers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("f{i}"), p.clone()))
+            .collect();
+        let rule = TriggerRule::new(TriggerSpec {
+            fields,
+            required: vec![],
+            ..trigger_spec()
+        })
+        .unwrap();
+        let text = if pretty {
+            serde_json::to_string_pretty(&document).unwrap()
+        } else {
+            serde_json::to_string(&document).unwrap()
+        };
+        let got = rule.extract(text.as_bytes()).unwrap();
+        let expected: Vec<(String, serde_json::Value)> = pointers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((format!("f{i}"), document.pointer(p).filter(|v| !v.is_null())?.clone())))
+            .collect();
+        prop_assert_eq!(got.len(), expected.len(), "{:?} in {}", pointers, text);
+        for ((name, value), (want_name, want)) in got.iter().zip(&expected) {
+            prop_assert_eq!(name, want_name);
+            let as_json = match value {
+                FieldValue::String(s) => serde_json::Value::String(s.clone()),
+                FieldValue::Bool(b) => serde_json::Value::Bool(*b),
+                FieldValue::Decimal(d) => serde_json::from_str(&d.to_string()).unwrap(),
+                FieldValue::Number(n) | FieldValue::Json(n) => serde_json::from_str(n).unwrap(),
+            };
+            prop_assert_eq!(&as_json, want, "{} in {}", name, text);
+        }
+    }
+
+    #[test]
     fn decoding_any_text_as_a_record_never_panics(text in any::<String>()) {
         let _ = Record::decode(&text);
     }
@@ -213,6 +254,59 @@ fn verifier() -> Arc<JwtVerifier> {
             .unwrap(),
         )
     }))
+}
+
+/// Any JSON document of a few levels, its member names from a small set (so pointers meet them),
+/// with escapes in strings and names.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        r#"[a-z"\\é/~]{0,6}"#.prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::vec(
+                (
+                    prop::sample::select(vec!["a", "b", "0", "1", "a/b", "m~n", "\"q"]),
+                    inner
+                ),
+                0..5
+            )
+            .prop_map(|members| Value::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            )),
+        ]
+    })
+}
+
+/// A pointer over `json_value`'s names and indexes (RFC 6901 escapes included).
+fn json_pointer() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop::sample::select(vec!["a", "b", "0", "1", "01", "a~1b", "m~0n", "\"q", "-"]),
+        0..4,
+    )
+    .prop_map(|tokens| tokens.iter().map(|t| format!("/{t}")).collect())
+}
+
+fn trigger_spec() -> TriggerSpec {
+    TriggerSpec {
+        name: "paid".into(),
+        event: "payment.processed".into(),
+        method: Some("POST".into()),
+        path: PathMatch::Exact("/api/payments".into()),
+        statuses: vec![200],
+        require_json: true,
+        fields: vec![],
+        required: vec![],
+        max_body_bytes: 65536,
+    }
 }
 
 fn trigger() -> TriggerRule {

@@ -113,7 +113,8 @@ pub struct EventSink {
 
 impl EventSink {
     /// Turns a captured response into the events of `triggers` (those of the request's
-    /// snapshot; called once the client has the response).
+    /// snapshot; called as the response's last bytes go to the client, so that one client's
+    /// events are published in the order of its answers).
     pub fn process(&self, hit: &TriggerHit, triggers: &[TriggerSettings]) {
         let inner = &self.inner;
         pipeline::handle(

@@ -9,7 +9,6 @@ use payedge_filters::tenant::Tenant;
 use payedge_upstreams::TriedSet;
 
 use super::capture::Capture;
-use crate::events::TriggerHit;
 use crate::failure::Failure;
 use crate::lifecycle::InFlight;
 use crate::runtime::Snapshot;
@@ -43,8 +42,6 @@ pub struct RequestCtx {
     /// Triggers whose method and path match this request (bit i: trigger i).
     pub trigger_candidates: u64,
     pub capture: Option<Capture>,
-    /// A complete captured body, turned into events once the client has the response.
-    pub captured: Option<TriggerHit>,
     /// Who the client is and what goes upstream in X-Forwarded-For (`None`: no peer address).
     pub forwarding: Option<Forwarding>,
     /// The verified client certificate's subject (TLS with client_auth).
@@ -90,7 +87,6 @@ impl RequestCtx {
             failure: None,
             trigger_candidates: 0,
             capture: None,
-            captured: None,
             forwarding: None,
             client_subject: None,
             https: false,

@@ -12,8 +12,8 @@
 //!           discarded and retried elsewhere
 //!        ─► response_filter: credentials stripped, request id returned; a response a trigger
 //!           matches starts a capped copy of its body
-//!        ─► response_body_filter: the copy grows until the end of the body
-//!        ─► logging: the copy becomes events (the client has its response by now)
+//!        ─► response_body_filter: the copy grows until the end of the body, where it becomes
+//!           events (before the last bytes are written: one client's events keep its order)
 //!        ─► error_while_proxy: outcome recorded; retried only if idempotent
 //!        ─► fail_to_proxy: JSON error naming the provider
 //!        ─► logging: one JSON line, metrics
@@ -464,7 +464,10 @@ impl ProxyHttp for Gateway {
                 let mut hit =
                     capture.finish(Arc::clone(&tenant.name), ctx.request_id.clone(), provider);
                 hit.idempotency_key = ctx.idempotency_digest.clone();
-                ctx.captured = Some(hit);
+                // Before the body's last bytes are written: a client that sends its next
+                // request once it has this answer finds this answer's events already
+                // published, so one client's events are in the order of its answers.
+                self.sink.process(&hit, &ctx.snap.triggers);
             }
         }
         Ok(None)
@@ -550,9 +553,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(hit) = ctx.captured.take() {
-            self.sink.process(&hit, &ctx.snap.triggers);
-        }
         if ctx.idempotency.is_some() {
             let snap = Arc::clone(&ctx.snap);
             let names: Vec<&str> = ctx
