@@ -158,7 +158,11 @@ async fn client(
     request
         .headers_mut()
         .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    let connected = tokio_tungstenite::connect_async(request).await;
+    // A small read buffer: tungstenite's default (128 KiB) is zero-filled on reads, per client,
+    // which made the load generator (one thread for every client) part of the measured latency.
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let connected = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await;
     let Ok((mut ws, _)) = connected else {
         ready.wait().await;
         return;
@@ -169,7 +173,14 @@ async fn client(
     let _ = ws.next().await;
     tally.open.fetch_add(1, Ordering::Relaxed);
     ready.wait().await;
-    let mut ping = tokio::time::interval(Duration::from_secs(10));
+    // Each client's pings start at its own offset: 10,000 pings sent in the same instant were a
+    // stall once per phase, in the generator and in payedge alike, not what a fleet of clients
+    // does.
+    let offset = Duration::from_millis(fastrand::u64(0..10_000));
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + offset,
+        Duration::from_secs(10),
+    );
     loop {
         tokio::select! {
             frame = ws.next() => {

@@ -198,6 +198,14 @@ async fn handshake(hub: &Hub, ws: &mut Ws, framer: &mut Framer) -> Option<(Vec<V
     }
 }
 
+/// This connection's ping interval: `keepalive` less up to a quarter, drawn once per connection,
+/// so that connections opened together (a deploy, a reconnect storm) do not ping together forever
+/// after. Never longer than `keepalive`: clients time out on it.
+fn jittered_keepalive(keepalive: Duration) -> Duration {
+    let quarter = u64::try_from(keepalive.as_micros() / 4).unwrap_or(u64::MAX);
+    keepalive.saturating_sub(Duration::from_micros(fastrand::u64(0..=quarter)))
+}
+
 fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
@@ -225,10 +233,11 @@ impl Connection {
         let evicted = eviction.notify.notified();
         let stopping = shutdown.changed();
         let mut last_received = Instant::now();
+        let keepalive = jittered_keepalive(settings.keepalive);
         // One timer for the three deadlines (ping, client timeout, token expiry), re-armed when it
         // fires rather than whenever a message moves a deadline.
         let deadline = |last_sent: Instant, last_received: Instant| {
-            (last_sent + settings.keepalive)
+            (last_sent + keepalive)
                 .min(last_received + settings.client_timeout)
                 .min(expires)
         };
@@ -335,7 +344,7 @@ impl Connection {
                     if now >= last_received + settings.client_timeout {
                         return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), true);
                     }
-                    if now >= self.last_sent + settings.keepalive {
+                    if now >= self.last_sent + keepalive {
                         let pinged = tokio::select! {
                             sent = tokio::time::timeout(settings.client_timeout, self.send(protocol::ping())) => {
                                 matches!(sent, Ok(Ok(())))
@@ -728,4 +737,22 @@ fn token_deadline(exp: u64) -> Instant {
     let left = exp.saturating_sub(now);
     // A far-future deadline (tokens without `exp` are refused earlier anyway).
     Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_ping_within_their_keepalive_and_apart() {
+        let keepalive = Duration::from_secs(15);
+        let intervals: Vec<Duration> = (0..1000).map(|_| jittered_keepalive(keepalive)).collect();
+        assert!(
+            intervals
+                .iter()
+                .all(|i| *i <= keepalive && *i >= keepalive * 3 / 4)
+        );
+        let distinct: std::collections::HashSet<_> = intervals.iter().collect();
+        assert!(distinct.len() > 900, "{} distinct of 1000", distinct.len());
+    }
 }
