@@ -99,7 +99,12 @@ struct MemoryKeys {
 impl MemoryKeys {
     fn live(&mut self, key: &str, now: Instant) -> Option<&String> {
         self.forget_expired(now);
-        self.keys.get(key).map(|(value, _)| value)
+        // Two writers can queue a hair out of order (each read the clock before the lock), so
+        // the key's own expiry has the last word.
+        self.keys
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value)
     }
 
     /// Forgets what has expired by `now`: only the front of the queue is ever looked at.

@@ -194,7 +194,8 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported_by_a_running_payedg
     let demo_dir = tempfile::tempdir().unwrap();
     command.env("PAYEDGE_DEMO_DIR", demo_dir.path());
     let gw = Payedge::spawn(command, &[], proxy, admin, tempfile::tempdir().unwrap());
-    // Traffic: a quote (upstream requests) and a cross-tenant attempt.
+    // Traffic: a quote (upstream requests), a cross-tenant attempt, exchange rates (the cache)
+    // and a payment with an idempotency key.
     let token = Command::new(binary())
         .args(["token", "--tenant", "blue"])
         .output()
@@ -222,6 +223,16 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported_by_a_running_payedg
     )
     .unwrap();
     assert_eq!(crossed.status, 403);
+    // Exchange rates: the demo's route cache.
+    let rates = request(
+        proxy,
+        "GET",
+        "/api/fx/rates",
+        &[("X-Tenant", "blue"), ("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(rates.status, 200, "{}", rates.text());
     let green = Command::new(binary())
         .args(["token", "--tenant", "green"])
         .output()
@@ -237,6 +248,7 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported_by_a_running_payedg
                 &format!("Bearer {}", String::from_utf8_lossy(&green.stdout).trim()),
             ),
             ("Content-Type", "application/json"),
+            ("Idempotency-Key", "monitoring-1"),
         ],
         br#"{"amount":"25.00","currency":"EUR"}"#,
     )
