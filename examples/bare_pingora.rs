@@ -4,8 +4,8 @@
 //!
 //!     bare_pingora <listen> <upstream> <threads> [steal|nosteal]
 //!
-//! `steal` (the default) is Pingora's default work-stealing runtime, as payedge uses by default;
-//! `nosteal` its per-thread runtimes (payedge's `server.work_stealing: false`).
+//! `steal` (the default) is Pingora's default work-stealing runtime (payedge's
+//! `server.work_stealing: true`); `nosteal` its per-thread runtimes (payedge's default).
 
 use async_trait::async_trait;
 use pingora::prelude::*;

@@ -276,13 +276,13 @@ fn client_claims_about_earlier_hops_never_reach_the_provider() {
 }
 
 #[test]
-fn the_per_thread_runtimes_serve_as_the_default_work_stealing_one_does() {
+fn the_work_stealing_runtime_serves_as_the_default_per_thread_ones_do() {
     let upstream = MockUpstream::start("p0");
     let yaml = config(&[&upstream]).replace(
         "  grace_period_seconds: 5\n",
-        "  grace_period_seconds: 5\n  work_stealing: false\n",
+        "  grace_period_seconds: 5\n  work_stealing: true\n",
     );
-    assert!(yaml.contains("work_stealing: false"), "{yaml}");
+    assert!(yaml.contains("work_stealing: true"), "{yaml}");
     let gw = Payedge::start(&yaml, &env());
     for i in 0..20 {
         let id = format!("stealing-{i}");

@@ -229,7 +229,7 @@ fn keys_that_need_a_restart_are_refused_by_name() {
         ),
         (
             "  grace_period_seconds: 5\n",
-            "  grace_period_seconds: 5\n  work_stealing: false\n",
+            "  grace_period_seconds: 5\n  work_stealing: true\n",
             "server.work_stealing",
         ),
         (
