@@ -109,10 +109,11 @@ impl MemoryKeys {
 
     /// Forgets what has expired by `now`: only the front of the queue is ever looked at.
     fn forget_expired(&mut self, now: Instant) {
-        while let Some((expires, _)) = self.expiries.front() {
-            if *expires > now {
-                break;
-            }
+        while self
+            .expiries
+            .front()
+            .is_some_and(|(expires, _)| *expires <= now)
+        {
             let Some((expires, key)) = self.expiries.pop_front() else {
                 break;
             };

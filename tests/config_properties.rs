@@ -46,6 +46,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 fn apply(text: &str, mutation: &Mutation) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // A truncation can leave nothing: no line to delete, copy, swap or indent.
+    if lines.is_empty() && !matches!(mutation, Mutation::Replace { .. }) {
+        return text.to_owned();
+    }
     let n = lines.len().max(1);
     match mutation {
         Mutation::DeleteLine(i) => {

@@ -311,19 +311,13 @@ fn trigger_spec() -> TriggerSpec {
 
 fn trigger() -> TriggerRule {
     TriggerRule::new(TriggerSpec {
-        name: "paid".into(),
-        event: "payment.processed".into(),
-        method: Some("POST".into()),
-        path: PathMatch::Exact("/api/payments".into()),
-        statuses: vec![200],
-        require_json: true,
         fields: vec![
             ("id".into(), "/id".into()),
             ("amount".into(), "/amount".into()),
             ("deep".into(), "/id/0/a/1".into()),
         ],
         required: vec!["id".into()],
-        max_body_bytes: 65536,
+        ..trigger_spec()
     })
     .unwrap()
 }
