@@ -4,7 +4,8 @@
 # keys, in the same run: nginx (Debian) is the card provider, redis-server (Debian) on a free port
 # the shared store, wrk drives payedge; configurations alternate so machine noise hits all alike.
 # Prints requests/s and payedge's CPU time per request for each run and the median of the
-# per-round keyed/plain ratios, for the Redis store and the in-memory one.
+# per-round keyed/plain ratios, for the Redis store (over TCP on loopback, and over its unix
+# socket: Redis on the same host) and the in-memory one.
 #
 #     benches/idempotency_overhead.sh   (needs nginx, redis-server and wrk; builds payedge --release)
 #
@@ -32,7 +33,8 @@ static_upstream "$work/nginx" "$upstream" 201 \
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" --unixsocketperm 700 \
+  --save '' --appendonly no --daemonize no \
   > "$work/redis.log" 2>&1 &
 pids+=($!)
 until redis-cli -p "$redis_port" ping > /dev/null 2>&1; do sleep 0.05; done
@@ -60,6 +62,8 @@ YAML
 write_config "$work/plain.yaml" "" "{ store: in_memory }"
 write_config "$work/redis.yaml" "idempotency: { required: true }" \
   "{ store: redis, redis: { url: \"redis://127.0.0.1:$redis_port/\" } }"
+write_config "$work/unix.yaml" "idempotency: { required: true }" \
+  "{ store: redis, redis: { url: \"redis+unix://$work/redis.sock\" } }"
 write_config "$work/memory.yaml" "idempotency: { required: true }" "{ store: in_memory }"
 token=$("$bin" token -c "$work/plain.yaml" --tenant blue --ttl 3600)
 
@@ -107,9 +111,9 @@ run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us replay
 
 printf '%-6s %-7s %12s %10s %8s %12s %12s\n' round config req/s responses non-2xx "cpu µs/req" "keys taken"
 declare -A rps_of cpu_of
-redis_ratios=(); memory_ratios=()
+redis_ratios=(); unix_ratios=(); memory_ratios=()
 for round in $(seq 1 "$ROUNDS"); do
-  for config in plain redis memory; do
+  for config in plain redis unix memory; do
     read -r rps requests non2xx cpu firsts < <(run "$config" "$round")
     printf '%-6s %-7s %12s %10s %8s %12s %12s\n' "$round" "$config" "$rps" "$requests" "$non2xx" "$cpu" "$firsts"
     rps_of[$config]="${rps_of[$config]:-} $rps"; cpu_of[$config]="${cpu_of[$config]:-} $cpu"
@@ -118,13 +122,16 @@ for round in $(seq 1 "$ROUNDS"); do
   # shellcheck disable=SC2154
   redis_ratios+=("$(awk -v k="$redis_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
   # shellcheck disable=SC2154
+  unix_ratios+=("$(awk -v k="$unix_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
+  # shellcheck disable=SC2154
   memory_ratios+=("$(awk -v k="$memory_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
 done
-for config in plain redis memory; do
+for config in plain redis unix memory; do
   # shellcheck disable=SC2086
   echo "median $config: $(median ${rps_of[$config]}) req/s, $(median ${cpu_of[$config]}) µs CPU per request"
 done
-r=$(median "${redis_ratios[@]}"); m=$(median "${memory_ratios[@]}")
-awk -v r="$r" -v m="$m" -v rs="${redis_ratios[*]}" -v ms="${memory_ratios[*]}" 'BEGIN {
+r=$(median "${redis_ratios[@]}"); u=$(median "${unix_ratios[@]}"); m=$(median "${memory_ratios[@]}")
+awk -v r="$r" -v u="$u" -v m="$m" -v rs="${redis_ratios[*]}" -v us="${unix_ratios[*]}" -v ms="${memory_ratios[*]}" 'BEGIN {
   printf "keyed/plain, Redis store: per round %s; median %.3f (overhead %.1f %%, goal <= 10 %%: %s)\n", rs, r, (1-r)*100, ((1-r) <= 0.10 ? "met" : "NOT met")
+  printf "keyed/plain, Redis store over a unix socket: per round %s; median %.3f (overhead %.1f %%)\n", us, u, (1-u)*100
   printf "keyed/plain, in-memory store: per round %s; median %.3f (overhead %.1f %%)\n", ms, m, (1-m)*100 }'

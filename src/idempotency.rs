@@ -357,6 +357,131 @@ mod tests {
         assert_eq!(store.begin("k2", &b).await.unwrap(), Begun::Taken);
     }
 
+    /// A private redis-server on a unix socket in its own directory (no port to collide on).
+    struct UnixRedis {
+        child: std::process::Child,
+        dir: tempfile::TempDir,
+    }
+
+    impl UnixRedis {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", "0", "--save", "", "--appendonly", "no"])
+                .arg("--unixsocket")
+                .arg(dir.path().join("redis.sock"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is needed for the idempotency store tests");
+            let redis = Self { child, dir };
+            for _ in 0..500 {
+                if redis.connection().is_ok() {
+                    return redis;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("redis-server did not start");
+        }
+
+        fn url(&self) -> String {
+            format!(
+                "redis+unix://{}",
+                self.dir.path().join("redis.sock").display()
+            )
+        }
+
+        fn connection(&self) -> redis::RedisResult<redis::Connection> {
+            redis::Client::open(self.url())?.get_connection()
+        }
+    }
+
+    impl Drop for UnixRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_takes_settles_and_releases_keys_by_command_and_by_the_older_servers_script() {
+        let server = UnixRedis::start();
+        for native in [true, false] {
+            let store = IdempotencyStore::new(&IdempotencySettings {
+                redis_url: Some(server.url()),
+                ttl: Duration::from_secs(60),
+                max_response_bytes: 1024,
+            })
+            .unwrap();
+            let Backend::Redis(backend) = &store.backend else {
+                panic!("a Redis store")
+            };
+            // As after a server before 7.0 refused SET with NX and GET.
+            backend.native_begin.store(native, Ordering::Relaxed);
+            let (key, other) = (format!("k-{native}"), format!("k2-{native}"));
+            let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
+            assert_eq!(store.begin(&key, &a).await.unwrap(), Begun::Taken);
+            assert_eq!(
+                store.begin(&key, &b).await.unwrap(),
+                Begun::Existing(a.clone())
+            );
+            let done = Record::Unknown {
+                fingerprint: "f".into(),
+                provider: Some("cards".into()),
+            }
+            .encode();
+            assert!(!store.settle(&key, &b, &done).await.unwrap(), "not b's key");
+            store.release(&key, &b).await.unwrap();
+            assert!(store.settle(&key, &a, &done).await.unwrap());
+            assert_eq!(store.begin(&key, &b).await.unwrap(), Begun::Existing(done));
+            assert_eq!(store.begin(&other, &a).await.unwrap(), Begun::Taken);
+            store.release(&other, &a).await.unwrap();
+            assert_eq!(store.begin(&other, &b).await.unwrap(), Begun::Taken);
+            let mut con = server.connection().unwrap();
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(redis_key(&key))
+                .query(&mut con)
+                .unwrap();
+            assert!(
+                (59_000..=60_000).contains(&ttl),
+                "kept the store's ttl: {ttl}"
+            );
+            assert_eq!(
+                backend.native_begin.load(Ordering::Relaxed),
+                native,
+                "no switch without a refusal"
+            );
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_from_redis_is_what_switches_to_the_script_and_nothing_else_is() {
+        let server = UnixRedis::start();
+        let mut con = server.connection().unwrap();
+        // What servers before 7.0 answer to SET with both NX and GET: a syntax error, made
+        // here by a combination no version accepts.
+        let syntax = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .arg("NX")
+            .arg("XX")
+            .query::<Option<String>>(&mut con)
+            .unwrap_err();
+        assert!(refuses_nx_with_get(&syntax), "{syntax}");
+        assert!(is_refusal(&syntax));
+        let _: () = redis::cmd("LPUSH")
+            .arg("list")
+            .arg("x")
+            .query(&mut con)
+            .unwrap();
+        let wrong_type = redis::cmd("SET")
+            .arg("list")
+            .arg("v")
+            .arg("GET")
+            .query::<Option<String>>(&mut con)
+            .unwrap_err();
+        assert!(!refuses_nx_with_get(&wrong_type), "{wrong_type}");
+    }
+
     #[test]
     fn the_memory_store_forgets_a_key_when_its_last_write_expires() {
         let t0 = Instant::now();

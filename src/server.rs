@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings};
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::ServiceWithDependents;
@@ -29,8 +29,16 @@ use crate::runtime::{Env, Overrides, Parts, ReloadOnHangup, Runtime};
 use crate::tls::{Front, FrontSetup, TlsEndpoint, TlsMetrics};
 use pingora::apps::ServerApp;
 
-/// Bytes the admin listener reads at a time (Pingora's default is 64 KiB).
-const ADMIN_READ_BUFFER: usize = 2 * 1024;
+/// The admin listener's socket buffers (Pingora's defaults: 64 KiB to read, 1,460 bytes to
+/// write), which every hub client keeps for its whole life. None to read: what reads there
+/// buffers already (Pingora's HTTP/1 parser, tungstenite, rustls), so a read buffer only costs
+/// 2 KiB or more per connection. Pingora's default to write: the hub writes a client's queued
+/// frames one by one and flushes once, and this buffer makes that one `send` (without it, a
+/// burst to everyone was delivered at four fifths of the rate).
+const ADMIN_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
 /// Runtime services of the admin listener are light: one thread is plenty.
 const ADMIN_THREADS: usize = 1;
 /// After the drain, how long Pingora's runtimes get to stop.
@@ -321,17 +329,13 @@ pub fn serve(
     .into_iter()
     .flatten()
     .collect();
-    // Every hub client keeps its socket's read buffer for its whole life: small ones.
     let admin = fronted_service(
         "payedge-admin",
         admin_app,
         Front::new_if_needed(admin_tls, None, tls_metrics),
         CapSetup::new(&runtime, "admin", config.analytics.metrics_enabled())?,
         &admin_listeners,
-        Some(L4BufferSettings::new(
-            ADMIN_READ_BUFFER,
-            DEFAULT_L4_WRITE_BUFFER_SIZE,
-        )),
+        Some(ADMIN_BUFFERS),
         ADMIN_THREADS,
     );
 

@@ -25,6 +25,7 @@ use pingora::proxy::Session;
 use ring::digest::{SHA256, digest};
 
 use super::RequestCtx;
+use crate::config::RouteIdempotency;
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::idempotency::{Begun, IdempotencyStore};
 use crate::metrics::IdempotencyResult;
@@ -117,6 +118,19 @@ pub async fn begin(store: &IdempotencyStore, session: &mut Session, ctx: &mut Re
     if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Begin::Proceed;
     }
+    // Boxed: the store's futures are large, and inline they would make every request's
+    // request_filter future (allocated and moved per request) that much larger.
+    Box::pin(begin_keyed(store, session, ctx, route, policy, method)).await
+}
+
+async fn begin_keyed(
+    store: &IdempotencyStore,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: usize,
+    policy: RouteIdempotency,
+    method: Method,
+) -> Begin {
     let values: Vec<&[u8]> = session
         .req_header()
         .headers

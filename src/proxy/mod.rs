@@ -249,7 +249,7 @@ impl ProxyHttp for Gateway {
                         Ok(true)
                     }
                     idempotency::Begin::Replay(stored) => {
-                        idempotency::replay(session, ctx, stored).await?;
+                        Box::pin(idempotency::replay(session, ctx, stored)).await?;
                         Ok(true)
                     }
                 }
@@ -564,7 +564,8 @@ impl ProxyHttp for Gateway {
                         .collect()
                 })
                 .unwrap_or_default();
-            idempotency::settle(&self.idempotency, ctx, &names).await;
+            // Boxed, as in request_filter: only keyed requests carry the store's futures.
+            Box::pin(idempotency::settle(&self.idempotency, ctx, &names)).await;
         }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
