@@ -68,7 +68,8 @@ struct Connection {
     /// With stateful reconnect: what to resend and what to acknowledge.
     stateful: Option<Stateful>,
     /// A socket the client opened while the old one still seemed alive.
-    replacement: Option<Reattached>,
+    /// (Boxed: rare, and a socket and caller inline would take room in every connection.)
+    replacement: Option<Box<Reattached>>,
 }
 
 struct Stateful {
@@ -80,15 +81,19 @@ struct Stateful {
 
 /// Serves one connection; `token` is its connection token when it negotiated stateful
 /// reconnect.
+///
+/// The socket comes boxed: an async fn keeps its arguments for its whole life, so a socket passed
+/// by value would take its room twice in every connection's task (here, and in `Connection`).
 pub async fn serve(
     hub: Arc<Hub>,
-    mut ws: Ws,
+    ws: Box<Ws>,
     caller: Caller,
     token: Option<String>,
     mut shutdown: ShutdownWatch,
 ) {
+    let mut ws = *ws;
     let mut framer = Framer::new(hub.settings.max_message_bytes);
-    let (leftover, version) = match handshake(&hub, &mut ws, &mut framer).await {
+    let (leftover, version) = match Box::pin(handshake(&hub, &mut ws, &mut framer)).await {
         Some(answer) => answer,
         None => return,
     };
@@ -146,18 +151,19 @@ pub async fn serve(
             break;
         };
         let timeout = hub.settings.client_timeout;
-        let attached = tokio::time::timeout(timeout, connection.attach(socket)).await;
+        let attached = tokio::time::timeout(timeout, Box::pin(connection.attach(socket))).await;
         end = match attached.unwrap_or(Err(())) {
             Ok(()) => {
                 let framer = Framer::new(hub.settings.max_message_bytes);
-                connection
-                    .run(framer, Vec::new(), &mut rx, &mut sockets, &mut shutdown)
+                // Boxed: a resumed socket is rare, and its own `run` inline would take a
+                // second slot in every connection's task.
+                Box::pin(connection.run(framer, Vec::new(), &mut rx, &mut sockets, &mut shutdown))
                     .await
             }
             Err(()) => End::Lost,
         };
     }
-    connection.finish(end).await;
+    Box::pin(connection.finish(end)).await;
 }
 
 /// Reads the handshake, answers it; returns the messages that came after it in the same frames,
@@ -220,8 +226,13 @@ impl Connection {
         shutdown: &mut ShutdownWatch,
     ) -> End {
         // Writes to a client that does not read are bounded by the client timeout, here too.
-        let settings = self.hub.settings.clone();
-        let begun = tokio::time::timeout(settings.client_timeout, self.begin(&leftover)).await;
+        // The settings this loop reads, copied (the whole settings cloned would sit in every
+        // connection's task).
+        let client_timeout = self.hub.settings.client_timeout;
+        let max_message_bytes = self.hub.settings.max_message_bytes;
+        let connection_queue = self.hub.settings.connection_queue;
+        let keepalive = jittered_keepalive(self.hub.settings.keepalive);
+        let begun = tokio::time::timeout(client_timeout, Box::pin(self.begin(&leftover))).await;
         if let Some(end) = begun.unwrap_or(Some(End::Lost)) {
             return end;
         }
@@ -233,12 +244,11 @@ impl Connection {
         let evicted = eviction.notify.notified();
         let stopping = shutdown.changed();
         let mut last_received = Instant::now();
-        let keepalive = jittered_keepalive(settings.keepalive);
         // One timer for the three deadlines (ping, client timeout, token expiry), re-armed when it
         // fires rather than whenever a message moves a deadline.
         let deadline = |last_sent: Instant, last_received: Instant| {
             (last_sent + keepalive)
-                .min(last_received + settings.client_timeout)
+                .min(last_received + client_timeout)
                 .min(expires)
         };
         let timer = tokio::time::sleep_until(deadline(self.last_sent, last_received).into());
@@ -258,7 +268,7 @@ impl Connection {
                             return End::Close(Some("binary frames are not part of the json protocol".into()), false);
                         }
                         Some(Err(WsError::Capacity(_))) => {
-                            let max = settings.max_message_bytes;
+                            let max = max_message_bytes;
                             return End::Close(Some(format!("a message larger than {max} bytes")), false);
                         }
                         // A close frame: the client went away on purpose. Anything else: the
@@ -275,7 +285,7 @@ impl Connection {
                         // A reply can block on a client that does not read: bounded, and
                         // interrupted by eviction and shutdown like any write.
                         let handled = tokio::select! {
-                            end = tokio::time::timeout(settings.client_timeout, self.on_message(&message)) => {
+                            end = tokio::time::timeout(client_timeout, Box::pin(self.on_message(&message))) => {
                                 end.unwrap_or(Some(End::Lost))
                             }
                             _ = &mut evicted => Some(evicted_end()),
@@ -286,7 +296,7 @@ impl Connection {
                         }
                     }
                     let acknowledged = tokio::select! {
-                        sent = tokio::time::timeout(settings.client_timeout, self.acknowledge()) => {
+                        sent = tokio::time::timeout(client_timeout, self.acknowledge()) => {
                             matches!(sent, Ok(Ok(())))
                         }
                         _ = &mut evicted => return evicted_end(),
@@ -297,7 +307,7 @@ impl Connection {
                     }
                     if self.held.is_some() && self.invoked {
                         let released = tokio::select! {
-                            released = self.release_held() => released,
+                            released = Box::pin(self.release_held()) => released,
                             _ = &mut evicted => return evicted_end(),
                             _ = &mut stopping => return End::Close(None, true),
                         };
@@ -312,11 +322,11 @@ impl Connection {
                     if let Some(held) = &mut self.held {
                         held.push(first);
                         // The wait is a courtesy to resuming clients: a busy stream ends it.
-                        if held.len() < settings.connection_queue {
+                        if held.len() < connection_queue {
                             continue;
                         }
                         let released = tokio::select! {
-                            released = self.release_held() => released,
+                            released = Box::pin(self.release_held()) => released,
                             _ = &mut evicted => return evicted_end(),
                             _ = &mut stopping => return End::Close(None, true),
                         };
@@ -341,12 +351,12 @@ impl Connection {
                     if now >= expires {
                         return End::Close(Some("the access token has expired".into()), true);
                     }
-                    if now >= last_received + settings.client_timeout {
+                    if now >= last_received + client_timeout {
                         return End::Close(Some("Server timeout elapsed without receiving a message from the client.".into()), true);
                     }
                     if now >= self.last_sent + keepalive {
                         let pinged = tokio::select! {
-                            sent = tokio::time::timeout(settings.client_timeout, self.send(protocol::ping())) => {
+                            sent = tokio::time::timeout(client_timeout, self.send(protocol::ping())) => {
                                 matches!(sent, Ok(Ok(())))
                             }
                             _ = &mut evicted => return evicted_end(),
@@ -360,7 +370,7 @@ impl Connection {
                 }
                 _ = &mut hold, if self.held.is_some() => {
                     let released = tokio::select! {
-                        released = self.release_held() => released,
+                        released = Box::pin(self.release_held()) => released,
                         _ = &mut evicted => return evicted_end(),
                         _ = &mut stopping => return End::Close(None, true),
                     };
@@ -370,7 +380,7 @@ impl Connection {
                 }
                 // The client came back on a new socket while this one still looked open.
                 Some(socket) = next_socket(sockets) => {
-                    self.replacement = Some(socket);
+                    self.replacement = Some(Box::new(socket));
                     return End::Lost;
                 }
                 _ = &mut evicted => {
@@ -423,7 +433,7 @@ impl Connection {
             return None;
         };
         if let Some(socket) = self.replacement.take() {
-            return Some(socket);
+            return Some(*socket);
         }
         let eviction = Arc::clone(&self.member.eviction);
         let socket = tokio::select! {

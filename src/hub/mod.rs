@@ -308,6 +308,7 @@ impl Hub {
         let (hub, shutdown) = (Arc::clone(self), shutdown.clone());
         // A task of its own: the connection lives long, and should not keep the memory of the
         // HTTP request that opened it.
+        let ws = Box::new(ws);
         tokio::spawn(async move {
             let (_in_flight, _slot) = (in_flight, slot);
             connection::serve(hub, ws, caller, stateful_token, shutdown).await;
