@@ -155,9 +155,8 @@ pub async fn serve(
         end = match attached.unwrap_or(Err(())) {
             Ok(()) => {
                 let framer = Framer::new(hub.settings.max_message_bytes);
-                // Boxed: a resumed socket is rare, and its own `run` inline would take a
-                // second slot in every connection's task.
-                Box::pin(connection.run(framer, Vec::new(), &mut rx, &mut sockets, &mut shutdown))
+                connection
+                    .run(framer, Vec::new(), &mut rx, &mut sockets, &mut shutdown)
                     .await
             }
             Err(()) => End::Lost,
