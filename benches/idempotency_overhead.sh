@@ -110,28 +110,29 @@ run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us replay
 }
 
 printf '%-6s %-7s %12s %10s %8s %12s %12s\n' round config req/s responses non-2xx "cpu µs/req" "keys taken"
-declare -A rps_of cpu_of
-redis_ratios=(); unix_ratios=(); memory_ratios=()
+keyed=(redis unix memory)
+declare -A rps_of cpu_of ratios_of
 for round in $(seq 1 "$ROUNDS"); do
-  for config in plain redis unix memory; do
+  declare -A this_round=()
+  for config in plain "${keyed[@]}"; do
     read -r rps requests non2xx cpu firsts < <(run "$config" "$round")
     printf '%-6s %-7s %12s %10s %8s %12s %12s\n' "$round" "$config" "$rps" "$requests" "$non2xx" "$cpu" "$firsts"
     rps_of[$config]="${rps_of[$config]:-} $rps"; cpu_of[$config]="${cpu_of[$config]:-} $cpu"
-    eval "${config}_rps=$rps"
+    this_round[$config]=$rps
   done
-  # shellcheck disable=SC2154
-  redis_ratios+=("$(awk -v k="$redis_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
-  # shellcheck disable=SC2154
-  unix_ratios+=("$(awk -v k="$unix_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
-  # shellcheck disable=SC2154
-  memory_ratios+=("$(awk -v k="$memory_rps" -v p="$plain_rps" 'BEGIN { printf "%.4f", k/p }')")
+  for config in "${keyed[@]}"; do
+    ratios_of[$config]="${ratios_of[$config]:-} $(awk -v k="${this_round[$config]}" -v p="${this_round[plain]}" 'BEGIN { printf "%.4f", k/p }')"
+  done
 done
-for config in plain redis unix memory; do
+for config in plain "${keyed[@]}"; do
   # shellcheck disable=SC2086
   echo "median $config: $(median ${rps_of[$config]}) req/s, $(median ${cpu_of[$config]}) µs CPU per request"
 done
-r=$(median "${redis_ratios[@]}"); u=$(median "${unix_ratios[@]}"); m=$(median "${memory_ratios[@]}")
-awk -v r="$r" -v u="$u" -v m="$m" -v rs="${redis_ratios[*]}" -v us="${unix_ratios[*]}" -v ms="${memory_ratios[*]}" 'BEGIN {
-  printf "keyed/plain, Redis store: per round %s; median %.3f (overhead %.1f %%, goal <= 10 %%: %s)\n", rs, r, (1-r)*100, ((1-r) <= 0.10 ? "met" : "NOT met")
-  printf "keyed/plain, Redis store over a unix socket: per round %s; median %.3f (overhead %.1f %%)\n", us, u, (1-u)*100
-  printf "keyed/plain, in-memory store: per round %s; median %.3f (overhead %.1f %%)\n", ms, m, (1-m)*100 }'
+declare -A label=([redis]="Redis store" [unix]="Redis store over a unix socket" [memory]="in-memory store")
+for config in "${keyed[@]}"; do
+  # shellcheck disable=SC2086
+  awk -v r="$(median ${ratios_of[$config]})" -v rs="${ratios_of[$config]# }" -v label="${label[$config]}" -v goal="$([ "$config" = redis ] && echo yes)" 'BEGIN {
+    printf "keyed/plain, %s: per round %s; median %.3f (overhead %.1f %%", label, rs, r, (1-r)*100
+    if (goal == "yes") printf ", goal <= 10 %%: %s", ((1-r) <= 0.10 ? "met" : "NOT met")
+    printf ")\n" }'
+done

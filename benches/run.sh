@@ -11,13 +11,13 @@
 #           work-stealing runtime, `bare-ns` on per-thread runtimes), and through payedge with its
 #           full chain (tenant from the header, JWT, metrics, request log to a file): `payedge` as
 #           configured by default (per-thread runtimes), `payedge-steal` with
-#           server.work_stealing: true, and
-#           `payedge-trig` with a trigger on every answer (an fx.rates.read event of four fields
-#           per request, into the in-memory history). ROUNDS rounds, the eight interleaved in each; one table of medians: req/s, p50, p99, p99.9,
+#           server.work_stealing: true, and `payedge-trig` with a trigger on every answer (an
+#           fx.rates.read event of four fields per request, into the in-memory history). ROUNDS
+#           rounds, the eight interleaved in each; one table of medians: req/s, p50, p99, p99.9,
 #           the proxy's CPU seconds and peak RSS, and the ratios of issue 16's goals.
 # trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
-# idempotency  POST /api/payments with a new Idempotency-Key per request (Redis store, in-memory
-#           store) vs without keys (idempotency_overhead.sh).
+# idempotency  POST /api/payments with a new Idempotency-Key per request (Redis store over TCP and
+#           over its unix socket, in-memory store) vs without keys (idempotency_overhead.sh).
 # cache     cached GET /api/fx/rates: payedge's route cache vs nginx proxy_cache (cache.sh).
 # hub       the hub load run (benches/hub_load.rs) at 1,000 and 10,000 connections and at HUB_MAX.
 # failover  the failover run (benches/failover.rs).
