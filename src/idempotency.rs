@@ -88,8 +88,10 @@ struct RedisBackend {
 }
 
 /// The in-memory store: each key's record and when it expires, and the keys in the order they
-/// expire (every record lives the store's one TTL from when it was written, so that order is the
-/// order of writing); a key written again is queued again and its older place skipped.
+/// were written, which is nearly the order they expire (records live the store's one TTL, except
+/// an in-flight record whose request may run longer: a later record then waits behind it, but
+/// is never read once expired). A key written again is queued again and its older place skipped;
+/// places left behind by released and rewritten keys are swept once they outnumber the keys.
 #[derive(Default)]
 struct MemoryKeys {
     keys: HashMap<Arc<str>, (String, Instant)>,
@@ -130,6 +132,14 @@ impl MemoryKeys {
         };
         self.expiries.push_back((expires, key.clone()));
         self.keys.insert(key, (value, expires));
+        // Released keys leave their place queued until it expires: without this sweep a client
+        // taking and releasing keys (requests refused after the key was taken) would grow the
+        // queue for a whole TTL. Amortised, one look per write.
+        if self.expiries.len() > 2 * self.keys.len() + 1024 {
+            let keys = &self.keys;
+            self.expiries
+                .retain(|(at, key)| keys.get(key).is_some_and(|(_, expires)| expires == at));
+        }
     }
 }
 
@@ -155,9 +165,17 @@ impl IdempotencyStore {
 
     /// Takes `key` with `in_flight` (kept `ttl`: an owner that dies leaves it behind, and its
     /// retries are then told the outcome is unknown rather than sent again), or returns what
-    /// the key holds.
-    pub async fn begin(&self, key: &str, in_flight: &str) -> Result<Begun, StoreError> {
+    /// the key holds. `hold`: how long the request may still run; the record is kept at least
+    /// that long whatever `ttl` is, or a short `ttl` would let a retry take the key and reach a
+    /// provider while the first request is still on its way.
+    pub async fn begin(
+        &self,
+        key: &str,
+        in_flight: &str,
+        hold: Duration,
+    ) -> Result<Begun, StoreError> {
         let value = in_flight.to_string();
+        let kept = self.ttl.max(hold);
         match &self.backend {
             Backend::Memory(keys) => {
                 let now = Instant::now();
@@ -168,14 +186,14 @@ impl IdempotencyStore {
                 if keys.keys.len() >= MAX_MEMORY_KEYS {
                     return Err(StoreError::Full);
                 }
-                keys.write(key, value, now + self.ttl);
+                keys.write(key, value, now + kept);
                 Ok(Begun::Taken)
             }
             Backend::Redis(redis) => {
                 if redis.native_begin.load(Ordering::Relaxed) {
                     let mut set = redis::cmd("SET");
                     set.arg(redis_key(key)).arg(&value).arg("NX");
-                    set.arg("PX").arg(millis(self.ttl)).arg("GET");
+                    set.arg("PX").arg(millis(kept)).arg("GET");
                     match Self::run(redis, Query::Command(&set)).await {
                         Ok(existing) => return Ok(Self::begun(existing)),
                         Err(StoreError::Redis(e)) if refuses_nx_with_get(&e) => {
@@ -189,7 +207,7 @@ impl IdempotencyStore {
                     }
                 }
                 let mut invocation = redis.begin.key(redis_key(key));
-                invocation.arg(value).arg(millis(self.ttl));
+                invocation.arg(value).arg(millis(kept));
                 let existing = Self::run(redis, Query::Script(&invocation)).await?;
                 Ok(Self::begun(existing))
             }
@@ -329,9 +347,12 @@ mod tests {
     async fn one_request_takes_a_key_and_only_its_owner_settles_or_releases_it() {
         let store = memory();
         let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
-        assert_eq!(store.begin("k", &a).await.unwrap(), Begun::Taken);
         assert_eq!(
-            store.begin("k", &b).await.unwrap(),
+            store.begin("k", &a, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
+        assert_eq!(
+            store.begin("k", &b, Duration::ZERO).await.unwrap(),
             Begun::Existing(a.clone())
         );
         let done = Record::Unknown {
@@ -342,19 +363,78 @@ mod tests {
         assert!(!store.settle("k", &b, &done).await.unwrap(), "not b's key");
         store.release("k", &b).await.unwrap();
         assert_eq!(
-            store.begin("k", &b).await.unwrap(),
+            store.begin("k", &b, Duration::ZERO).await.unwrap(),
             Begun::Existing(a.clone()),
             "b cannot release a's key"
         );
         assert!(store.settle("k", &a, &done).await.unwrap());
         assert_eq!(
-            store.begin("k", &b).await.unwrap(),
+            store.begin("k", &b, Duration::ZERO).await.unwrap(),
             Begun::Existing(done.clone())
         );
         // Released keys can be taken again.
-        assert_eq!(store.begin("k2", &a).await.unwrap(), Begun::Taken);
+        assert_eq!(
+            store.begin("k2", &a, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
         store.release("k2", &a).await.unwrap();
-        assert_eq!(store.begin("k2", &b).await.unwrap(), Begun::Taken);
+        assert_eq!(
+            store.begin("k2", &b, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
+    }
+
+    #[tokio::test]
+    async fn released_keys_do_not_pile_up_in_the_expiry_queue() {
+        let store = memory();
+        let a = in_flight("a").encode();
+        for i in 0..10_000 {
+            let key = format!("k{i}");
+            assert_eq!(
+                store.begin(&key, &a, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
+            store.release(&key, &a).await.unwrap();
+        }
+        let Backend::Memory(keys) = &store.backend else {
+            panic!("the memory store")
+        };
+        let keys = keys.lock().unwrap();
+        assert!(keys.keys.is_empty());
+        assert!(keys.expiries.len() <= 1024 + 1, "{}", keys.expiries.len());
+    }
+
+    #[tokio::test]
+    async fn an_in_flight_key_outlives_a_shorter_ttl_while_its_request_may_run() {
+        let store = IdempotencyStore::new(&IdempotencySettings {
+            redis_url: None,
+            ttl: Duration::from_millis(50),
+            max_response_bytes: 1024,
+        })
+        .unwrap();
+        let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
+        let hold = Duration::from_millis(600);
+        assert_eq!(store.begin("k", &a, hold).await.unwrap(), Begun::Taken);
+        assert_eq!(
+            store.begin("short", &a, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            store.begin("k", &b, Duration::ZERO).await.unwrap(),
+            Begun::Existing(a.clone()),
+            "still in flight after the ttl"
+        );
+        assert_eq!(
+            store.begin("short", &b, Duration::ZERO).await.unwrap(),
+            Begun::Taken,
+            "a key held no longer than the ttl expires with it"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            store.begin("k", &b, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
     }
 
     /// A private redis-server on a unix socket in its own directory (no port to collide on).
@@ -419,9 +499,12 @@ mod tests {
             backend.native_begin.store(native, Ordering::Relaxed);
             let (key, other) = (format!("k-{native}"), format!("k2-{native}"));
             let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
-            assert_eq!(store.begin(&key, &a).await.unwrap(), Begun::Taken);
             assert_eq!(
-                store.begin(&key, &b).await.unwrap(),
+                store.begin(&key, &a, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
+            assert_eq!(
+                store.begin(&key, &b, Duration::ZERO).await.unwrap(),
                 Begun::Existing(a.clone())
             );
             let done = Record::Unknown {
@@ -432,10 +515,19 @@ mod tests {
             assert!(!store.settle(&key, &b, &done).await.unwrap(), "not b's key");
             store.release(&key, &b).await.unwrap();
             assert!(store.settle(&key, &a, &done).await.unwrap());
-            assert_eq!(store.begin(&key, &b).await.unwrap(), Begun::Existing(done));
-            assert_eq!(store.begin(&other, &a).await.unwrap(), Begun::Taken);
+            assert_eq!(
+                store.begin(&key, &b, Duration::ZERO).await.unwrap(),
+                Begun::Existing(done)
+            );
+            assert_eq!(
+                store.begin(&other, &a, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
             store.release(&other, &a).await.unwrap();
-            assert_eq!(store.begin(&other, &b).await.unwrap(), Begun::Taken);
+            assert_eq!(
+                store.begin(&other, &b, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
             let mut con = server.connection().unwrap();
             let ttl: i64 = redis::cmd("PTTL")
                 .arg(redis_key(&key))
@@ -445,6 +537,15 @@ mod tests {
                 (59_000..=60_000).contains(&ttl),
                 "kept the store's ttl: {ttl}"
             );
+            // A request that may run longer than the ttl holds its key at least that long.
+            let long = format!("k3-{native}");
+            let held = store.begin(&long, &a, Duration::from_secs(120)).await;
+            assert_eq!(held.unwrap(), Begun::Taken);
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(redis_key(&long))
+                .query(&mut con)
+                .unwrap();
+            assert!((119_000..=120_000).contains(&ttl), "held: {ttl}");
             assert_eq!(
                 backend.native_begin.load(Ordering::Relaxed),
                 native,

@@ -419,6 +419,104 @@ fn with_redis_down_a_required_route_refuses_and_an_optional_one_proceeds_unprote
 }
 
 #[test]
+fn a_keyed_put_that_reached_a_provider_is_never_resent_to_another() {
+    // PUT is among the methods a pool may resend (the default retry methods): never with a key.
+    let redis = RedisServer::start();
+    let (one, two) = (
+        ProviderProcess::start("cards-one"),
+        ProviderProcess::start("cards-two"),
+    );
+    one.set_mode("503");
+    two.set_mode("503");
+    let gw = Payedge::start(&config(&[&one, &two], &redis_store(&redis), ""), &env());
+    let auth = bearer("blue");
+    let put = || {
+        request(
+            gw.proxy,
+            "PUT",
+            "/api/payments/pay_77",
+            &[
+                ("X-Tenant", "blue"),
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "capture-pay_77"),
+            ],
+            br#"{"amount":"80.00","currency":"EUR"}"#,
+        )
+        .unwrap()
+    };
+    let first = put();
+    assert_eq!(first.status, 503, "{}", first.text());
+    let again = put();
+    assert_ne!(again.status, 200, "{}", again.text());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        one.received_count("PUT") + two.received_count("PUT"),
+        1,
+        "one provider got the PUT, once"
+    );
+}
+
+#[test]
+fn a_response_without_a_body_is_kept_and_replayed() {
+    let redis = RedisServer::start();
+    let provider = ProviderProcess::start("cards");
+    provider.set_mode("204");
+    let gw = Payedge::start(&config(&[&provider], &redis_store(&redis), ""), &env());
+    let body = r#"{"amount":"3.00","currency":"EUR"}"#;
+    let first = pay(&gw, "blue", Some("void-9"), body);
+    assert_eq!(first.status, 204, "{}", first.text());
+    let again = retry(&gw, "blue", "void-9", body);
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (204, Some("true")),
+        "{}",
+        again.text()
+    );
+    assert!(again.body.is_empty());
+    assert_eq!(
+        again.header("x-mock-sequence"),
+        first.header("x-mock-sequence")
+    );
+    assert_eq!(provider.received_count("POST"), 1);
+}
+
+#[test]
+fn a_key_taken_by_redis_whose_reply_was_lost_is_released_not_left_in_flight() {
+    // Redis takes the key, and the reply never comes back: payedge answers 503 (the route
+    // refuses without its store), and must still release the key it may hold, or every retry
+    // would be told "in progress", then "outcome unknown", for a payment never sent.
+    let redis = RedisServer::start();
+    let relay = common::relay::Relay::start(redis.addr);
+    let provider = ProviderProcess::start("cards");
+    let store = format!(
+        "  store: redis\n  redis:\n    url: redis://{}\n",
+        relay.addr
+    );
+    let gw = Payedge::start(&config(&[&provider], &store, ""), &env());
+    let body = r#"{"amount":"12.00","currency":"EUR"}"#;
+    assert_eq!(pay(&gw, "blue", Some("warm"), body).status, 200);
+    relay.mute_replies();
+    let lost = pay(&gw, "blue", Some("lost-reply"), body);
+    assert_eq!(
+        (lost.status, code(&lost)),
+        (503, "idempotency_unavailable".into()),
+        "{}",
+        lost.text()
+    );
+    assert_eq!(
+        provider.received_count("POST"),
+        1,
+        "no provider was reached"
+    );
+    // The client retries: the key was released on a new connection, so this is a first request.
+    let again = retry(&gw, "blue", "lost-reply", body);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), None);
+    assert_eq!(provider.received_count("POST"), 2);
+}
+
+#[test]
 fn check_names_the_idempotency_keys_it_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let provider_addr = free_addr();

@@ -41,11 +41,31 @@ pub fn parse_key<'a>(values: &[&'a [u8]]) -> Result<&'a str, KeyError> {
     std::str::from_utf8(inner).map_err(|_| KeyError::Malformed)
 }
 
-/// The bytes hashed into a key's identity in the store: the tenant, the caller (token subject)
-/// and the route scope the client's key, each length-prefixed so no two tuples run together.
-pub fn scope_material(tenant: &str, subject: &str, route: &str, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(tenant.len() + subject.len() + route.len() + key.len() + 32);
-    for part in [tenant, subject, route, key] {
+/// The bytes hashed into a key's identity in the store: the tenant, the caller and the route
+/// scope the client's key, each length-prefixed so no two tuples run together.
+///
+/// The caller is the token's subject. A caller without one (no token, or a token without `sub`)
+/// that presented a client certificate is told apart by the certificate's subject, as a fifth
+/// part: callers with a token subject keep the four-part material, so their keys' digests stay
+/// what earlier versions computed (an upgrade in the middle of a client's retries must find the
+/// key it took). Callers with neither share their tenant's key space for the route.
+pub fn scope_material(
+    tenant: &str,
+    subject: &str,
+    client_certificate: Option<&str>,
+    route: &str,
+    key: &str,
+) -> Vec<u8> {
+    let certificate = client_certificate.filter(|_| subject.is_empty());
+    let mut out = Vec::with_capacity(
+        tenant.len()
+            + subject.len()
+            + route.len()
+            + key.len()
+            + certificate.map_or(0, str::len)
+            + 40,
+    );
+    for part in [tenant, subject, route, key].into_iter().chain(certificate) {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());
         out.extend_from_slice(part.as_bytes());
     }
@@ -267,16 +287,46 @@ mod tests {
 
     #[test]
     fn the_scope_separates_tenants_callers_routes_and_concatenations() {
-        let a = scope_material("blue", "alice", "/api/payments", "k1");
-        assert_ne!(a, scope_material("green", "alice", "/api/payments", "k1"));
-        assert_ne!(a, scope_material("blue", "bob", "/api/payments", "k1"));
-        assert_ne!(a, scope_material("blue", "alice", "/api/refunds", "k1"));
+        let a = scope_material("blue", "alice", None, "/api/payments", "k1");
+        assert_ne!(
+            a,
+            scope_material("green", "alice", None, "/api/payments", "k1")
+        );
+        assert_ne!(
+            a,
+            scope_material("blue", "bob", None, "/api/payments", "k1")
+        );
+        assert_ne!(
+            a,
+            scope_material("blue", "alice", None, "/api/refunds", "k1")
+        );
         // Length prefixes: moving a character between parts changes the material.
         assert_ne!(
-            scope_material("ab", "c", "/r", "k"),
-            scope_material("a", "bc", "/r", "k")
+            scope_material("ab", "c", None, "/r", "k"),
+            scope_material("a", "bc", None, "/r", "k")
         );
-        assert_eq!(a, scope_material("blue", "alice", "/api/payments", "k1"));
+        assert_eq!(
+            a,
+            scope_material("blue", "alice", None, "/api/payments", "k1")
+        );
+        // Callers without a token subject are told apart by their client certificate; a token
+        // subject keeps the material it always had.
+        let cert = |c| scope_material("blue", "", Some(c), "/api/payments", "k1");
+        assert_ne!(cert("CN=shop-a"), cert("CN=shop-b"));
+        assert_ne!(
+            cert("CN=shop-a"),
+            scope_material("blue", "", None, "/api/payments", "k1")
+        );
+        assert_eq!(
+            scope_material("blue", "alice", Some("CN=shop-a"), "/api/payments", "k1"),
+            a
+        );
+        let mut four = Vec::new();
+        for part in ["blue", "alice", "/api/payments", "k1"] {
+            four.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            four.extend_from_slice(part.as_bytes());
+        }
+        assert_eq!(a, four, "the layout earlier versions hashed");
     }
 
     fn in_flight(deadline_ms: u64) -> Record {

@@ -222,11 +222,15 @@ fn may_retry(
     if !untried_left(pool, ctx) || remaining(pool, ctx).is_zero() {
         return false;
     }
+    // A request holding an idempotency key is never resent once it reached a provider, whatever
+    // its method: a PUT is idempotent at one provider, not across two. (A connection that
+    // failed, which reached no one, still fails over: that is not decided here.)
     let resendable = pool
         .settings
         .retry_methods
         .contains(&session.req_header().method)
-        && !session.as_ref().retry_buffer_truncated();
+        && !session.as_ref().retry_buffer_truncated()
+        && ctx.idempotency.is_none();
     match pool.pool.may_retry(cause, resendable, ctx.attempts) {
         RetryVerdict::Retry => true,
         RetryVerdict::BudgetExhausted => {

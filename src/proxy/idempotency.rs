@@ -170,7 +170,13 @@ async fn begin_keyed(
         .get(route)
         .map_or("", String::as_str);
     let digest_of = |material: &[u8]| hex(digest(&SHA256, material).as_ref());
-    let scoped = digest_of(&decide::scope_material(tenant, subject, route_prefix, &key));
+    let scoped = digest_of(&decide::scope_material(
+        tenant,
+        subject,
+        ctx.client_subject.as_deref(),
+        route_prefix,
+        &key,
+    ));
     let path = session
         .req_header()
         .uri
@@ -185,24 +191,25 @@ async fn begin_keyed(
         .pool
         .and_then(|p| ctx.snap.pools.get(p))
         .map_or(Duration::from_secs(30), |p| p.settings.timeouts.total);
+    let hold = total + OWNER_MARGIN;
     let in_flight = Record::InFlight {
         fingerprint: fingerprint.clone(),
-        deadline_ms: now_ms()
-            .saturating_add(u64::try_from((total + OWNER_MARGIN).as_millis()).unwrap_or(u64::MAX)),
+        deadline_ms: now_ms().saturating_add(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX)),
         request_id: ctx.request_id.clone(),
     }
     .encode();
-    match store.begin(&scoped, &in_flight).await {
+    let held = |digest: String, in_flight: String, fingerprint: String| HeldKey {
+        digest,
+        in_flight,
+        fingerprint,
+        max_response: store.max_response_bytes,
+        response: None,
+    };
+    match store.begin(&scoped, &in_flight, hold).await {
         Ok(Begun::Taken) => {
             count(ctx, IdempotencyResult::First);
             ctx.idempotency_digest = Some(scoped.clone());
-            ctx.idempotency = Some(HeldKey {
-                digest: scoped,
-                in_flight,
-                fingerprint,
-                max_response: store.max_response_bytes,
-                response: None,
-            });
+            ctx.idempotency = Some(held(scoped, in_flight, fingerprint));
             Begin::Proceed
         }
         Ok(Begun::Existing(text)) => {
@@ -214,7 +221,12 @@ async fn begin_keyed(
             answer_known(ctx, decision)
         }
         Err(e) => {
-            ctx.idempotency_digest = Some(scoped);
+            ctx.idempotency_digest = Some(scoped.clone());
+            // The store may have taken the key before the error (a reply that timed out or was
+            // lost): held all the same, so that the end of this request settles or releases it.
+            // Both only replace this request's own in-flight record, so a key never taken is
+            // left alone.
+            ctx.idempotency = Some(held(scoped, in_flight, fingerprint));
             tracing::warn!(
                 request_id = ctx.request_id,
                 error = %e,
@@ -320,14 +332,27 @@ pub fn respond(ctx: &mut RequestCtx, response: &ResponseHeader) {
         .headers
         .iter()
         .filter(|(name, _)| !NOT_REPLAYED.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        // UTF-8 values too (`to_str` takes visible ASCII only, and would drop a UTF-8 file name
+        // in Content-Disposition from the replay).
+        .filter_map(|(name, value)| {
+            let value = std::str::from_utf8(value.as_bytes()).ok()?;
+            Some((name.to_string(), value.to_string()))
+        })
         .collect();
+    // A response its header ends (204, 304, `Content-Length: 0`) gets no body phase at all:
+    // it is whole already.
+    let status = response.status.as_u16();
+    let empty = matches!(status, 204 | 304)
+        || response
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"0");
     held.response = Some(Captured {
-        status: response.status.as_u16(),
+        status,
         headers,
         body: Vec::new(),
         too_large: false,
-        complete: false,
+        complete: empty,
     });
 }
 

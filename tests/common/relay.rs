@@ -14,6 +14,8 @@ pub struct Relay {
     next_id: Arc<AtomicU64>,
     /// Connections with an id below this pass nothing.
     frozen_below: Arc<AtomicU64>,
+    /// Connections with an id below this pass requests but swallow the server's replies.
+    muted_below: Arc<AtomicU64>,
     /// Both ends of every connection made, for `cut`.
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -24,10 +26,12 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let next_id = Arc::new(AtomicU64::new(0));
         let frozen_below = Arc::new(AtomicU64::new(0));
+        let muted_below = Arc::new(AtomicU64::new(0));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (ids, frozen, opened) = (
+        let (ids, frozen, muted, opened) = (
             Arc::clone(&next_id),
             Arc::clone(&frozen_below),
+            Arc::clone(&muted_below),
             Arc::clone(&open),
         );
         std::thread::spawn(move || {
@@ -40,12 +44,17 @@ impl Relay {
                     .lock()
                     .unwrap()
                     .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (from, to, replies) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
+                    (server, client, true),
                 ] {
                     let frozen = Arc::clone(&frozen);
-                    std::thread::spawn(move || pump(from, to, id, &frozen));
+                    let muted = replies.then(|| Arc::clone(&muted));
+                    std::thread::spawn(move || pump(from, to, id, &frozen, muted.as_deref()));
                 }
             }
         });
@@ -53,6 +62,7 @@ impl Relay {
             addr,
             next_id,
             frozen_below,
+            muted_below,
             open,
         }
     }
@@ -69,12 +79,29 @@ impl Relay {
         self.frozen_below
             .store(self.next_id.load(Ordering::SeqCst), Ordering::SeqCst);
     }
+
+    /// Every connection open now keeps carrying the client's bytes to the server, but the
+    /// server's replies are lost: the server acts on what it is sent and the client never hears
+    /// back. Connections made after this work.
+    pub fn mute_replies(&self) {
+        self.muted_below
+            .store(self.next_id.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, frozen_below: &AtomicU64) {
+/// `muted_below`: for the server-to-client direction, connections whose replies `mute_replies`
+/// swallows.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    id: u64,
+    frozen_below: &AtomicU64,
+    muted_below: Option<&AtomicU64>,
+) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = [0u8; 16 * 1024];
     let frozen = || id < frozen_below.load(Ordering::SeqCst);
+    let muted = || muted_below.is_some_and(|m| id < m.load(Ordering::SeqCst));
     loop {
         let read = from.read(&mut buf);
         if frozen() {
@@ -84,6 +111,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, frozen_below: &AtomicU6
         }
         match read {
             Ok(0) => break,
+            Ok(_) if muted() => {}
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;

@@ -17,6 +17,7 @@ requires a client certificate signed by that CA. Each handshake is reported befo
 Modes, switched with GET /_mock/mode?set=MODE (answered in every mode):
   ok         200 {"provider": NAME, ...}
   503        503 {"error": ...}
+  204        204 with no body (X-Mock-Sequence still says which answer it was)
   blackhole  accepts the request and never answers
   slow:MS    answers 200 after MS milliseconds
 """
@@ -61,7 +62,7 @@ class Handler(BaseHTTPRequestHandler):
         self.handle_any()
 
     def reply(self, status, body):
-        data = json.dumps(body).encode()
+        data = b"" if status == 204 else json.dumps(body).encode()
         with LOCK:
             STATE["sequence"] = STATE.get("sequence", 0) + 1
             sequence = STATE["sequence"]
@@ -69,7 +70,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         # Which answer of this process this is: a replay repeats an earlier one's.
         self.send_header("X-Mock-Sequence", str(sequence))
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
@@ -91,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(3600)
         if mode.startswith("slow:"):
             time.sleep(int(mode.split(":", 1)[1]) / 1000)
-        status = 503 if mode == "503" else 200
+        status = {"503": 503, "204": 204}.get(mode, 200)
         payload = {"provider": self.server.name, "path": url.path}
         if status == 503:
             payload = {"error": {"code": "provider_unavailable", "message": "try later"}}
