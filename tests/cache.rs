@@ -30,11 +30,17 @@ fn rates_provider(delay: Duration) -> (MockUpstream, Arc<AtomicUsize>) {
                 200
             }
             "/api/missing" => 404,
+            "/api/varying" => {
+                headers.push(("Vary".into(), "X-Auth-Subject".into()));
+                200
+            }
             _ => 200,
         };
-        if path == "/api/big" {
-            // 40 KiB: two do not fit in a 64 KiB cache.
-            let padding = "x".repeat(40 * 1024);
+        if path == "/api/big" || path == "/api/huge" {
+            // 12 KiB: five fit in a 64 KiB cache, not six. 20 KiB: more than a quarter of it,
+            // the most one answer may take.
+            let size = if path == "/api/big" { 12 } else { 20 };
+            let padding = "x".repeat(size * 1024);
             return MockResponse {
                 status,
                 headers,
@@ -230,15 +236,75 @@ fn the_cache_holds_at_most_its_bytes() {
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         body["answer"].as_u64().unwrap()
     };
-    assert_eq!(answer("a"), 1);
-    assert_eq!(answer("a"), 1, "kept");
-    // A second 40 KiB answer pushes the first out of a 64 KiB cache.
-    assert_eq!(answer("b"), 2);
-    assert_eq!(answer("b"), 2, "kept");
+    for n in 1..=5 {
+        assert_eq!(answer(&n.to_string()), n);
+        assert_eq!(answer(&n.to_string()), n, "kept");
+    }
+    // An answer over a quarter of the cache is never kept, and pushes nothing out.
+    let huge = |n: u64| {
+        let resp = rates(&gw, "blue", "/api/huge");
+        assert_eq!(resp.status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body["answer"].as_u64(), Some(n), "not kept");
+    };
+    huge(6);
+    huge(7);
+    assert_eq!(answer("1"), 1, "still kept");
+    // A sixth 12 KiB answer pushes the least recently used (the second) out of 64 KiB.
+    assert_eq!(answer("6"), 8);
+    assert_eq!(answer("6"), 8, "kept");
     assert_eq!(
-        answer("a"),
-        3,
-        "the first answer was still kept beyond the bound"
+        answer("2"),
+        9,
+        "the second answer was still kept beyond the bound"
+    );
+    assert_eq!(answer("1"), 1, "the recently used one stayed");
+    assert_eq!(served.load(Ordering::SeqCst), 9);
+}
+
+#[test]
+fn credentials_payedge_did_not_check_bypass_the_cache_and_varying_answers_are_not_kept() {
+    let (provider, served) = rates_provider(Duration::ZERO);
+    // /public is outside auth.required_path_prefixes: the provider checks what callers send.
+    let yaml = cached_config(&provider, 300).replace(
+        "  - path_prefix: /api\n",
+        "  - path_prefix: /public\n    pool: main\n    cache: { ttl_seconds: 300, methods: [GET] }\n  - path_prefix: /api\n",
+    );
+    assert!(yaml.contains("/public"), "{yaml}");
+    let gw = Payedge::start(&yaml, &env());
+    let answer = |headers: &[(&str, &str)]| {
+        let resp = get(gw.proxy, "/public/rates", headers);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        (
+            body["answer"].as_u64().unwrap(),
+            resp.header("cache-status").map(str::to_string),
+        )
+    };
+    let with_cookie = [("X-Tenant", "blue"), ("Cookie", "session=shop-a")];
+    let anonymous = [("X-Tenant", "blue")];
+    // Caller A's answer, for a cookie the provider checks, is neither kept nor read from the
+    // cache...
+    assert_eq!(answer(&with_cookie), (1, None));
+    assert_eq!(answer(&with_cookie).0, 2);
+    // ...so an anonymous caller never gets it: it gets its own, which is kept.
+    assert_eq!(answer(&anonymous).0, 3);
+    assert_eq!(answer(&anonymous).0, 3);
+    // A token payedge verified shares the tenant's entries.
+    let token = bearer("blue");
+    assert_eq!(
+        answer(&[("X-Tenant", "blue"), ("Authorization", token.as_str())]).0,
+        3
     );
     assert_eq!(served.load(Ordering::SeqCst), 3);
+    // An answer that varies on a request header is not kept.
+    let varying = |_: ()| {
+        let resp = rates(&gw, "blue", "/api/varying");
+        assert_eq!(resp.status, 200);
+        serde_json::from_slice::<serde_json::Value>(&resp.body).unwrap()["answer"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(varying(()), 4);
+    assert_eq!(varying(()), 5, "not kept");
 }

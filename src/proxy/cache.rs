@@ -1,6 +1,8 @@
 //! The response cache of routes with `cache` (the spec's 30-second exchange rates), on Pingora's
-//! own cache machinery: its in-memory storage bounded in bytes by an LRU eviction manager, and
-//! its cache lock, which makes concurrent misses for one key wait for a single upstream request.
+//! own cache machinery: its state machine, an LRU eviction manager bounding the cache in bytes
+//! (headers included) and in entries, its maximum object size, and its cache lock, which makes
+//! concurrent misses for one key wait for a single upstream request; the responses themselves in
+//! `cache_storage` (whole responses only).
 //!
 //! Tenant isolation: the tenant is part of the key (length-prefixed, so no tenant and path can
 //! spell another's), and every kept response carries the tenant it was kept for in an internal
@@ -10,10 +12,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderName;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora_cache::eviction::simple_lru;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora_cache::{CacheKey, CacheMeta, MemCache, NoCacheReason, RespCacheable};
+use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+
+use super::cache_storage::WholeResponses;
 
 use crate::config::RouteCache;
 
@@ -25,10 +29,16 @@ pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 struct Store {
-    storage: MemCache,
+    storage: WholeResponses,
     eviction: simple_lru::Manager,
     lock: Box<CacheKeyLockImpl>,
+    /// The largest response kept: a quarter of the cache, so that one answer can never flush
+    /// every tenant's entries to make room for itself.
+    max_object_bytes: usize,
 }
+
+/// Entries at most, whatever their size: one per this many bytes of the bound.
+const BYTES_PER_ENTRY: usize = 256;
 
 static STORE: OnceLock<Store> = OnceLock::new();
 
@@ -36,9 +46,13 @@ static STORE: OnceLock<Store> = OnceLock::new();
 /// restart).
 pub fn init(max_bytes: usize) {
     STORE.get_or_init(|| Store {
-        storage: MemCache::new(),
-        eviction: simple_lru::Manager::new(max_bytes),
+        storage: WholeResponses::new(),
+        eviction: simple_lru::Manager::new_with_watermark(
+            max_bytes,
+            Some((max_bytes / BYTES_PER_ENTRY).max(1)),
+        ),
         lock: CacheLock::new_boxed(LOCK_WAIT),
+        max_object_bytes: (max_bytes / 4).max(1),
     });
 }
 
@@ -52,6 +66,7 @@ pub fn enable(cache: &mut pingora_cache::HttpCache) {
             Some(store.lock.as_ref()),
             None,
         );
+        cache.set_max_file_size_bytes(store.max_object_bytes);
     }
 }
 
@@ -87,6 +102,17 @@ pub fn cacheable(
     RespCacheable::Cacheable(CacheMeta::new(now + settings.ttl, now, 0, 0, kept))
 }
 
+/// Whether a request carries credentials payedge did not check itself (`verified`: its token
+/// was verified here). Such a request neither reads nor fills the cache: its answer may be the
+/// provider's for that caller alone, and a cached answer would skip the provider's check of the
+/// next caller's credentials (RFC 9111 §3.5). Callers whose token payedge verified share their
+/// tenant's entries: the tenant is the cache's unit of isolation.
+pub fn carries_unchecked_credentials(req: &RequestHeader, verified: bool) -> bool {
+    !verified
+        && (req.headers.contains_key(http::header::AUTHORIZATION)
+            || req.headers.contains_key(http::header::COOKIE))
+}
+
 /// Why a response is never kept, if it is not.
 fn refusal(resp: &ResponseHeader) -> Option<&'static str> {
     if resp.status.as_u16() != 200 {
@@ -95,20 +121,22 @@ fn refusal(resp: &ResponseHeader) -> Option<&'static str> {
     if resp.headers.contains_key(http::header::SET_COOKIE) {
         return Some("set-cookie");
     }
+    // The key is the tenant and the target, nothing else: an answer that varies on a request
+    // header (the caller, the encoding) is not kept rather than served to the wrong caller.
+    if resp.headers.contains_key(http::header::VARY) {
+        return Some("vary");
+    }
+    // Directives are ASCII; a value with other bytes is read by its bytes, never skipped.
     let private = resp
         .headers
         .get_all(http::header::CACHE_CONTROL)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(|d| {
-            d.trim()
-                .split('=')
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
+            let name = d.split(|b| *b == b'=').next().unwrap_or_default();
+            name.trim_ascii().to_ascii_lowercase()
         })
-        .any(|d| d == "no-store" || d == "private");
+        .any(|d| d == b"no-store" || d == b"private");
     private.then_some("cache-control")
 }
 
@@ -172,6 +200,38 @@ mod tests {
             &[("cache-control", "max-age=0, Private")]
         )));
         assert!(!kept(&response(200, &[("cache-control", "private=\"x\"")])));
+        assert!(!kept(&response(200, &[("vary", "X-Auth-Subject")])));
+        assert!(!kept(&response(200, &[("vary", "Accept-Encoding")])));
+        // A value with non-ASCII bytes is still read: its `private` is not missed.
+        let mut odd = response(200, &[]);
+        odd.append_header(
+            "cache-control",
+            http::HeaderValue::from_bytes(b"private, x=\"\xc3\xa9\"").unwrap(),
+        )
+        .unwrap();
+        assert!(!kept(&odd));
+    }
+
+    #[test]
+    fn requests_with_credentials_payedge_did_not_check_bypass_the_cache() {
+        let request = |headers: &[(&str, &str)]| {
+            let mut req = RequestHeader::build("GET", b"/api/fx/rates", None).unwrap();
+            for (name, value) in headers {
+                req.append_header(name.to_string(), *value).unwrap();
+            }
+            req
+        };
+        let bearer = request(&[("authorization", "Bearer abc")]);
+        assert!(carries_unchecked_credentials(&bearer, false));
+        assert!(
+            !carries_unchecked_credentials(&bearer, true),
+            "verified here"
+        );
+        assert!(carries_unchecked_credentials(
+            &request(&[("cookie", "session=1")]),
+            false
+        ));
+        assert!(!carries_unchecked_credentials(&request(&[]), false));
     }
 
     #[test]

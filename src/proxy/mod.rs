@@ -23,6 +23,7 @@ mod access_log;
 mod admission;
 mod attempts;
 mod cache;
+mod cache_storage;
 mod capture;
 mod context;
 mod headers;
@@ -271,6 +272,7 @@ impl ProxyHttp for Gateway {
             && ctx.failure.is_none()
             && ctx.tenant.is_some()
             && settings.caches(&session.req_header().method)
+            && !cache::carries_unchecked_credentials(session.req_header(), ctx.principal.is_some())
         {
             ctx.cache = Some(settings);
             cache::enable(&mut session.cache);
