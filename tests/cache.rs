@@ -290,13 +290,14 @@ fn credentials_payedge_did_not_check_bypass_the_cache_and_varying_answers_are_no
     // ...so an anonymous caller never gets it: it gets its own, which is kept.
     assert_eq!(answer(&anonymous).0, 3);
     assert_eq!(answer(&anonymous).0, 3);
-    // A token payedge verified shares the tenant's entries.
+    // Callers whose token payedge verified have entries of their own: never the anonymous
+    // callers' answers, nor theirs to anonymous callers.
     let token = bearer("blue");
-    assert_eq!(
-        answer(&[("X-Tenant", "blue"), ("Authorization", token.as_str())]).0,
-        3
-    );
-    assert_eq!(served.load(Ordering::SeqCst), 3);
+    let verified = [("X-Tenant", "blue"), ("Authorization", token.as_str())];
+    assert_eq!(answer(&verified).0, 4);
+    assert_eq!(answer(&verified).0, 4);
+    assert_eq!(answer(&anonymous).0, 3);
+    assert_eq!(served.load(Ordering::SeqCst), 4);
     // An answer that varies on a request header is not kept.
     let varying = |_: ()| {
         let resp = rates(&gw, "blue", "/api/varying");
@@ -305,6 +306,6 @@ fn credentials_payedge_did_not_check_bypass_the_cache_and_varying_answers_are_no
             .as_u64()
             .unwrap()
     };
-    assert_eq!(varying(()), 4);
-    assert_eq!(varying(()), 5, "not kept");
+    assert_eq!(varying(()), 5);
+    assert_eq!(varying(()), 6, "not kept");
 }

@@ -1174,3 +1174,22 @@ fn a_route_cache_out_of_range_is_named() {
         ],
     );
 }
+
+#[test]
+fn the_metrics_path_cannot_take_an_admin_listener_path() {
+    // /metrics answers without a token: under /admin/ it would be an admin path open to anyone.
+    for path in ["/admin/metrics", "/admin", "/console/prom", "/healthz"] {
+        assert_edit_fails(
+            "  metrics_path: /metrics\n",
+            &format!("  metrics_path: {path}\n"),
+            &[(
+                "metrics_path:",
+                "analytics.metrics_path",
+                &format!(
+                    "\"{path}\" is an admin listener path of its own (/admin/, /console/, \
+                     /healthz, /readyz): choose another, like /metrics"
+                ),
+            )],
+        );
+    }
+}

@@ -698,10 +698,24 @@ impl Validator<'_> {
     }
 
     fn analytics(&mut self, a: &AnalyticsSection) -> AnalyticsSettings {
+        let under = |prefix: &str| {
+            a.metrics_path == prefix || a.metrics_path.starts_with(&format!("{prefix}/"))
+        };
         if check_path(&a.metrics_path).is_err() || a.metrics_path == "/" {
             self.issue(
                 "analytics.metrics_path",
                 format!("{:?} is not an absolute path like /metrics", a.metrics_path),
+            );
+        } else if under("/admin") || under("/console") || under("/healthz") || under("/readyz") {
+            // /metrics answers without a token: under /admin/ it would break the rule that every
+            // /admin/ path needs the admin role, and elsewhere it would hide an endpoint.
+            self.issue(
+                "analytics.metrics_path",
+                format!(
+                    "{:?} is an admin listener path of its own (/admin/, /console/, /healthz, \
+                     /readyz): choose another, like /metrics",
+                    a.metrics_path
+                ),
             );
         }
         AnalyticsSettings {

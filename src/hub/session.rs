@@ -20,8 +20,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The same caller with the same powers: a socket coming back for a connection (or a
+    /// negotiated token being used) with a token that no longer holds the admin role must not
+    /// inherit the old connection's other tenants' groups.
     pub fn same_identity(&self, other: &Caller) -> bool {
-        self.tenant == other.tenant && self.subject == other.subject
+        self.tenant == other.tenant && self.subject == other.subject && self.admin == other.admin
     }
 
     #[cfg(test)]

@@ -295,6 +295,19 @@ mod tests {
             table.find("other", &Caller::for_tests("blue")).err(),
             Some(Lookup::Unknown)
         );
+        // The same tenant and subject with another role: an admin demoted since, or promoted.
+        let promoted = Caller {
+            admin: true,
+            ..Caller::for_tests("blue")
+        };
+        assert_eq!(table.find("token", &promoted).err(), Some(Lookup::NotYours));
+        let admins: Reattach<u32> = Reattach::default();
+        let _rx = admins.register("token", &promoted);
+        assert_eq!(
+            admins.find("token", &Caller::for_tests("blue")).err(),
+            Some(Lookup::NotYours),
+            "an admin's connection does not go on for a token without the role"
+        );
         table
             .find("token", &Caller::for_tests("blue"))
             .unwrap()

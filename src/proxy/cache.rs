@@ -70,10 +70,13 @@ pub fn enable(cache: &mut pingora_cache::HttpCache) {
     }
 }
 
-/// The key: the tenant and the path with its query, each length-prefixed.
-pub fn key(tenant: &str, path_and_query: &str) -> CacheKey {
+/// The key: the tenant and the path with its query, each length-prefixed, and whether payedge
+/// verified the caller's token (`verified`): on a route where the token is optional, what a
+/// verified caller was answered is never served to a caller without one, nor the other way.
+pub fn key(tenant: &str, verified: bool, path_and_query: &str) -> CacheKey {
+    let caller = if verified { 'v' } else { 'a' };
     let primary = format!(
-        "{}:{tenant}{}:{path_and_query}",
+        "{}:{tenant}{caller}{}:{path_and_query}",
         tenant.len(),
         path_and_query.len()
     );
@@ -261,16 +264,25 @@ mod tests {
     fn tenant_and_path_cannot_spell_another_key() {
         // Without the length prefixes these two would be the same string.
         assert_ne!(
-            key("ab", "c/x").primary_bin(),
-            key("a", "bc/x").primary_bin()
+            key("ab", true, "c/x").primary_bin(),
+            key("a", true, "bc/x").primary_bin()
         );
         assert_eq!(
-            key("a", "/x?q=1").primary_bin(),
-            key("a", "/x?q=1").primary_bin()
+            key("a", true, "/x?q=1").primary_bin(),
+            key("a", true, "/x?q=1").primary_bin()
         );
         assert_ne!(
-            key("a", "/x?q=1").primary_bin(),
-            key("a", "/x?q=2").primary_bin()
+            key("a", true, "/x?q=1").primary_bin(),
+            key("a", true, "/x?q=2").primary_bin()
+        );
+        assert_ne!(
+            key("a", true, "/x").primary_bin(),
+            key("a", false, "/x").primary_bin(),
+            "verified and anonymous callers never share"
+        );
+        assert_ne!(
+            key("ab", false, "/x").primary_bin(),
+            key("a", true, "b/x").primary_bin()
         );
     }
 }

@@ -287,7 +287,7 @@ impl ProxyHttp for Gateway {
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str());
-        Ok(cache::key(tenant, target))
+        Ok(cache::key(tenant, ctx.principal.is_some(), target))
     }
 
     async fn cache_hit_filter(
