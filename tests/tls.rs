@@ -495,15 +495,25 @@ struct Session {
 
 impl Session {
     fn open(addr: SocketAddr, servername: &str, ca: &Pki, client: &Pair) -> Self {
+        Self::open_as(addr, servername, ca, Some(client))
+    }
+
+    /// `client`: the certificate to present, if any.
+    fn open_as(addr: SocketAddr, servername: &str, ca: &Pki, client: Option<&Pair>) -> Self {
         use std::io::Read;
-        let mut child = std::process::Command::new("openssl")
+        let mut command = std::process::Command::new("openssl");
+        command
             .args(["s_client", "-quiet", "-connect", &addr.to_string()])
             .args(["-servername", servername, "-CAfile"])
-            .arg(ca.ca_file())
-            .arg("-cert")
-            .arg(&client.cert)
-            .arg("-key")
-            .arg(&client.key)
+            .arg(ca.ca_file());
+        if let Some(client) = client {
+            command
+                .arg("-cert")
+                .arg(&client.cert)
+                .arg("-key")
+                .arg(&client.key);
+        }
+        let mut child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -551,6 +561,36 @@ impl Drop for Session {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+#[test]
+fn a_connection_without_a_certificate_is_told_to_reconnect_once_one_is_required() {
+    let upstream = MockUpstream::start("p0");
+    let c = certs();
+    let partners = Pki::new("partners-2026");
+    let tls = free_addr();
+    let gw = Payedge::start(&mtls_config(&upstream, tls, &c, &partners, false), &env());
+    let request = format!(
+        "GET /api/pay HTTP/1.1\r\nHost: blue.smartpay.com\r\nAuthorization: {}\r\n\r\n",
+        bearer("blue")
+    );
+    // Certificates optional: a client without one is served.
+    let mut session = Session::open_as(tls, "blue.smartpay.com", &c.pki, None);
+    session.send(&request);
+    let answers = session.wait_for("HTTP/1.1 200", 1);
+    assert!(answers.contains("HTTP/1.1 200"), "{answers}");
+    assert_eq!(upstream.count(), 1);
+
+    // The operator makes them required: the connection admitted without one is not served.
+    let resp = gw.reload_with(&mtls_config(&upstream, tls, &c, &partners, true));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    session.send(&request);
+    let answers = session.wait_for("HTTP/1.1 421", 1);
+    assert!(
+        answers.contains("\"client_certificate_stale\""),
+        "{answers}"
+    );
+    assert_eq!(upstream.count(), 1, "nothing more reached the provider");
 }
 
 #[test]

@@ -86,6 +86,10 @@ impl Validator<'_> {
                     for cert in &certs {
                         std::hash::Hash::hash(cert.as_ref(), &mut id);
                     }
+                    // Whether a certificate is required is part of what a connection was
+                    // admitted under: a reload that starts requiring one must reach the
+                    // connections admitted without.
+                    std::hash::Hash::hash(&auth.required, &mut id);
                     Some(ClientAuth {
                         roots: Arc::new(roots),
                         required: auth.required,

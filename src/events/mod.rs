@@ -139,10 +139,12 @@ impl EventSink {
                     .clone()
                     .unwrap_or_else(|| Arc::from(history::ALL_TENANTS));
                 let audience = self.inner.local_audience.get();
-                let listened = audience.is_none_or(|a| a.load(Ordering::Relaxed) != 0);
                 let event = Arc::new(event);
-                // Sent while the history is held, so that live order is history order.
+                // Sent while the history is held, so that live order is history order; and
+                // whether anyone listens is read under it too, so that a client whose resume
+                // read the history just before this entry is never skipped by the live send.
                 history.append(&stream, &event.json, |entry| {
+                    let listened = audience.is_none_or(|a| a.load(Ordering::Acquire) != 0);
                     if listened {
                         // No subscriber is not an error: nobody is listening right now.
                         let _ = fanout.send(Arc::new(Published {

@@ -97,9 +97,15 @@ async fn local(mut events: broadcast::Receiver<Arc<Published>>, hub: &Hub) {
                 Some(published.id),
             ),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Which tenants' events were skipped is not known: every connection is told to
+                // reconnect and resume from the history, which still holds them (or reports the
+                // gap), rather than carrying on with a hole nobody would ever see.
+                let told = hub.groups.resync(None);
                 tracing::warn!(
                     missed,
-                    "the hub fell behind the event bus; events were skipped"
+                    connections = told,
+                    "the hub fell behind the event bus; its connections are told to reconnect \
+                     and resume"
                 );
             }
             Err(broadcast::error::RecvError::Closed) => return,

@@ -198,11 +198,12 @@ impl ProxyHttp for Gateway {
         ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let facts = ConnectionFacts::of(session.digest());
         if let (Some(facts), Some(tls)) = (facts, &self.tls)
-            && facts.client_subject.is_some()
             && facts.client_ca != tls.client_ca()
+            && (facts.client_subject.is_some() || tls.client_certificate_required())
         {
-            // Verified under client CAs a reload has since replaced: the identity is not
-            // vouched for any more. A new connection is verified under the current ones.
+            // Verified under client CAs a reload has since replaced, or admitted without a
+            // certificate that a reload has since made required: the identity is not vouched
+            // for any more. A new connection is verified under the current settings.
             session.set_keepalive(None);
             let failure = Failure::StaleClientCertificate;
             ctx.failure = Some(failure.clone());

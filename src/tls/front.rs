@@ -49,6 +49,7 @@ pub struct Handshake {
     acceptor: Acceptor,
     timeout: Duration,
     client_ca: u64,
+    client_certificate_required: bool,
 }
 
 impl TlsEndpoint {
@@ -97,12 +98,18 @@ impl TlsEndpoint {
             acceptor: settings.build(),
             timeout: listener.handshake_timeout,
             client_ca,
+            client_certificate_required: listener.client_auth.as_ref().is_some_and(|a| a.required),
         })
     }
 
     /// The client CA set new handshakes verify against (0: none).
     pub fn client_ca(&self) -> u64 {
         self.handshake.load().client_ca
+    }
+
+    /// Whether new connections must present a client certificate.
+    pub fn client_certificate_required(&self) -> bool {
+        self.handshake.load().client_certificate_required
     }
 
     fn serves(&self, local: &SocketAddr) -> bool {
