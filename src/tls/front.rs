@@ -174,16 +174,26 @@ impl<A> Front<A> {
         }
     }
 
-    fn tls_for(&self, stream: &Stream) -> Option<&TlsEndpoint> {
-        let tls = self.tls.as_deref()?;
-        let digest = stream.get_socket_digest()?;
-        let local = *digest.local_addr()?.as_inet()?;
-        tls.serves(&local).then_some(tls)
+    /// The TLS endpoint of the listener `stream` came in on, if it is the TLS one. `Err` when
+    /// that cannot be told (no local address): such a connection is refused rather than served
+    /// as plain HTTP on what may be the TLS port.
+    fn tls_for(&self, stream: &Stream) -> Result<Option<&TlsEndpoint>, ()> {
+        let Some(tls) = self.tls.as_deref() else {
+            return Ok(None);
+        };
+        let local = stream
+            .get_socket_digest()
+            .and_then(|digest| digest.local_addr().and_then(|a| a.as_inet()).copied())
+            .ok_or(())?;
+        Ok(tls.serves(&local).then_some(tls))
     }
 
     /// The stream the app is given, or `None` when the connection is refused.
     async fn accept(&self, stream: Stream) -> Option<Stream> {
-        let tls = self.tls_for(&stream);
+        let Ok(tls) = self.tls_for(&stream) else {
+            tracing::warn!("a connection whose local address is unknown was refused");
+            return None;
+        };
         if tls.is_none() && self.proxy_protocol.is_none() {
             return Some(stream);
         }
