@@ -125,36 +125,33 @@ done = function(summary, latency, requests)
 end
 LUA
 
-  # $1 name, $2 port, rest: pids of the proxy (empty for direct) → "rps p50 p99 p999 cpu rss non2xx"
-  measure() {
-    local port=$1; shift
-    local cpu_before=0 cpu_after=0 out
+  # Drives the proxy on port $1 with this run's load (wrk, or PACED req/s open loop) →
+  # "rps p50 p99 p999 non2xx socket_errors", latencies in ms.
+  drive() {
+    local port=$1
     if [ -n "$PACED" ]; then
-      paced "$port" "$@"
+      local rps p50 p99 p999 max non2xx errors
+      read -r rps p50 p99 p999 max non2xx errors < <(target/release/examples/paced_load \
+        "127.0.0.1:$port" /api/fx/rates "$PACED" "${DURATION%s}" "$CONNECTIONS" \
+        "X-Tenant: blue" "Authorization: Bearer $token")
+      echo "$rps $p50 $p99 $p999 $non2xx ${errors:-1}"
       return
     fi
-    [ $# -gt 0 ] && cpu_before=$(cpu_seconds "$@")
+    local out non2xx
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/get.lua" "http://127.0.0.1:$port/api/fx/rates")
-    [ $# -gt 0 ] && cpu_after=$(cpu_seconds "$@")
-    local rps p50 p99 p999 non2xx rss=0
-    rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
-    read -r p50 p99 p999 < <(awk '/^LATENCY/ {print $2/1000, $3/1000, $4/1000}' <<< "$out")
     non2xx=$(awk '/Non-2xx/ {print $5}' <<< "$out")
-    [ $# -gt 0 ] && rss=$(peak_rss_mib "$@")
-    echo "$rps $p50 $p99 $p999 $(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN { printf "%.2f", b - a }') $rss ${non2xx:-0}"
+    echo "$(awk '/Requests\/sec/ {print $2}' <<< "$out") $(awk '/^LATENCY/ {print $2/1000, $3/1000, $4/1000}' <<< "$out") ${non2xx:-0} 0"
   }
 
-  # measure's twin for `latency`: the same request at PACED req/s, open loop.
-  paced() {
+  # $1 port, rest: pids of the proxy (empty for direct) → "rps p50 p99 p999 cpu rss non2xx"
+  measure() {
     local port=$1; shift
-    local cpu_before=0 cpu_after=0 rps p50 p99 p999 max non2xx errors rss=0
+    local cpu_before=0 cpu_after=0 rss=0 rps p50 p99 p999 non2xx errors
     [ $# -gt 0 ] && cpu_before=$(cpu_seconds "$@")
-    read -r rps p50 p99 p999 max non2xx errors < <(target/release/examples/paced_load \
-      "127.0.0.1:$port" /api/fx/rates "$PACED" "${DURATION%s}" "$CONNECTIONS" \
-      "X-Tenant: blue" "Authorization: Bearer $token")
+    read -r rps p50 p99 p999 non2xx errors < <(drive "$port")
     [ $# -gt 0 ] && cpu_after=$(cpu_seconds "$@")
-    [ $# -gt 0 ] && rss=$(peak_rss_mib "$@")
     [ "$errors" = 0 ] || { echo "socket errors against port $port" >&2; exit 1; }
+    [ $# -gt 0 ] && rss=$(peak_rss_mib "$@")
     echo "$rps $p50 $p99 $p999 $(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN { printf "%.2f", b - a }') $rss $non2xx"
   }
 

@@ -65,7 +65,11 @@ pools:
 }
 
 fn redis_store(redis: &RedisServer) -> String {
-    format!("  store: redis\n  redis:\n    url: {}\n", redis.url())
+    redis_store_at(&redis.url())
+}
+
+fn redis_store_at(url: &str) -> String {
+    format!("  store: redis\n  redis:\n    url: {url}\n")
 }
 
 const MEMORY_STORE: &str = "  store: in_memory\n";
@@ -489,10 +493,7 @@ fn a_key_taken_by_redis_whose_reply_was_lost_is_released_not_left_in_flight() {
     let redis = RedisServer::start();
     let relay = common::relay::Relay::start(redis.addr);
     let provider = ProviderProcess::start("cards");
-    let store = format!(
-        "  store: redis\n  redis:\n    url: redis://{}\n",
-        relay.addr
-    );
+    let store = redis_store_at(&format!("redis://{}", relay.addr));
     let gw = Payedge::start(&config(&[&provider], &store, ""), &env());
     let body = r#"{"amount":"12.00","currency":"EUR"}"#;
     assert_eq!(pay(&gw, "blue", Some("warm"), body).status, 200);

@@ -46,7 +46,7 @@ static STORE: OnceLock<Store> = OnceLock::new();
 /// restart).
 pub fn init(max_bytes: usize) {
     STORE.get_or_init(|| Store {
-        storage: WholeResponses::new(),
+        storage: WholeResponses::default(),
         eviction: simple_lru::Manager::new_with_watermark(
             max_bytes,
             Some((max_bytes / BYTES_PER_ENTRY).max(1)),

@@ -36,10 +36,6 @@ pub struct WholeResponses {
 }
 
 impl WholeResponses {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn get(&self, hash: &str) -> Option<Arc<Entry>> {
         self.entries.read().ok()?.get(hash).cloned()
     }
@@ -205,7 +201,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn storage() -> &'static WholeResponses {
-        Box::leak(Box::new(WholeResponses::new()))
+        Box::leak(Box::new(WholeResponses::default()))
     }
 
     fn meta() -> CacheMeta {
