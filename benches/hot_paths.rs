@@ -238,5 +238,72 @@ fn trigger(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, tenancy, jwt, trigger, signalr);
+/// A quote's captured answer to its published event, everything the proxy thread does for it
+/// in the measured configuration: extraction, the CloudEvent, the business log line, the
+/// counters and the in-memory history (nobody listening, as in `benches/run.sh`'s
+/// `payedge-trig`).
+fn trigger_pipeline(c: &mut Criterion) {
+    use payedge::events::{EventMetrics, TriggerHit};
+    let yaml = r#"
+tenancy: { strategy: header, tenants: [blue] }
+auth: { jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET } }
+analytics: { enabled: true }
+triggers:
+  - name: fx-quote-created
+    event: fx.quote.created
+    match: { method: POST, path: /api/fx/quote, status: [201] }
+    fields: { quoteId: /id, fromCurrency: /from, toCurrency: /to, amount: /amount, rate: /rate }
+    required: [quoteId, amount]
+routes: [{ path_prefix: /api/fx, pool: fx }]
+pools: { fx: { providers: [{ name: fx-a, address: "127.0.0.1:9" }] } }
+"#;
+    let secret = |name: &str| {
+        (name == "BENCH_JWT_SECRET")
+            .then(|| "benchmark-secret-that-is-long-enough-0123456789".into())
+    };
+    let config = payedge::config::validate_text(std::path::Path::new("bench.yaml"), yaml, &secret)
+        .expect("valid configuration");
+    let metrics = EventMetrics::register(&["fx-quote-created"]).expect("metrics");
+    let (sink, _service) = payedge::events::build(&config, Some(std::sync::Arc::new(metrics)));
+    let body = bytes::Bytes::from_static(
+        br#"{"id":"fxq_01a2185da95e757083098cd5f63691f8","from":"USD","to":"GBP","amount":1000.10,"rate":"0.7892","converted_amount":"789.28","expires_at":"2026-11-26T15:00:00Z"}"#,
+    );
+    let tenant: std::sync::Arc<str> = "blue".into();
+    let hit = || TriggerHit {
+        triggers: 1,
+        body: body.clone(),
+        too_large: false,
+        encoding: None,
+        tenant: tenant.clone(),
+        request_id: "01a2185d-a95e-7570-8309-8cd45c327cfe".into(),
+        provider: Some("fx-a".into()),
+        idempotency_key: None,
+    };
+    sink.process(&hit(), &config.triggers);
+    let history = sink.local_history().expect("in-memory bus");
+    match history.resume("blue", payedge::events::StreamId::START) {
+        payedge::events::Recovery::Recovered { entries, .. } => {
+            assert_eq!(entries.len(), 1, "the answer made one event");
+            assert!(
+                entries[0]
+                    .json
+                    .contains(r#""quoteId":"fxq_01a2185da95e757083098cd5f63691f8""#)
+            );
+        }
+        other => panic!("no event in the history: {other:?}"),
+    }
+    c.bench_function("publish a quote's event (whole trigger path)", |b| {
+        b.iter(|| sink.process(black_box(&hit()), &config.triggers))
+    });
+}
+
+criterion_group!(
+    benches,
+    selection,
+    tenancy,
+    jwt,
+    trigger,
+    trigger_pipeline,
+    signalr
+);
 criterion_main!(benches);

@@ -46,5 +46,19 @@ pools:
 YAML
 }
 
+# bench_trigger_config FILE: appends the trigger of the `payedge-trig` measurements to FILE (a
+# config of bench_payedge_config): an `fx.rates.read` event of four fields for every answer to
+# GET /api/fx/rates.
+bench_trigger_config() {
+  cat >> "$1" <<YAML
+triggers:
+  - name: fx-rates-read
+    event: fx.rates.read
+    match: { method: GET, path: /api/fx/rates, status: [200] }
+    fields: { rateId: /id, base: /base, gbp: /rates/GBP, eur: /rates/EUR }
+    required: [rateId]
+YAML
+}
+
 # median N…: the median of the numbers given (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

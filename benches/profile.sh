@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where a proxy's time goes under the proxy benchmark's load, as a flame graph:
 #
-#     benches/profile.sh [payedge|bare] [OUT_DIR]      (default: payedge, benches/flame)
+#     benches/profile.sh [payedge|payedge-trig|bare] [OUT_DIR]      (default: payedge, benches/flame)
 #
 # Starts the static upstream of benches/run.sh and the target (payedge with its full chain and
 # request log on, as measured; or bare Pingora, examples/bare_pingora.rs), drives it with wrk
@@ -44,7 +44,8 @@ pids+=($!)
 
 bench_payedge_config "$work/payedge.yaml" "$upstream" "$WORKERS"
 case $TARGET in
-  payedge)
+  payedge|payedge-trig)
+    if [ "$TARGET" = payedge-trig ]; then bench_trigger_config "$work/payedge.yaml"; fi
     admin=$(free_port)
     target/release/payedge run -c "$work/payedge.yaml" --listen "127.0.0.1:$port" \
       --admin-listen "127.0.0.1:$admin" > "$work/payedge.log" 2>&1 &
@@ -53,7 +54,7 @@ case $TARGET in
     target/release/examples/bare_pingora "127.0.0.1:$port" "127.0.0.1:$upstream" "$WORKERS" \
       > /dev/null 2>&1 &
     ;;
-  *) echo "usage: benches/profile.sh [payedge|bare] [OUT_DIR]" >&2; exit 2 ;;
+  *) echo "usage: benches/profile.sh [payedge|payedge-trig|bare] [OUT_DIR]" >&2; exit 2 ;;
 esac
 pid=$!
 pids+=("$pid")
@@ -69,7 +70,7 @@ wrk -t1 -c32 -d"$((SECONDS_SAMPLED + 4))s" -s "$work/get.lua" "http://127.0.0.1:
   > "$work/wrk.txt" &
 wrk_pid=$!
 sleep 2
-perf record -q -F 499 -g --call-graph dwarf,32768 -p "$pid" -o "$work/perf.data" \
+perf record -q -F "${FREQUENCY:-499}" -g --call-graph dwarf,32768 -p "$pid" -o "$work/perf.data" \
   -- sleep "$SECONDS_SAMPLED" 2> /dev/null
 wait "$wrk_pid"
 mkdir -p "$OUT"

@@ -7,8 +7,9 @@ use super::log_format::LogFormat;
 use super::{Event, EventMetrics};
 use crate::config::TriggerSettings;
 use payedge_filters::triggers::FieldValue;
-use serde::Serialize;
-use serde::ser::SerializeMap;
+use std::io::Write;
+
+use super::envelope::json_str;
 
 const FX_QUOTE_CREATED: &str = "fx.quote.created";
 const PAYMENT_PROCESSED: &str = "payment.processed";
@@ -74,46 +75,9 @@ impl Properties<'_> {
     }
 }
 
-impl Serialize for Properties<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.fields.len() + 4))?;
-        map.serialize_entry("TenantId", &self.event.tenant.as_deref())?;
-        for (name, value) in self.fields {
-            map.serialize_entry(self.format.property_of(name), &Text(value))?;
-        }
-        map.serialize_entry("CorrelationId", &self.event.correlation_id)?;
-        map.serialize_entry("EventType", &self.event.kind)?;
-        map.serialize_entry("EventId", &self.event.id)?;
-        map.end()
-    }
-}
-
-/// A field value as log text (decimals exact), written without an intermediate string.
-struct Text<'a>(&'a FieldValue);
-
-impl Serialize for Text<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => {
-                serializer.serialize_str(s)
-            }
-            FieldValue::Decimal(d) => serializer.collect_str(d),
-            FieldValue::Bool(b) => serializer.collect_str(b),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Line<'a> {
-    timestamp: &'a str,
-    level: &'static str,
-    message_template: &'a str,
-    message: &'a str,
-    properties: &'a Properties<'a>,
-    target: &'static str,
-}
-
+/// One business log line, written by hand (the line is on every trigger's path, and serde's
+/// derive escapes every key of it each time); the same bytes serde would write for
+/// `{timestamp, level, messageTemplate, message, properties, target}` (a test holds it to that).
 fn write_line(
     out: &mut Vec<u8>,
     event: &Event,
@@ -126,16 +90,48 @@ fn write_line(
         format,
     };
     let message = format.render(|name| properties.get(name));
-    let line = Line {
-        timestamp: &event.time,
-        level: "INFO",
-        message_template: format.template(),
-        message: &message,
-        properties: &properties,
-        target: "payedge::business",
-    };
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
+    out.reserve(256 + format.template().len() + message.len());
+    out.extend_from_slice(br#"{"timestamp":"#);
+    json_str(out, &event.time);
+    out.extend_from_slice(br#","level":"INFO","messageTemplate":"#);
+    json_str(out, format.template());
+    out.extend_from_slice(br#","message":"#);
+    json_str(out, &message);
+    out.extend_from_slice(br#","properties":{"TenantId":"#);
+    json_opt_str(out, event.tenant.as_deref());
+    for (name, value) in fields {
+        out.push(b',');
+        json_str(out, format.property_of(name));
+        out.push(b':');
+        json_text(out, value);
+    }
+    out.extend_from_slice(br#","CorrelationId":"#);
+    json_opt_str(out, event.correlation_id.as_deref());
+    out.extend_from_slice(br#","EventType":"#);
+    json_str(out, &event.kind);
+    out.extend_from_slice(br#","EventId":"#);
+    json_str(out, &event.id);
+    out.extend_from_slice(b"},\"target\":\"payedge::business\"}\n");
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A field value as log text, a JSON string (decimals exact).
+fn json_text(out: &mut Vec<u8>, value: &FieldValue) {
+    match value {
+        FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => json_str(out, s),
+        FieldValue::Decimal(d) => {
+            // A decimal's text is digits, a sign and a point: nothing to escape.
+            let _ = write!(out, "\"{d}\"");
+        }
+        FieldValue::Bool(b) => {
+            let _ = write!(out, "\"{b}\"");
+        }
     }
 }
 
@@ -145,6 +141,116 @@ mod tests {
     use crate::events::FieldMap;
     use rust_decimal::Decimal;
     use std::str::FromStr;
+
+    use serde::Serialize;
+    use serde::ser::SerializeMap;
+
+    // The line as serde writes it: the reference the hand-written one must equal.
+    impl Serialize for Properties<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.fields.len() + 4))?;
+            map.serialize_entry("TenantId", &self.event.tenant.as_deref())?;
+            for (name, value) in self.fields {
+                map.serialize_entry(self.format.property_of(name), &Text(value))?;
+            }
+            map.serialize_entry("CorrelationId", &self.event.correlation_id)?;
+            map.serialize_entry("EventType", &self.event.kind)?;
+            map.serialize_entry("EventId", &self.event.id)?;
+            map.end()
+        }
+    }
+
+    /// A field value as log text (decimals exact), written without an intermediate string.
+    struct Text<'a>(&'a FieldValue);
+
+    impl Serialize for Text<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => {
+                    serializer.serialize_str(s)
+                }
+                FieldValue::Decimal(d) => serializer.collect_str(d),
+                FieldValue::Bool(b) => serializer.collect_str(b),
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Line<'a> {
+        timestamp: &'a str,
+        level: &'static str,
+        message_template: &'a str,
+        message: &'a str,
+        properties: &'a Properties<'a>,
+        target: &'static str,
+    }
+
+    fn reference_line(
+        out: &mut Vec<u8>,
+        event: &Event,
+        fields: &[(String, FieldValue)],
+        format: &LogFormat,
+    ) {
+        let properties = Properties {
+            event,
+            fields,
+            format,
+        };
+        let message = format.render(|name| properties.get(name));
+        let line = Line {
+            timestamp: &event.time,
+            level: "INFO",
+            message_template: format.template(),
+            message: &message,
+            properties: &properties,
+            target: "payedge::business",
+        };
+        if serde_json::to_writer(&mut *out, &line).is_ok() {
+            out.push(b'\n');
+        }
+    }
+
+    #[test]
+    fn the_written_line_is_the_one_serde_writes_byte_for_byte() {
+        let odd = "a \"quoted\" \\ value\n\u{1}é😀";
+        let fields = vec![
+            ("quoteId".to_string(), FieldValue::String(odd.into())),
+            (
+                "amount".to_string(),
+                FieldValue::Decimal(Decimal::from_str("-1000.10").unwrap()),
+            ),
+            ("ok".to_string(), FieldValue::Bool(false)),
+            ("big".to_string(), FieldValue::Number("1e400".into())),
+            (
+                "raw".to_string(),
+                FieldValue::Json(r#"{"a":[1,"x"]}"#.into()),
+            ),
+            ("x\"y".to_string(), FieldValue::String(String::new())),
+        ];
+        let template = "Quote {QuoteId} of {Amount} for {TenantId} \"{Nope}\" {X\"y}";
+        let format = LogFormat::new(Some(template), fields.iter().map(|(f, _)| f.clone()));
+        for (tenant, correlation) in [
+            (Some("blue"), Some("req-9")),
+            (None, None),
+            (Some(odd), Some(odd)),
+        ] {
+            let event = Event::new(
+                "payedge/x",
+                "fx.quote.created",
+                tenant.map(Into::into),
+                correlation.map(Into::into),
+                &FieldMap(&fields),
+            );
+            let (mut written, mut reference) = (Vec::new(), Vec::new());
+            write_line(&mut written, &event, &fields, &format);
+            reference_line(&mut reference, &event, &fields, &format);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(reference).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn the_log_line_has_the_template_and_exact_properties() {

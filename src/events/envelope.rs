@@ -1,6 +1,7 @@
 //! The event envelope: CloudEvents 1.0 in structured JSON mode, serialized once when the event
 //! is made and shared from then on (Redis, the hub, every subscriber get the same bytes).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,25 +28,6 @@ pub struct Event {
     pub json: Arc<str>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a, D: Serialize> {
-    specversion: &'static str,
-    id: &'a str,
-    source: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    time: &'a str,
-    datacontenttype: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correlationid: Option<&'a str>,
-    /// Extension attribute: the SHA-256 of the request's scoped `Idempotency-Key` (never the key).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idempotencykey: Option<&'a str>,
-    data: &'a D,
-}
-
 /// Extracted fields as a JSON object, written straight from the values.
 pub struct FieldMap<'a>(pub &'a [(String, FieldValue)]);
 
@@ -60,13 +42,146 @@ impl Serialize for FieldMap<'_> {
     }
 }
 
+/// The envelope's attributes other than `data`.
+struct Attributes<'a> {
+    id: &'a str,
+    source: &'a str,
+    kind: &'a str,
+    time: &'a str,
+    tenant: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    /// Extension attribute: the SHA-256 of the request's scoped `Idempotency-Key` (never the key).
+    idempotency_key: Option<&'a str>,
+}
+
+/// The envelope as compact JSON, attribute names written as the literals they are (serde's
+/// derive escapes every name on every event; this is on each trigger's path). Absent optional
+/// attributes are left out; `data` that cannot be serialized is `null`.
+fn envelope(a: &Attributes<'_>, data: &impl EventData) -> String {
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
+    json_str(&mut out, a.id);
+    out.extend_from_slice(br#","source":"#);
+    json_str(&mut out, a.source);
+    out.extend_from_slice(br#","type":"#);
+    json_str(&mut out, a.kind);
+    out.extend_from_slice(br#","time":"#);
+    json_str(&mut out, a.time);
+    out.extend_from_slice(br#","datacontenttype":"application/json""#);
+    for (name, value) in [
+        (&br#","tenant":"#[..], a.tenant),
+        (br#","correlationid":"#, a.correlation_id),
+        (br#","idempotencykey":"#, a.idempotency_key),
+    ] {
+        if let Some(value) = value {
+            out.extend_from_slice(name);
+            json_str(&mut out, value);
+        }
+    }
+    out.extend_from_slice(br#","data":"#);
+    data.write_json(&mut out);
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `s` as a JSON string, quoted and escaped as serde_json escapes it (control characters, `"`
+/// and `\\`); most strings have none of those and are copied as they are.
+pub(super) fn json_str(out: &mut Vec<u8>, s: &str) {
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, s);
+    }
+}
+
+/// Whether any byte of `s` is one JSON escapes: below 0x20, `"` or `\\`. Eight bytes at a time:
+/// per 64-bit word, the classic "has a byte less than n" and "has a zero byte" tests (exact for
+/// the word as a whole, n ≤ 128), the zero test applied to the word xor each character.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let has_zero = |x: u64| has_less(x, 1);
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            return true;
+        };
+        let x = u64::from_le_bytes(bytes);
+        if has_less(x, 0x20)
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// What an event carries as `data`, written as JSON into the envelope.
+pub trait EventData {
+    fn write_json(&self, out: &mut Vec<u8>);
+}
+
+impl EventData for FieldMap<'_> {
+    /// The same bytes as serde writes for the map, without its per-key machinery.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, name);
+            out.push(b':');
+            match value {
+                FieldValue::String(s) | FieldValue::Number(s) => json_str(out, s),
+                // A decimal's text is digits, a sign and a point: nothing to escape.
+                FieldValue::Decimal(d) => {
+                    let _ = write!(out, "\"{d}\"");
+                }
+                FieldValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+                FieldValue::Json(_) => serde_data(out, value),
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+impl EventData for Map<String, Value> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        serde_data(out, self);
+    }
+}
+
+impl EventData for Value {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        serde_data(out, self);
+    }
+}
+
+/// `data` through serde; `null` if it cannot be serialized.
+fn serde_data(out: &mut Vec<u8>, data: &impl Serialize) {
+    let before = out.len();
+    if serde_json::to_writer(&mut *out, data).is_err() {
+        out.truncate(before);
+        out.extend_from_slice(b"null");
+    }
+}
+
 impl Event {
     pub fn new(
         source: &str,
         kind: &str,
         tenant: Option<Arc<str>>,
         correlation_id: Option<String>,
-        data: &impl Serialize,
+        data: &impl EventData,
     ) -> Self {
         Self::of_request(source, kind, tenant, correlation_id, None, data)
     }
@@ -78,26 +193,28 @@ impl Event {
         tenant: Option<Arc<str>>,
         correlation_id: Option<String>,
         idempotency_key: Option<&str>,
-        data: &impl Serialize,
+        data: &impl EventData,
     ) -> Self {
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned();
         let created = SystemTime::now();
         let time = OffsetDateTime::from(created)
             .format(&Rfc3339)
             .unwrap_or_default();
-        let envelope = Envelope {
-            specversion: "1.0",
-            id: &id,
-            source,
-            kind,
-            time: &time,
-            datacontenttype: "application/json",
-            tenant: tenant.as_deref(),
-            correlationid: correlation_id.as_deref(),
-            idempotencykey: idempotency_key,
+        let json = envelope(
+            &Attributes {
+                id: &id,
+                source,
+                kind,
+                time: &time,
+                tenant: tenant.as_deref(),
+                correlation_id: correlation_id.as_deref(),
+                idempotency_key,
+            },
             data,
-        };
-        let json = serde_json::to_string(&envelope).unwrap_or_default();
+        );
         Self {
             id,
             kind: kind.to_string(),
@@ -134,6 +251,103 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The envelope as serde's derive writes it: the reference the hand-written one must equal.
+    #[derive(Serialize)]
+    struct Reference<'a, D: Serialize> {
+        specversion: &'static str,
+        id: &'a str,
+        source: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        time: &'a str,
+        datacontenttype: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tenant: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        correlationid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idempotencykey: Option<&'a str>,
+        data: &'a D,
+    }
+
+    #[test]
+    fn the_written_envelope_is_the_one_serde_writes_byte_for_byte() {
+        let fields = vec![
+            (
+                "quoteId".to_string(),
+                FieldValue::String("q\"1\\\u{7}é😀".into()),
+            ),
+            (
+                "amount".to_string(),
+                FieldValue::Decimal("1000.10".parse().unwrap()),
+            ),
+            ("ok".to_string(), FieldValue::Bool(true)),
+            ("big".to_string(), FieldValue::Number("1e400".into())),
+            (
+                "raw".to_string(),
+                FieldValue::Json(r#"{"a":[1,"x"]}"#.into()),
+            ),
+        ];
+        let odd = "tenant \"quoted\"\n\u{0}\t";
+        for (tenant, correlation, key) in [
+            (Some("blue"), Some("req-1"), Some("ab12")),
+            (None, None, None),
+            (Some(odd), None, Some(odd)),
+            (None, Some(odd), None),
+        ] {
+            let a = Attributes {
+                id: "01a2185d-a95e-7570-8309-8cd45c327cfe",
+                source: "payedge/\"x\"",
+                kind: "fx.quote.created",
+                time: "2026-11-26T15:00:00.123456Z",
+                tenant,
+                correlation_id: correlation,
+                idempotency_key: key,
+            };
+            let reference = Reference {
+                specversion: "1.0",
+                id: a.id,
+                source: a.source,
+                kind: a.kind,
+                time: a.time,
+                datacontenttype: "application/json",
+                tenant,
+                correlationid: correlation,
+                idempotencykey: key,
+                data: &FieldMap(&fields),
+            };
+            assert_eq!(
+                envelope(&a, &FieldMap(&fields)),
+                serde_json::to_string(&reference).unwrap()
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_written_as_serde_writes_them(s in "\\PC*|[\\x00-\\x7f]{0,40}|[a-z\"\\\\\\x00-\\x1f\\x7f-\\u{a0}]{0,40}") {
+            let mut out = Vec::new();
+            json_str(&mut out, &s);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
+        }
+    }
+
+    #[test]
+    fn every_byte_that_needs_escaping_is_found_at_every_position() {
+        for b in 0u8..=0x7f {
+            let escaped = b < 0x20 || b == b'"' || b == b'\\';
+            for len in 1..=24 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(needs_escape(&s), escaped, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        // Bytes of multi-byte characters never need escaping.
+        assert!(!needs_escape("é😀ÿ€ 0x80-0xff".as_bytes()));
+    }
 
     #[test]
     fn the_envelope_has_every_cloudevents_attribute() {

@@ -35,7 +35,7 @@ use pingora::services::background::BackgroundService;
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
-pub use envelope::{Event, FieldMap, SYSTEM_ALERT};
+pub use envelope::{Event, EventData, FieldMap, SYSTEM_ALERT};
 pub use history::{HistoryLimits, MemoryHistory, Recovery, Replayed, Unrecoverable};
 pub use log_format::LogFormat;
 pub use metrics::EventMetrics;

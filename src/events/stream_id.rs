@@ -67,7 +67,16 @@ impl FromStr for StreamId {
 /// replayed event and a live one are identical.
 pub fn stamp(json: &str, id: StreamId) -> String {
     let rest = json.strip_prefix('{').unwrap_or(json);
-    format!("{{\"streamid\":\"{id}\",{rest}")
+    let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (ms, seq) = (ms.format(id.ms), seq.format(id.seq));
+    let mut out = String::with_capacity(16 + ms.len() + seq.len() + rest.len());
+    out.push_str("{\"streamid\":\"");
+    out.push_str(ms);
+    out.push('-');
+    out.push_str(seq);
+    out.push_str("\",");
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
