@@ -10,6 +10,7 @@ pub mod failure;
 pub mod head_deadline;
 pub mod hub;
 pub mod idempotency;
+pub mod json;
 pub mod jwks;
 pub mod lifecycle;
 pub mod logging;

@@ -9,7 +9,7 @@ use crate::config::TriggerSettings;
 use payedge_filters::triggers::FieldValue;
 use std::io::Write;
 
-use super::envelope::json_str;
+use crate::json::json_str;
 
 const FX_QUOTE_CREATED: &str = "fx.quote.created";
 const PAYMENT_PROCESSED: &str = "payment.processed";
