@@ -499,6 +499,10 @@ fn leaf_value(raw: &RawValue) -> Result<Option<FieldValue>, ExtractError> {
         Some(b'n') => return Ok(None),
         Some(b't') => FieldValue::Bool(true),
         Some(b'f') => FieldValue::Bool(false),
+        // The parser has checked the string: without a backslash it is its text as it stands.
+        Some(b'"') if text.len() >= 2 && !text.contains('\\') => {
+            FieldValue::String(text[1..text.len() - 1].to_string())
+        }
         Some(b'"') => FieldValue::String(
             serde_json::from_str::<String>(text).map_err(|_| ExtractError::NotJson)?,
         ),

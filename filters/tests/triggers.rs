@@ -145,8 +145,16 @@ fn the_empty_pointer_is_the_whole_document() {
 
 #[test]
 fn strings_are_unescaped() {
-    let rule = rule_with(&[("memo", "/memo"), ("key", "/k\"q")], &[]);
-    let body = r#"{"memo":"line\nbreak \"quoted\" \u00e9\ud83d\ude00 \/","k\"q":"v"}"#;
+    let rule = rule_with(
+        &[
+            ("memo", "/memo"),
+            ("key", "/k\"q"),
+            ("raw", "/raw"),
+            ("empty", "/e"),
+        ],
+        &[],
+    );
+    let body = r#"{"memo":"line\nbreak \"quoted\" \u00e9\ud83d\ude00 \/","k\"q":"v","raw":"é😀 /x'","e":""}"#;
     let got = rule.extract(body.as_bytes()).expect("extracted");
     assert_eq!(got[0].1, s("line\nbreak \"quoted\" \u{e9}\u{1F600} /"));
     assert_eq!(
@@ -154,6 +162,8 @@ fn strings_are_unescaped() {
         json!("line\nbreak \"quoted\" \u{e9}\u{1F600} /")
     );
     assert_eq!(got[1].1, s("v"));
+    assert_eq!(got[2].1, s("é😀 /x'"));
+    assert_eq!(got[3].1, s(""));
 }
 
 #[test]
