@@ -30,7 +30,8 @@
 #
 # Needs nginx, haproxy, wrk, curl and python3 (Debian: apt-get install nginx haproxy wrk curl python3).
 # ROUNDS (3), DURATION (10s), CONNECTIONS (32), THREADS (1: wrk threads), WORKERS (1: nginx
-# worker processes and payedge proxy threads) and HUB_MAX (20000) override the defaults.
+# worker processes and payedge proxy threads), HUB_MAX (20000) and TARGETS (the proxy targets to run, by
+# name; the ratios needing one that did not run are left out) override the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
