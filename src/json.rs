@@ -91,15 +91,11 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// As serde_json writes an `f64`: shortest round-trip text, `null` when not finite.
+    /// Through serde_json itself, so the text is its formatter's (which changed from ryu to
+    /// zmij within serde_json 1.x: `1e22` against `1e+22`); `null` when not finite.
     pub fn float(&mut self, key: &str, value: f64) {
         self.key(key);
-        if value.is_finite() {
-            self.out
-                .extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
-        } else {
-            self.out.extend_from_slice(b"null");
-        }
+        let _ = serde_json::to_writer(&mut *self.out, &value);
     }
 
     /// A value's `Display` text as a JSON string (serde's `collect_str`).

@@ -217,6 +217,8 @@ mod tests {
             (&full, None),
             (&bare, None),
             (&bare, Some(Duration::from_secs(3))),
+            // Milliseconds past 1e16 are written with an exponent.
+            (&full, Some(Duration::MAX)),
         ] {
             let mut entry = AccessEntry { ..*entry };
             if let Some(d) = duration {
