@@ -1193,3 +1193,46 @@ fn the_metrics_path_cannot_take_an_admin_listener_path() {
         );
     }
 }
+
+#[test]
+fn the_hub_path_cannot_take_an_admin_listener_path_nor_the_metrics_path() {
+    // The hub answers every path that starts with its own before the admin listener's routes:
+    // under /admin/ it would bypass the admin role, and a prefix of /healthz would hide it.
+    for hub in ["/admin/hub", "/console", "/adm", "/health", "/readyz/x"] {
+        let file = ConfigFile::new(&format!("{VALID}notifications:\n  hub_path: {hub}\n"));
+        assert_problems(
+            &file.check(&good_env()),
+            &[file.problem(
+                "hub_path:",
+                "notifications.hub_path",
+                &format!(
+                    "\"{hub}\" would take an admin listener path (/admin/, /console/, /healthz, \
+                     /readyz): choose another, like /hubs/notifications"
+                ),
+            )],
+        );
+    }
+    // The metrics path is answered only when the hub does not claim it.
+    for metrics in ["/hubs/notifications", "/hubs/notifications/metrics"] {
+        let file = ConfigFile::new(&edit(
+            VALID,
+            "  metrics_path: /metrics\n",
+            &format!("  metrics_path: {metrics}\n"),
+        ));
+        assert_problems(
+            &file.check(&good_env()),
+            &[file.problem(
+                "metrics_path:",
+                "analytics.metrics_path",
+                &format!(
+                    "\"{metrics}\" starts with notifications.hub_path \"/hubs/notifications\", \
+                     which the hub answers: choose another, like /metrics"
+                ),
+            )],
+        );
+    }
+    let fine = ConfigFile::new(&format!(
+        "{VALID}notifications:\n  hub_path: /hubs/events\n"
+    ));
+    assert_eq!(fine.check(&good_env()).code, Some(0));
+}

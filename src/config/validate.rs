@@ -203,6 +203,17 @@ impl Validator<'_> {
         let pools = self.pools(&s.pools, &tenant_header, &tenancy.tenants);
         let routes = self.routes(&s.routes, &s.pools);
         let notifications = self.notifications(&s.notifications);
+        if analytics.metrics_path.starts_with(&notifications.hub.path) {
+            // The hub answers every path that starts with its own, first.
+            self.issue(
+                "analytics.metrics_path",
+                format!(
+                    "{:?} starts with notifications.hub_path {:?}, which the hub answers: \
+                     choose another, like /metrics",
+                    analytics.metrics_path, notifications.hub.path
+                ),
+            );
+        }
         let triggers = self.triggers(&s.triggers);
         let idempotency = self.idempotency(&s.idempotency);
         if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&s.cache.max_bytes) {
@@ -698,15 +709,12 @@ impl Validator<'_> {
     }
 
     fn analytics(&mut self, a: &AnalyticsSection) -> AnalyticsSettings {
-        let under = |prefix: &str| {
-            a.metrics_path == prefix || a.metrics_path.starts_with(&format!("{prefix}/"))
-        };
         if check_path(&a.metrics_path).is_err() || a.metrics_path == "/" {
             self.issue(
                 "analytics.metrics_path",
                 format!("{:?} is not an absolute path like /metrics", a.metrics_path),
             );
-        } else if under("/admin") || under("/console") || under("/healthz") || under("/readyz") {
+        } else if is_admin_listener_path(&a.metrics_path) {
             // /metrics answers without a token: under /admin/ it would break the rule that every
             // /admin/ path needs the admin role, and elsewhere it would hide an endpoint.
             self.issue(
@@ -818,4 +826,23 @@ fn strategy(name: StrategyName) -> Strategy {
         StrategyName::Header => Strategy::Header,
         StrategyName::Subdomain => Strategy::Subdomain,
     }
+}
+/// The paths the admin listener answers itself: `/admin/…`, `/console/…`, `/healthz`, `/readyz`.
+const ADMIN_LISTENER_PATHS: [&str; 4] = ["/admin", "/console", "/healthz", "/readyz"];
+
+/// Whether `path` is one of the admin listener's own (the metrics path may not take one).
+pub(super) fn is_admin_listener_path(path: &str) -> bool {
+    ADMIN_LISTENER_PATHS.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Whether a hub at `hub_path` would take an admin listener path: the hub answers every path
+/// that starts with its own, before the admin listener's routes.
+pub(super) fn hub_takes_admin_path(hub_path: &str) -> bool {
+    is_admin_listener_path(hub_path)
+        || ADMIN_LISTENER_PATHS
+            .iter()
+            .any(|prefix| prefix.starts_with(hub_path))
 }

@@ -98,6 +98,15 @@ impl Validator<'_> {
                     n.hub_path
                 ),
             );
+        } else if super::validate::hub_takes_admin_path(&n.hub_path) {
+            self.issue(
+                "notifications.hub_path",
+                format!(
+                    "{:?} would take an admin listener path (/admin/, /console/, /healthz, \
+                     /readyz): choose another, like /hubs/notifications",
+                    n.hub_path
+                ),
+            );
         }
         if n.connection_queue == 0 || n.connection_queue > MAX_CONNECTION_QUEUE {
             self.issue(
