@@ -33,17 +33,6 @@ pub struct Event {
 /// Extracted fields as a JSON object, written straight from the values.
 pub struct FieldMap<'a>(pub &'a [(String, FieldValue)]);
 
-impl Serialize for FieldMap<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
 /// The envelope's attributes other than `data`.
 struct Attributes<'a> {
     id: &'a str,
@@ -212,6 +201,18 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields as serde writes a map of them: the reference for `FieldMap::write_json`.
+    impl Serialize for FieldMap<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (name, value) in self.0 {
+                map.serialize_entry(name, value)?;
+            }
+            map.end()
+        }
+    }
 
     /// The envelope as serde's derive writes it: the reference the hand-written one must equal.
     #[derive(Serialize)]

@@ -116,10 +116,7 @@ impl MemoryHistory {
     ) -> Option<R> {
         let now = now_ms();
         let mut streams = self.streams.lock().ok()?;
-        if !streams.contains_key(&**stream) {
-            streams.insert(Arc::clone(stream), Stream::default());
-        }
-        let s = streams.get_mut(&**stream)?;
+        let s = streams.entry(Arc::clone(stream)).or_default();
         let id = s.last.next_at(now);
         s.last = id;
         let entry = Replayed {
