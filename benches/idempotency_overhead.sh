@@ -9,7 +9,8 @@
 #
 #     benches/idempotency_overhead.sh   (needs nginx, redis-server and wrk; builds payedge --release)
 #
-# ROUNDS, DURATION, CONNECTIONS and THREADS override the defaults below.
+# ROUNDS, DURATION, CONNECTIONS and THREADS override the defaults below; KEYED names the keyed
+# configurations to run against plain (default "redis unix memory").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -37,6 +38,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.soc
   --save '' --appendonly no --daemonize no \
   > "$work/redis.log" 2>&1 &
 pids+=($!)
+redis_pid=$!
 until redis-cli -p "$redis_port" ping > /dev/null 2>&1; do sleep 0.05; done
 
 export BENCH_JWT_SECRET=benchmark-secret-that-is-long-enough-0123456789
@@ -85,7 +87,12 @@ end
 LUA
 }
 
-run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us replayed_or_conflicts"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+us_per() { # $1 ticks, $2 requests → CPU µs per request
+  awk -v t="$1" -v r="${2:-1}" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }'
+}
+
+run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us redis_cpu_us keys_taken"
   local proxy admin pid out keyed=yes
   [ "$1" = plain ] && keyed=no
   script "$work/post.lua" "$keyed" "r$2-$1-$RANDOM"
@@ -94,29 +101,30 @@ run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us replay
   "$bin" run -c "$work/$1.yaml" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/$1.log" 2>&1 &
   pid=$!
   until curl -sf "http://127.0.0.1:$admin/readyz" > /dev/null; do sleep 0.05; done
-  local ticks_before ticks_after
-  ticks_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  local ticks_before ticks_after redis_before redis_after
+  ticks_before=$(ticks "$pid"); redis_before=$(ticks "$redis_pid")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/post.lua" "http://127.0.0.1:$proxy/api/payments")
-  ticks_after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  ticks_after=$(ticks "$pid"); redis_after=$(ticks "$redis_pid")
   local rps requests non2xx firsts
   rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
   requests=$(awk '/requests in/ {print $1}' <<< "$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<< "$out")
   firsts=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^payedge_idempotency_requests_total\{result="first"/ {print $2}')
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  local cpu_us
-  cpu_us=$(awk -v t=$((ticks_after - ticks_before)) -v r="${requests:-1}" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
-  echo "$rps ${requests:-0} ${non2xx:-0} $cpu_us ${firsts:-0}"
+  echo "$rps ${requests:-0} ${non2xx:-0} $(us_per $((ticks_after - ticks_before)) "$requests")" \
+    "$(us_per $((redis_after - redis_before)) "$requests") ${firsts:-0}"
 }
 
-printf '%-6s %-7s %12s %10s %8s %12s %12s\n' round config req/s responses non-2xx "cpu µs/req" "keys taken"
-keyed=(redis unix memory)
+printf '%-6s %-7s %12s %10s %8s %12s %12s %12s\n' round config req/s responses non-2xx "cpu µs/req" \
+  "redis µs/req" "keys taken"
+read -r -a keyed <<< "${KEYED:-redis unix memory}"
 declare -A rps_of cpu_of ratios_of
 for round in $(seq 1 "$ROUNDS"); do
   declare -A this_round=()
   for config in plain "${keyed[@]}"; do
-    read -r rps requests non2xx cpu firsts < <(run "$config" "$round")
-    printf '%-6s %-7s %12s %10s %8s %12s %12s\n' "$round" "$config" "$rps" "$requests" "$non2xx" "$cpu" "$firsts"
+    read -r rps requests non2xx cpu redis_cpu firsts < <(run "$config" "$round")
+    printf '%-6s %-7s %12s %10s %8s %12s %12s %12s\n' "$round" "$config" "$rps" "$requests" "$non2xx" "$cpu" \
+      "$redis_cpu" "$firsts"
     rps_of[$config]="${rps_of[$config]:-} $rps"; cpu_of[$config]="${cpu_of[$config]:-} $cpu"
     this_round[$config]=$rps
   done
@@ -128,6 +136,13 @@ for config in plain "${keyed[@]}"; do
   # shellcheck disable=SC2086
   echo "median $config: $(median ${rps_of[$config]}) req/s, $(median ${cpu_of[$config]}) µs CPU per request"
 done
+# How many commands Redis read per read(2) over the whole script (what batching saves it), and
+# its own time per call of each command it ran.
+{ redis-cli -p "$redis_port" info stats; redis-cli -p "$redis_port" info commandstats; } | tr -d '\r' | awk -F: '
+  /^total_commands_processed/ { c = $2 } /^total_reads_processed/ { r = $2 }
+  /^cmdstat_/ { split($2, f, ","); sub(/^cmdstat_/, "", $1); sub(/calls=/, "", f[1]); sub(/usec_per_call=/, "", f[3])
+    if (f[1] + 0 > 1000) per = per sprintf(" %s %s µs (%d calls)", $1, f[3], f[1]) }
+  END { if (r > 0) printf "redis: %d commands in %d reads (%.2f per read); per call:%s\n", c, r, c / r, per }'
 declare -A label=([redis]="Redis store" [unix]="Redis store over a unix socket" [memory]="in-memory store")
 for config in "${keyed[@]}"; do
   # shellcheck disable=SC2086

@@ -12,6 +12,16 @@
 //!
 //! Every call is bounded by `OPERATION_TIMEOUT`; a store that does not answer in time is
 //! unavailable for that request (the route decides whether to refuse or proceed).
+//!
+//! A request's own outcome is written after it has answered, off its path
+//! ([`IdempotencyStore::settle_later`]): in memory at once; to Redis by one writer task per
+//! store that sends whatever has queued up meanwhile together, so a keyed request waits for
+//! one round trip (taking its key), not two, and Redis reads many settlements at a time. While
+//! the owner's record cannot have expired, the outcome replaces it with a plain
+//! `SET … XX … GET` (the key exists only as our record: no other request can take a key that
+//! exists), checked against what it replaced; otherwise, or when taking the key had failed
+//! (the key may hold another request's record), by the compare-and-set script. Queued
+//! settlements hold the drain open like requests do.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,16 +29,27 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::mpsc;
 
 use crate::config::IdempotencySettings;
 use crate::events::redis_target::{Connection, RedisTarget};
+use crate::lifecycle::InFlight;
 
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Key names in Redis: this prefix and the hex digest of the scoped key.
 pub const KEY_PREFIX: &str = "payedge:idempotency:";
 /// The in-memory store's bound: beyond it new keys are refused as if the store were down.
 const MAX_MEMORY_KEYS: usize = 1_000_000;
+/// Settlements waiting for the Redis writer; beyond it one is logged as not recorded (its key
+/// stays in flight: retries are told the outcome is unknown, nothing is sent twice).
+const MAX_QUEUED_SETTLEMENTS: usize = 16_384;
+/// The most settlements the Redis writer sends at once.
+const SETTLEMENT_BATCH: usize = 256;
+/// A settlement this close to when its owner's record may expire takes the script's
+/// compare-and-set instead of the plain replacement.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 
 const BEGIN: &str = r"
 local existing = redis.call('GET', KEYS[1])
@@ -73,7 +94,24 @@ pub struct IdempotencyStore {
 
 enum Backend {
     Memory(Mutex<MemoryKeys>),
-    Redis(Box<RedisBackend>),
+    Redis(Arc<RedisBackend>),
+}
+
+/// What a request that held a key leaves it with, written after the request has answered.
+pub struct Settlement {
+    /// The store's key (the scoped key's digest).
+    pub key: String,
+    /// Our in-flight record, encoded.
+    pub ours: String,
+    /// The record that replaces it, encoded; `None` forgets the key.
+    pub outcome: Option<String>,
+    /// Until when our in-flight record is certainly still in the store; `None` when taking
+    /// the key failed (it may have been taken, or may hold another request's record).
+    pub owned_until: Option<Instant>,
+    /// For the log line when it cannot be written.
+    pub request_id: String,
+    /// Keeps a drain waiting until it is written.
+    pub in_flight: InFlight,
 }
 
 struct RedisBackend {
@@ -82,6 +120,11 @@ struct RedisBackend {
     /// `false` once the server has refused `SET` with both `NX` and `GET` (Redis before 7.0):
     /// `begin` then runs the script.
     native_begin: AtomicBool,
+    /// `false` once the server has refused `SET` with `GET` (Redis before 6.2): outcomes are
+    /// then all written by the script.
+    native_settle: AtomicBool,
+    /// The writer task's queue, started on first use (and again if its runtime went away).
+    settler: Mutex<Option<mpsc::Sender<Settlement>>>,
     begin: redis::Script,
     settle: redis::Script,
     release: redis::Script,
@@ -147,10 +190,12 @@ impl IdempotencyStore {
     pub fn new(settings: &IdempotencySettings) -> Result<Self, String> {
         let backend = match &settings.redis_url {
             None => Backend::Memory(Mutex::new(MemoryKeys::default())),
-            Some(url) => Backend::Redis(Box::new(RedisBackend {
+            Some(url) => Backend::Redis(Arc::new(RedisBackend {
                 target: RedisTarget::parse(url)?,
                 connection: AsyncMutex::new(None),
                 native_begin: AtomicBool::new(true),
+                native_settle: AtomicBool::new(true),
+                settler: Mutex::new(None),
                 begin: redis::Script::new(BEGIN),
                 settle: redis::Script::new(SETTLE),
                 release: redis::Script::new(RELEASE),
@@ -196,7 +241,7 @@ impl IdempotencyStore {
                     set.arg("PX").arg(millis(kept)).arg("GET");
                     match Self::run(redis, Query::Command(&set)).await {
                         Ok(existing) => return Ok(Self::begun(existing)),
-                        Err(StoreError::Redis(e)) if refuses_nx_with_get(&e) => {
+                        Err(StoreError::Redis(e)) if refuses_syntax(&e) => {
                             tracing::info!(
                                 "this Redis refuses SET with NX and GET (before 7.0): \
                                  idempotency keys are taken by a script"
@@ -218,20 +263,9 @@ impl IdempotencyStore {
     /// longer holds our record. Records are passed encoded ([`Record::encode`]).
     pub async fn settle(&self, key: &str, ours: &str, outcome: &str) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Memory(keys) => {
-                let now = Instant::now();
-                let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
-                if keys.live(key, now).map(String::as_str) != Some(ours) {
-                    return Ok(false);
-                }
-                keys.write(key, outcome.to_string(), now + self.ttl);
-                Ok(true)
-            }
+            Backend::Memory(keys) => self.settle_in_memory(keys, key, ours, Some(outcome)),
             Backend::Redis(redis) => {
-                let mut invocation = redis.settle.key(redis_key(key));
-                invocation.arg(ours).arg(outcome).arg(millis(self.ttl));
-                let replaced: i64 = Self::run(redis, Query::Script(&invocation)).await?;
-                Ok(replaced == 1)
+                Self::compare_and_set(redis, self.ttl, key, ours, outcome).await
             }
         }
     }
@@ -239,21 +273,137 @@ impl IdempotencyStore {
     /// Forgets `key` if it still holds our `in_flight` record.
     pub async fn release(&self, key: &str, ours: &str) -> Result<(), StoreError> {
         match &self.backend {
+            Backend::Memory(keys) => self.settle_in_memory(keys, key, ours, None).map(|_| ()),
+            Backend::Redis(redis) => Self::release_in_redis(redis, key, ours).await,
+        }
+    }
+
+    /// Writes `settlement` after its request: in memory now; to Redis through the writer task,
+    /// never waiting (a full queue or a failed write is logged; the key then stays in flight).
+    pub fn settle_later(&self, settlement: Settlement) {
+        let redis = match &self.backend {
             Backend::Memory(keys) => {
-                let now = Instant::now();
-                let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
-                if keys.live(key, now).map(String::as_str) == Some(ours) {
-                    keys.keys.remove(key);
+                let written = self.settle_in_memory(
+                    keys,
+                    &settlement.key,
+                    &settlement.ours,
+                    settlement.outcome.as_deref(),
+                );
+                if let Err(e) = written {
+                    not_recorded(&settlement.request_id, &e);
                 }
-                Ok(())
+                return;
             }
-            Backend::Redis(redis) => {
-                let mut invocation = redis.release.key(redis_key(key));
-                invocation.arg(ours);
-                let _: i64 = Self::run(redis, Query::Script(&invocation)).await?;
-                Ok(())
+            Backend::Redis(redis) => redis,
+        };
+        let Ok(mut settler) = redis.settler.lock() else {
+            not_recorded(&settlement.request_id, &StoreError::Poisoned);
+            return;
+        };
+        let sender = match settler.as_ref() {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::warn!(
+                        request_id = settlement.request_id,
+                        "idempotency store unavailable (no runtime): the key's outcome was not recorded"
+                    );
+                    return;
+                };
+                let (sender, queue) = mpsc::channel(MAX_QUEUED_SETTLEMENTS);
+                runtime.spawn(write_settlements(Arc::clone(redis), self.ttl, queue));
+                settler.insert(sender)
+            }
+        };
+        if let Err(refused) = sender.try_send(settlement) {
+            let (settlement, why) = match refused {
+                mpsc::error::TrySendError::Full(s) => (s, "queue full"),
+                mpsc::error::TrySendError::Closed(s) => (s, "writer stopped"),
+            };
+            tracing::warn!(
+                request_id = settlement.request_id,
+                why,
+                "idempotency store unavailable: the key's outcome was not recorded"
+            );
+        }
+    }
+
+    /// `settle` (with an outcome) or `release` (without) in memory: only our own record.
+    fn settle_in_memory(
+        &self,
+        keys: &Mutex<MemoryKeys>,
+        key: &str,
+        ours: &str,
+        outcome: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut keys = keys.lock().map_err(|_| StoreError::Poisoned)?;
+        if keys.live(key, now).map(String::as_str) != Some(ours) {
+            return Ok(false);
+        }
+        match outcome {
+            Some(outcome) => keys.write(key, outcome.to_string(), now + self.ttl),
+            None => {
+                keys.keys.remove(key);
             }
         }
+        Ok(true)
+    }
+
+    async fn compare_and_set(
+        redis: &RedisBackend,
+        ttl: Duration,
+        key: &str,
+        ours: &str,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = redis.settle.key(redis_key(key));
+        invocation.arg(ours).arg(outcome).arg(millis(ttl));
+        let replaced: i64 = Self::run(redis, Query::Script(&invocation)).await?;
+        Ok(replaced == 1)
+    }
+
+    /// Replaces a record that can only be ours (it exists, and exists until `owned_until`: no
+    /// other request can have taken the key) without the script, checking what it replaced.
+    /// Should Redis have lost our record and another request taken the key meanwhile, what we
+    /// replaced is put back (kept the store's TTL, as long as a settled record).
+    async fn replace_own(
+        redis: &RedisBackend,
+        ttl: Duration,
+        key: &str,
+        ours: &str,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let name = redis_key(key);
+        let mut set = redis::cmd("SET");
+        set.arg(&name)
+            .arg(outcome)
+            .arg("XX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .arg("GET");
+        let replaced: Option<String> = Self::run(redis, Query::Command(&set)).await?;
+        match replaced {
+            Some(record) if record == ours => Ok(true),
+            None => Ok(false),
+            Some(foreign) => {
+                let mut restore = redis::cmd("SET");
+                restore.arg(&name).arg(foreign).arg("XX").arg("KEEPTTL");
+                let () = Self::run(redis, Query::Command(&restore)).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn release_in_redis(
+        redis: &RedisBackend,
+        key: &str,
+        ours: &str,
+    ) -> Result<(), StoreError> {
+        let mut invocation = redis.release.key(redis_key(key));
+        invocation.arg(ours);
+        let _: i64 = Self::run(redis, Query::Script(&invocation)).await?;
+        Ok(())
     }
 
     fn begun(existing: Option<String>) -> Begun {
@@ -298,6 +448,64 @@ impl IdempotencyStore {
     }
 }
 
+/// The Redis writer: takes whatever settlements have queued (up to `SETTLEMENT_BATCH`) and
+/// writes them together over the shared connection, which sends them in one go.
+async fn write_settlements(
+    redis: Arc<RedisBackend>,
+    ttl: Duration,
+    mut queue: mpsc::Receiver<Settlement>,
+) {
+    let mut batch = Vec::with_capacity(SETTLEMENT_BATCH);
+    while queue.recv_many(&mut batch, SETTLEMENT_BATCH).await > 0 {
+        let now = Instant::now();
+        let written = join_all(batch.iter().map(|s| {
+            let redis = &*redis;
+            async move {
+                let Some(outcome) = &s.outcome else {
+                    return IdempotencyStore::release_in_redis(redis, &s.key, &s.ours).await;
+                };
+                let certain = s
+                    .owned_until
+                    .is_some_and(|until| now + EXPIRY_MARGIN < until);
+                if certain && redis.native_settle.load(Ordering::Relaxed) {
+                    match IdempotencyStore::replace_own(redis, ttl, &s.key, &s.ours, outcome).await
+                    {
+                        Err(StoreError::Redis(e)) if refuses_syntax(&e) => {
+                            tracing::info!(
+                                "this Redis refuses SET with GET (before 6.2): idempotency \
+                                 outcomes are written by a script"
+                            );
+                            redis.native_settle.store(false, Ordering::Relaxed);
+                        }
+                        written => return written.map(|_| ()),
+                    }
+                }
+                IdempotencyStore::compare_and_set(redis, ttl, &s.key, &s.ours, outcome)
+                    .await
+                    .map(|_| ())
+            }
+        }))
+        .await;
+        for (settlement, result) in batch.iter().zip(written) {
+            if let Err(e) = result {
+                not_recorded(&settlement.request_id, &e);
+            }
+        }
+        // Dropping them lets a drain go on.
+        batch.clear();
+    }
+}
+
+/// The in-flight record stays: once its owner's deadline passes, retries are told the outcome
+/// is unknown; nothing is ever sent twice.
+fn not_recorded(request_id: &str, error: &StoreError) {
+    tracing::warn!(
+        request_id,
+        error = %error,
+        "idempotency store unavailable: the key's outcome was not recorded"
+    );
+}
+
 enum Query<'a> {
     Command(&'a redis::Cmd),
     Script(&'a redis::ScriptInvocation<'a>),
@@ -308,8 +516,9 @@ fn is_refusal(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
 }
 
-/// Redis before 7.0 answers `SET … NX … GET` with a syntax error.
-fn refuses_nx_with_get(e: &redis::RedisError) -> bool {
+/// A command this server does not know in this form: what Redis before 7.0 answers to
+/// `SET … NX … GET`, and before 6.2 to any `SET … GET`.
+fn refuses_syntax(e: &redis::RedisError) -> bool {
     is_refusal(e) && e.to_string().contains("syntax error")
 }
 
@@ -554,8 +763,182 @@ mod tests {
         }
     }
 
+    fn redis_store(server: &UnixRedis) -> IdempotencyStore {
+        IdempotencyStore::new(&IdempotencySettings {
+            redis_url: Some(server.url()),
+            ttl: Duration::from_secs(60),
+            max_response_bytes: 1024,
+        })
+        .unwrap()
+    }
+
+    fn settlement(
+        key: &str,
+        ours: &str,
+        outcome: Option<&str>,
+        owned_until: Option<Instant>,
+        lifecycle: &'static crate::lifecycle::Lifecycle,
+    ) -> Settlement {
+        Settlement {
+            key: key.into(),
+            ours: ours.into(),
+            outcome: outcome.map(Into::into),
+            owned_until,
+            request_id: "req".into(),
+            in_flight: lifecycle.request_started(),
+        }
+    }
+
+    /// What Redis holds under `key`, once nothing is queued for the writer any more.
+    async fn written(
+        con: &mut redis::Connection,
+        lifecycle: &crate::lifecycle::Lifecycle,
+        key: &str,
+    ) -> Option<String> {
+        for _ in 0..500 {
+            if lifecycle.in_flight() == 0 {
+                return redis::cmd("GET").arg(redis_key(key)).query(con).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the writer never finished")
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_written_after_the_request_and_hold_a_drain_until_written() {
+        let server = UnixRedis::start();
+        let store = redis_store(&server);
+        let lifecycle = crate::lifecycle::Lifecycle::leak();
+        let mut con = server.connection().unwrap();
+        let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
+        let done = Record::NotStored {
+            fingerprint: "f".into(),
+            status: 201,
+        }
+        .encode();
+        let owned = Some(Instant::now() + Duration::from_secs(60));
+        for key in ["plain", "script", "released", "foreign", "gone"] {
+            let record = if key == "foreign" { &b } else { &a };
+            assert_eq!(
+                store.begin(key, record, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
+        }
+        // A drain counts each queued settlement as work in flight until it is written.
+        store.settle_later(settlement("plain", &a, Some(&done), owned, lifecycle));
+        assert_eq!(lifecycle.in_flight(), 1);
+        assert_eq!(
+            written(&mut con, lifecycle, "plain").await,
+            Some(done.clone())
+        );
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(redis_key("plain"))
+            .query(&mut con)
+            .unwrap();
+        assert!((59_000..=60_000).contains(&ttl), "kept the ttl: {ttl}");
+        // Taking the key had failed (`owned_until` None): only the compare-and-set writes.
+        store.settle_later(settlement("script", &a, Some(&done), None, lifecycle));
+        assert_eq!(
+            written(&mut con, lifecycle, "script").await,
+            Some(done.clone())
+        );
+        store.settle_later(settlement("released", &a, None, owned, lifecycle));
+        assert_eq!(written(&mut con, lifecycle, "released").await, None);
+        // Another request's record is never left replaced, by either way of writing.
+        for owned_until in [owned, None] {
+            store.settle_later(settlement(
+                "foreign",
+                &a,
+                Some(&done),
+                owned_until,
+                lifecycle,
+            ));
+            assert_eq!(
+                written(&mut con, lifecycle, "foreign").await,
+                Some(b.clone())
+            );
+            store.settle_later(settlement("foreign", &a, None, owned_until, lifecycle));
+            assert_eq!(
+                written(&mut con, lifecycle, "foreign").await,
+                Some(b.clone())
+            );
+        }
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(redis_key("foreign"))
+            .query(&mut con)
+            .unwrap();
+        assert!(
+            (59_000..=60_000).contains(&ttl),
+            "kept at least the store's ttl: {ttl}"
+        );
+        // A record Redis lost is not written back from an outcome.
+        let _: () = redis::cmd("DEL")
+            .arg(redis_key("gone"))
+            .query(&mut con)
+            .unwrap();
+        store.settle_later(settlement("gone", &a, Some(&done), owned, lifecycle));
+        assert_eq!(written(&mut con, lifecycle, "gone").await, None);
+        // Many at once, as under load: all written.
+        for i in 0..600 {
+            let key = format!("many-{i}");
+            assert_eq!(
+                store.begin(&key, &a, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
+            store.settle_later(settlement(&key, &a, Some(&done), owned, lifecycle));
+        }
+        assert_eq!(
+            written(&mut con, lifecycle, "many-599").await,
+            Some(done.clone())
+        );
+        let kept: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(
+                (0..600)
+                    .map(|i| redis_key(&format!("many-{i}")))
+                    .collect::<Vec<_>>(),
+            )
+            .query(&mut con)
+            .unwrap();
+        assert!(kept.iter().all(|v| v.as_deref() == Some(done.as_str())));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_logs_the_outcome_as_not_recorded_and_lets_a_drain_go_on() {
+        let server = UnixRedis::start();
+        let store = redis_store(&server);
+        drop(server);
+        let lifecycle = crate::lifecycle::Lifecycle::leak();
+        let owned = Some(Instant::now() + Duration::from_secs(60));
+        store.settle_later(settlement("k", "a", Some("done"), owned, lifecycle));
+        for _ in 0..400 {
+            if lifecycle.in_flight() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("a failed write still holds the drain");
+    }
+
+    #[tokio::test]
+    async fn in_memory_outcomes_are_written_at_once_and_only_over_our_own_record() {
+        let store = memory();
+        let lifecycle = crate::lifecycle::Lifecycle::leak();
+        let (a, b) = (in_flight("a").encode(), in_flight("b").encode());
+        assert_eq!(
+            store.begin("k", &a, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
+        store.settle_later(settlement("k", &b, Some("x"), None, lifecycle));
+        store.settle_later(settlement("k", &a, Some("done"), None, lifecycle));
+        assert_eq!(lifecycle.in_flight(), 0);
+        assert_eq!(
+            store.begin("k", &b, Duration::ZERO).await.unwrap(),
+            Begun::Existing("done".into())
+        );
+    }
+
     #[test]
-    fn a_syntax_error_from_redis_is_what_switches_to_the_script_and_nothing_else_is() {
+    fn a_syntax_error_from_redis_is_what_switches_to_the_scripts_and_nothing_else_is() {
         let server = UnixRedis::start();
         let mut con = server.connection().unwrap();
         // What servers before 7.0 answer to SET with both NX and GET: a syntax error, made
@@ -567,7 +950,7 @@ mod tests {
             .arg("XX")
             .query::<Option<String>>(&mut con)
             .unwrap_err();
-        assert!(refuses_nx_with_get(&syntax), "{syntax}");
+        assert!(refuses_syntax(&syntax), "{syntax}");
         assert!(is_refusal(&syntax));
         let _: () = redis::cmd("LPUSH")
             .arg("list")
@@ -580,7 +963,7 @@ mod tests {
             .arg("GET")
             .query::<Option<String>>(&mut con)
             .unwrap_err();
-        assert!(!refuses_nx_with_get(&wrong_type), "{wrong_type}");
+        assert!(!refuses_syntax(&wrong_type), "{wrong_type}");
     }
 
     #[test]

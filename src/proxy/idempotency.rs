@@ -11,9 +11,10 @@
 //!   as the client gets it, up to `max_response_bytes`.
 //! - logging (`settle`): the key keeps the whole answer; or that the outcome is unknown when the
 //!   request reached a provider and no whole answer came back; or is forgotten when the request
-//!   reached none.
+//!   reached none. Written after the request, without waiting for the store
+//!   (`IdempotencyStore::settle_later`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::Method;
@@ -27,7 +28,8 @@ use ring::digest::{SHA256, digest};
 use super::RequestCtx;
 use crate::config::RouteIdempotency;
 use crate::failure::{Failure, REQUEST_ID_HEADER};
-use crate::idempotency::{Begun, IdempotencyStore};
+use crate::idempotency::{Begun, IdempotencyStore, Settlement};
+use crate::lifecycle::InFlight;
 use crate::metrics::IdempotencyResult;
 
 pub const HEADER: &str = "idempotency-key";
@@ -56,6 +58,9 @@ pub struct HeldKey {
     /// Our in-flight record, encoded: what the store compares before replacing it.
     in_flight: String,
     fingerprint: String,
+    /// Until when the store certainly keeps our in-flight record (it was taken at least this
+    /// long); `None` when taking the key failed.
+    owned_until: Option<Instant>,
     max_response: usize,
     response: Option<Captured>,
 }
@@ -198,18 +203,22 @@ async fn begin_keyed(
         request_id: ctx.request_id.clone(),
     }
     .encode();
-    let held = |digest: String, in_flight: String, fingerprint: String| HeldKey {
+    let held = |digest, in_flight, fingerprint, owned_until| HeldKey {
         digest,
         in_flight,
         fingerprint,
+        owned_until,
         max_response: store.max_response_bytes,
         response: None,
     };
+    // Read before the store's clock starts: the record is kept at least until then.
+    let taken_at = Instant::now();
     match store.begin(&scoped, &in_flight, hold).await {
         Ok(Begun::Taken) => {
             count(ctx, IdempotencyResult::First);
             ctx.idempotency_digest = Some(scoped.clone());
-            ctx.idempotency = Some(held(scoped, in_flight, fingerprint));
+            let owned_until = taken_at + store.ttl.max(hold);
+            ctx.idempotency = Some(held(scoped, in_flight, fingerprint, Some(owned_until)));
             Begin::Proceed
         }
         Ok(Begun::Existing(text)) => {
@@ -226,7 +235,7 @@ async fn begin_keyed(
             // lost): held all the same, so that the end of this request settles or releases it.
             // Both only replace this request's own in-flight record, so a key never taken is
             // left alone.
-            ctx.idempotency = Some(held(scoped, in_flight, fingerprint));
+            ctx.idempotency = Some(held(scoped, in_flight, fingerprint, None));
             tracing::warn!(
                 request_id = ctx.request_id,
                 error = %e,
@@ -379,8 +388,14 @@ pub fn body(ctx: &mut RequestCtx, chunk: Option<&Bytes>, end_of_stream: bool) {
     }
 }
 
-/// The end of a request that held a key: what the key keeps from now on.
-pub async fn settle(store: &IdempotencyStore, ctx: &mut RequestCtx, provider_names: &[&str]) {
+/// The end of a request that held a key: what the key keeps from now on, written after the
+/// request without waiting (`in_flight` keeps a drain waiting for it).
+pub fn settle(
+    store: &IdempotencyStore,
+    ctx: &mut RequestCtx,
+    provider_names: &[&str],
+    in_flight: InFlight,
+) {
     let Some(held) = ctx.idempotency.take() else {
         return;
     };
@@ -401,21 +416,13 @@ pub async fn settle(store: &IdempotencyStore, ctx: &mut RequestCtx, provider_nam
             Some("unknown")
         }),
     };
-    let outcome = decide::settle(&held.fingerprint, &ending);
-    let result = match &outcome {
-        Some(record) => store
-            .settle(&held.digest, &held.in_flight, &record.encode())
-            .await
-            .map(|_| ()),
-        None => store.release(&held.digest, &held.in_flight).await,
-    };
-    if let Err(e) = result {
-        // The in-flight record stays: once its owner's deadline passes, retries are told the
-        // outcome is unknown; nothing is ever sent twice.
-        tracing::warn!(
-            request_id = ctx.request_id,
-            error = %e,
-            "idempotency store unavailable: the key's outcome was not recorded"
-        );
-    }
+    let outcome = decide::settle(&held.fingerprint, &ending).map(|record| record.encode());
+    store.settle_later(Settlement {
+        key: held.digest,
+        ours: held.in_flight,
+        outcome,
+        owned_until: held.owned_until,
+        request_id: ctx.request_id.clone(),
+        in_flight,
+    });
 }

@@ -567,8 +567,8 @@ impl ProxyHttp for Gateway {
                         .collect()
                 })
                 .unwrap_or_default();
-            // Boxed, as in request_filter: only keyed requests carry the store's futures.
-            Box::pin(idempotency::settle(&self.idempotency, ctx, &names)).await;
+            let in_flight = self.lifecycle.request_started();
+            idempotency::settle(&self.idempotency, ctx, &names, in_flight);
         }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
