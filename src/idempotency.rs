@@ -20,8 +20,10 @@
 //! the owner's record cannot have expired, the outcome replaces it with a plain
 //! `SET … XX … GET` (the key exists only as our record: no other request can take a key that
 //! exists), checked against what it replaced; otherwise, or when taking the key had failed
-//! (the key may hold another request's record), by the compare-and-set script. Queued
-//! settlements hold the drain open like requests do.
+//! (the key may hold another request's record), by the compare-and-set script. Until an
+//! outcome is in Redis, this instance answers its own retries of that key from it (a client
+//! retrying on the same connection the moment it has its answer gets the replay, as it would
+//! from the store). Queued settlements hold the drain open like requests do.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -104,7 +106,7 @@ pub struct Settlement {
     /// Our in-flight record, encoded.
     pub ours: String,
     /// The record that replaces it, encoded; `None` forgets the key.
-    pub outcome: Option<String>,
+    pub outcome: Option<Arc<str>>,
     /// Until when our in-flight record is certainly still in the store; `None` when taking
     /// the key failed (it may have been taken, or may hold another request's record).
     pub owned_until: Option<Instant>,
@@ -125,6 +127,9 @@ struct RedisBackend {
     native_settle: AtomicBool,
     /// The writer task's queue, started on first use (and again if its runtime went away).
     settler: Mutex<Option<mpsc::Sender<Settlement>>>,
+    /// Outcomes queued for the writer and not yet in Redis, by key: `begin` answers from here
+    /// meanwhile.
+    unwritten: Mutex<HashMap<String, Arc<str>>>,
     begin: redis::Script,
     settle: redis::Script,
     release: redis::Script,
@@ -196,6 +201,7 @@ impl IdempotencyStore {
                 native_begin: AtomicBool::new(true),
                 native_settle: AtomicBool::new(true),
                 settler: Mutex::new(None),
+                unwritten: Mutex::new(HashMap::new()),
                 begin: redis::Script::new(BEGIN),
                 settle: redis::Script::new(SETTLE),
                 release: redis::Script::new(RELEASE),
@@ -235,6 +241,9 @@ impl IdempotencyStore {
                 Ok(Begun::Taken)
             }
             Backend::Redis(redis) => {
+                if let Some(outcome) = redis.unwritten(key) {
+                    return Ok(Begun::Existing(outcome.to_string()));
+                }
                 if redis.native_begin.load(Ordering::Relaxed) {
                     let mut set = redis::cmd("SET");
                     set.arg(redis_key(key)).arg(&value).arg("NX");
@@ -296,36 +305,10 @@ impl IdempotencyStore {
             }
             Backend::Redis(redis) => redis,
         };
-        let Ok(mut settler) = redis.settler.lock() else {
-            not_recorded(&settlement.request_id, &StoreError::Poisoned);
-            return;
-        };
-        let sender = match settler.as_ref() {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    tracing::warn!(
-                        request_id = settlement.request_id,
-                        "idempotency store unavailable (no runtime): the key's outcome was not recorded"
-                    );
-                    return;
-                };
-                let (sender, queue) = mpsc::channel(MAX_QUEUED_SETTLEMENTS);
-                runtime.spawn(write_settlements(Arc::clone(redis), self.ttl, queue));
-                settler.insert(sender)
-            }
-        };
-        if let Err(refused) = sender.try_send(settlement) {
-            let (settlement, why) = match refused {
-                mpsc::error::TrySendError::Full(s) => (s, "queue full"),
-                mpsc::error::TrySendError::Closed(s) => (s, "writer stopped"),
-            };
-            tracing::warn!(
-                request_id = settlement.request_id,
-                why,
-                "idempotency store unavailable: the key's outcome was not recorded"
-            );
+        if let Some(outcome) = &settlement.outcome {
+            redis.unwritten_until_written(&settlement.key, outcome);
         }
+        redis.queue(settlement, self.ttl);
     }
 
     /// `settle` (with an outcome) or `release` (without) in memory: only our own record.
@@ -487,6 +470,9 @@ async fn write_settlements(
         }))
         .await;
         for (settlement, result) in batch.iter().zip(written) {
+            if let Some(outcome) = &settlement.outcome {
+                redis.written(&settlement.key, outcome);
+            }
             if let Err(e) = result {
                 not_recorded(&settlement.request_id, &e);
             }
@@ -504,6 +490,69 @@ fn not_recorded(request_id: &str, error: &StoreError) {
         error = %error,
         "idempotency store unavailable: the key's outcome was not recorded"
     );
+}
+
+impl RedisBackend {
+    /// Hands `settlement` to the writer task, starting it when there is none. One it cannot
+    /// take is logged as not recorded.
+    fn queue(self: &Arc<Self>, settlement: Settlement, ttl: Duration) {
+        let refused = match self.settler.lock() {
+            Err(_) => Some((settlement, "poisoned")),
+            Ok(mut settler) => {
+                let runtime = tokio::runtime::Handle::try_current();
+                match (settler.as_ref().filter(|s| !s.is_closed()), runtime) {
+                    (Some(sender), _) => Self::send(sender, settlement),
+                    (None, Ok(runtime)) => {
+                        let (sender, queue) = mpsc::channel(MAX_QUEUED_SETTLEMENTS);
+                        runtime.spawn(write_settlements(Arc::clone(self), ttl, queue));
+                        Self::send(settler.insert(sender), settlement)
+                    }
+                    (None, Err(_)) => Some((settlement, "no runtime")),
+                }
+            }
+        };
+        if let Some((settlement, why)) = refused {
+            if let Some(outcome) = &settlement.outcome {
+                self.written(&settlement.key, outcome);
+            }
+            tracing::warn!(
+                request_id = settlement.request_id,
+                why,
+                "idempotency store unavailable: the key's outcome was not recorded"
+            );
+        }
+    }
+
+    fn send(
+        sender: &mpsc::Sender<Settlement>,
+        settlement: Settlement,
+    ) -> Option<(Settlement, &'static str)> {
+        match sender.try_send(settlement) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(s)) => Some((s, "queue full")),
+            Err(mpsc::error::TrySendError::Closed(s)) => Some((s, "writer stopped")),
+        }
+    }
+
+    fn unwritten(&self, key: &str) -> Option<Arc<str>> {
+        self.unwritten.lock().ok()?.get(key).cloned()
+    }
+
+    /// `outcome` is queued for `key`.
+    fn unwritten_until_written(&self, key: &str, outcome: &Arc<str>) {
+        if let Ok(mut unwritten) = self.unwritten.lock() {
+            unwritten.insert(key.to_string(), Arc::clone(outcome));
+        }
+    }
+
+    /// `outcome` is in Redis now (or will never be): `begin` asks Redis again.
+    fn written(&self, key: &str, outcome: &Arc<str>) {
+        if let Ok(mut unwritten) = self.unwritten.lock()
+            && unwritten.get(key).is_some_and(|o| Arc::ptr_eq(o, outcome))
+        {
+            unwritten.remove(key);
+        }
+    }
 }
 
 enum Query<'a> {
@@ -827,9 +876,26 @@ mod tests {
         // A drain counts each queued settlement as work in flight until it is written.
         store.settle_later(settlement("plain", &a, Some(&done), owned, lifecycle));
         assert_eq!(lifecycle.in_flight(), 1);
+        // Not in Redis yet (the writer has not run): this instance answers from what it queued.
+        let in_redis: Option<String> = redis::cmd("GET")
+            .arg(redis_key("plain"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(in_redis, Some(a.clone()));
+        assert_eq!(
+            store.begin("plain", &b, Duration::ZERO).await.unwrap(),
+            Begun::Existing(done.clone())
+        );
         assert_eq!(
             written(&mut con, lifecycle, "plain").await,
             Some(done.clone())
+        );
+        let Backend::Redis(backend) = &store.backend else {
+            panic!("a Redis store")
+        };
+        assert!(
+            backend.unwritten("plain").is_none(),
+            "forgotten once written"
         );
         let ttl: i64 = redis::cmd("PTTL")
             .arg(redis_key("plain"))
@@ -910,8 +976,15 @@ mod tests {
         let lifecycle = crate::lifecycle::Lifecycle::leak();
         let owned = Some(Instant::now() + Duration::from_secs(60));
         store.settle_later(settlement("k", "a", Some("done"), owned, lifecycle));
+        let Backend::Redis(backend) = &store.backend else {
+            panic!("a Redis store")
+        };
         for _ in 0..400 {
             if lifecycle.in_flight() == 0 {
+                assert!(
+                    backend.unwritten("k").is_none(),
+                    "never written: Redis is asked again"
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -416,7 +416,7 @@ pub fn settle(
             Some("unknown")
         }),
     };
-    let outcome = decide::settle(&held.fingerprint, &ending).map(|record| record.encode());
+    let outcome = decide::settle(&held.fingerprint, &ending).map(|record| record.encode().into());
     store.settle_later(Settlement {
         key: held.digest,
         ours: held.in_flight,
