@@ -346,36 +346,73 @@ impl IdempotencyStore {
         Ok(replaced == 1)
     }
 
-    /// Replaces a record that can only be ours (it exists, and exists until `owned_until`: no
-    /// other request can have taken the key) without the script, checking what it replaced.
-    /// Should Redis have lost our record and another request taken the key meanwhile, what we
-    /// replaced is put back (kept the store's TTL, as long as a settled record).
-    async fn replace_own(
+    /// Replaces records that can only be ours (each exists, and exists until its
+    /// `owned_until`: no other request can have taken the key) without the script: one
+    /// pipeline on a single server (a cluster's keys live in different slots: one command each
+    /// there). Per settlement, what was replaced, or why it was not written; `Err` when the
+    /// whole call failed.
+    async fn replace_own_all(
         redis: &RedisBackend,
         ttl: Duration,
+        settlements: &[&Settlement],
+    ) -> Result<Vec<Result<Option<String>, String>>, StoreError> {
+        let replace = |s: &Settlement| {
+            let mut set = redis::cmd("SET");
+            set.arg(redis_key(&s.key))
+                .arg(s.outcome.as_deref().unwrap_or_default())
+                .arg("XX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .arg("GET");
+            set
+        };
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !redis.target.is_cluster() {
+            let mut pipe = redis::pipe();
+            for s in settlements {
+                pipe.add_command(replace(s));
+            }
+            let replaced: Vec<Option<String>> = Self::run(redis, Query::Pipeline(&pipe)).await?;
+            return Ok(replaced.into_iter().map(Ok).collect());
+        }
+        let commands: Vec<redis::Cmd> = settlements.iter().map(|s| replace(s)).collect();
+        let replaced = join_all(
+            commands
+                .iter()
+                .map(|set| Self::run::<Option<String>>(redis, Query::Command(set))),
+        )
+        .await;
+        if let Some(Err(StoreError::Redis(e))) = replaced.iter().find(|r| r.is_err())
+            && refuses_syntax(e)
+        {
+            return Err(StoreError::Redis(e.clone()));
+        }
+        Ok(replaced
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect())
+    }
+
+    /// Should Redis have lost our record and another request taken the key meanwhile, what a
+    /// replacement replaced is put back (kept the store's TTL, as long as a settled record).
+    async fn restore_foreign(
+        redis: &RedisBackend,
         key: &str,
         ours: &str,
-        outcome: &str,
-    ) -> Result<bool, StoreError> {
-        let name = redis_key(key);
-        let mut set = redis::cmd("SET");
-        set.arg(&name)
-            .arg(outcome)
+        replaced: Option<String>,
+    ) -> Result<(), StoreError> {
+        let Some(foreign) = replaced.filter(|r| r != ours) else {
+            return Ok(());
+        };
+        let mut restore = redis::cmd("SET");
+        restore
+            .arg(redis_key(key))
+            .arg(foreign)
             .arg("XX")
-            .arg("PX")
-            .arg(millis(ttl))
-            .arg("GET");
-        let replaced: Option<String> = Self::run(redis, Query::Command(&set)).await?;
-        match replaced {
-            Some(record) if record == ours => Ok(true),
-            None => Ok(false),
-            Some(foreign) => {
-                let mut restore = redis::cmd("SET");
-                restore.arg(&name).arg(foreign).arg("XX").arg("KEEPTTL");
-                let () = Self::run(redis, Query::Command(&restore)).await?;
-                Ok(false)
-            }
-        }
+            .arg("KEEPTTL");
+        Self::run(redis, Query::Command(&restore)).await
     }
 
     async fn release_in_redis(
@@ -416,6 +453,7 @@ impl IdempotencyStore {
             match query {
                 Query::Command(cmd) => cmd.query_async::<T>(&mut con).await,
                 Query::Script(invocation) => invocation.invoke_async::<T>(&mut con).await,
+                Query::Pipeline(pipe) => pipe.query_async::<T>(&mut con).await,
             }
         };
         let result = match tokio::time::timeout(OPERATION_TIMEOUT, attempt).await {
@@ -432,7 +470,8 @@ impl IdempotencyStore {
 }
 
 /// The Redis writer: takes whatever settlements have queued (up to `SETTLEMENT_BATCH`) and
-/// writes them together over the shared connection, which sends them in one go.
+/// writes them together: the plain replacements in one pipeline, the rest (scripts) over the
+/// shared connection, which sends them in one go.
 async fn write_settlements(
     redis: Arc<RedisBackend>,
     ttl: Duration,
@@ -440,35 +479,7 @@ async fn write_settlements(
 ) {
     let mut batch = Vec::with_capacity(SETTLEMENT_BATCH);
     while queue.recv_many(&mut batch, SETTLEMENT_BATCH).await > 0 {
-        let now = Instant::now();
-        let written = join_all(batch.iter().map(|s| {
-            let redis = &*redis;
-            async move {
-                let Some(outcome) = &s.outcome else {
-                    return IdempotencyStore::release_in_redis(redis, &s.key, &s.ours).await;
-                };
-                let certain = s
-                    .owned_until
-                    .is_some_and(|until| now + EXPIRY_MARGIN < until);
-                if certain && redis.native_settle.load(Ordering::Relaxed) {
-                    match IdempotencyStore::replace_own(redis, ttl, &s.key, &s.ours, outcome).await
-                    {
-                        Err(StoreError::Redis(e)) if refuses_syntax(&e) => {
-                            tracing::info!(
-                                "this Redis refuses SET with GET (before 6.2): idempotency \
-                                 outcomes are written by a script"
-                            );
-                            redis.native_settle.store(false, Ordering::Relaxed);
-                        }
-                        written => return written.map(|_| ()),
-                    }
-                }
-                IdempotencyStore::compare_and_set(redis, ttl, &s.key, &s.ours, outcome)
-                    .await
-                    .map(|_| ())
-            }
-        }))
-        .await;
+        let written = write_batch(&redis, ttl, &batch).await;
         for (settlement, result) in batch.iter().zip(written) {
             if let Some(outcome) = &settlement.outcome {
                 redis.written(&settlement.key, outcome);
@@ -482,9 +493,66 @@ async fn write_settlements(
     }
 }
 
+/// Writes `batch`; per settlement, whether it was written (a record no longer ours is left
+/// alone, which counts as written).
+async fn write_batch(
+    redis: &RedisBackend,
+    ttl: Duration,
+    batch: &[Settlement],
+) -> Vec<Result<(), String>> {
+    let now = Instant::now();
+    let mut plain: Vec<bool> = batch
+        .iter()
+        .map(|s| {
+            redis.native_settle.load(Ordering::Relaxed)
+                && s.outcome.is_some()
+                && s.owned_until
+                    .is_some_and(|until| now + EXPIRY_MARGIN < until)
+        })
+        .collect();
+    let replacing: Vec<&Settlement> = batch
+        .iter()
+        .zip(&plain)
+        .filter_map(|(s, plain)| plain.then_some(s))
+        .collect();
+    let replaced = match IdempotencyStore::replace_own_all(redis, ttl, &replacing).await {
+        Err(StoreError::Redis(e)) if refuses_syntax(&e) => {
+            tracing::info!(
+                "this Redis refuses SET with GET (before 6.2): idempotency outcomes are \
+                 written by a script"
+            );
+            redis.native_settle.store(false, Ordering::Relaxed);
+            plain.fill(false);
+            Vec::new()
+        }
+        Err(e) => vec![Err(e.to_string()); replacing.len()],
+        Ok(replaced) => replaced,
+    };
+    let mut replaced = replaced.into_iter();
+    join_all(batch.iter().zip(plain).map(|(s, plain)| {
+        let replaced = if plain { replaced.next() } else { None };
+        async move {
+            let written = match (replaced, &s.outcome) {
+                (Some(Ok(previous)), _) => {
+                    IdempotencyStore::restore_foreign(redis, &s.key, &s.ours, previous).await
+                }
+                (Some(Err(e)), _) => return Err(e),
+                (None, Some(outcome)) => {
+                    IdempotencyStore::compare_and_set(redis, ttl, &s.key, &s.ours, outcome)
+                        .await
+                        .map(|_| ())
+                }
+                (None, None) => IdempotencyStore::release_in_redis(redis, &s.key, &s.ours).await,
+            };
+            written.map_err(|e| e.to_string())
+        }
+    }))
+    .await
+}
+
 /// The in-flight record stays: once its owner's deadline passes, retries are told the outcome
 /// is unknown; nothing is ever sent twice.
-fn not_recorded(request_id: &str, error: &StoreError) {
+fn not_recorded(request_id: &str, error: &dyn std::fmt::Display) {
     tracing::warn!(
         request_id,
         error = %error,
@@ -557,6 +625,7 @@ impl RedisBackend {
 
 enum Query<'a> {
     Command(&'a redis::Cmd),
+    Pipeline(&'a redis::Pipeline),
     Script(&'a redis::ScriptInvocation<'a>),
 }
 

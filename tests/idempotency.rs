@@ -3,7 +3,8 @@
 //! answered from the first one's stored response on either instance and reaches a provider once;
 //! concurrent duplicates reach it once; a reused key, another tenant's key, an expired key; a
 //! provider that takes the payment and never answers leaves an outcome a retry is told is unknown;
-//! a store that is down refuses a required route without reaching any provider.
+//! a store that is down refuses a required route without reaching any provider; the same over a
+//! real three-node Redis Cluster, keys spread over its shards.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::process::{Payedge, free_addr};
 use common::provider::ProviderProcess;
 use common::redis::RedisServer;
+use common::redis_cluster::RedisCluster;
 use common::*;
 
 /// Tenants blue and green; `/api/payments` requires keys, `/api/refunds` takes them optionally
@@ -195,6 +197,51 @@ fn a_payment_retried_on_another_instance_is_replayed_and_reaches_the_provider_on
         .query(&mut con)
         .unwrap();
     assert_eq!(keys, vec![format!("payedge:idempotency:{digest}")]);
+}
+
+/// Over a Redis Cluster the keys land on every shard: each is taken there, and its outcome
+/// written there (a command of its own: one pipeline cannot span slots).
+#[test]
+fn payments_retried_over_a_redis_cluster_are_replayed_from_every_shard() {
+    let cluster = RedisCluster::start();
+    let provider = ProviderProcess::start("cards");
+    let yaml = config(&[&provider], &redis_store_at(&cluster.url()), "");
+    let (a, b) = (Payedge::start(&yaml, &env()), Payedge::start(&yaml, &env()));
+    let body = r#"{"amount":"12.00","currency":"EUR"}"#;
+    let keys: Vec<String> = (0..24).map(|i| format!("cluster-order-{i}")).collect();
+    // Three callers at once, so that outcomes are written together too.
+    let firsts: Vec<Response> = std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .chunks(8)
+            .map(|keys| {
+                s.spawn(|| {
+                    keys.iter()
+                        .map(|key| pay(&a, "blue", Some(key), body))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (key, first) in keys.iter().zip(&firsts) {
+        assert_eq!(first.status, 200, "{key}: {}", first.text());
+        let again = retry(&b, "blue", key, body);
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{key}");
+        assert_eq!(again.body, first.body, "{key}");
+    }
+    assert_eq!(provider.received_count("POST"), keys.len());
+    let mut shards_used = 0;
+    for node in &cluster.nodes {
+        let held: Vec<String> = ::redis::cmd("KEYS")
+            .arg("payedge:idempotency:*")
+            .query(&mut cluster.node(*node))
+            .unwrap();
+        shards_used += usize::from(!held.is_empty());
+    }
+    assert!(shards_used >= 2, "the keys did not spread over the shards");
 }
 
 #[test]
