@@ -13,22 +13,25 @@
 //! Every call is bounded by `OPERATION_TIMEOUT`; a store that does not answer in time is
 //! unavailable for that request (the route decides whether to refuse or proceed).
 //!
-//! A request's own outcome is written after it has answered, off its path
+//! A request's outcome is written after it has answered, off its path when it can be
 //! ([`IdempotencyStore::settle_later`]): in memory at once; to Redis by one writer task per
 //! store that sends whatever has queued up meanwhile together, so a keyed request waits for
-//! one round trip (taking its key), not two, and Redis reads many settlements at a time. While
+//! one round trip (taking its key), not two, and Redis reads many settlements at a time. Only
+//! an outcome of a key this request certainly took is queued, and only while the queue is
+//! within its bounds (count and bytes); anything else (a release, a key taken despite a store
+//! error, a full queue) the request writes itself and waits for, as before the writer. While
 //! the owner's record cannot have expired, the outcome replaces it with a plain
 //! `SET … XX … GET` (the key exists only as our record: no other request can take a key that
-//! exists), checked against what it replaced; otherwise, or when taking the key had failed
-//! (the key may hold another request's record), by the compare-and-set script. Until an
-//! outcome is in Redis, this instance answers its own retries of that key from it (a client
-//! retrying on the same connection the moment it has its answer gets the replay, as it would
-//! from the store). Queued settlements hold the drain open like requests do.
+//! exists), checked against what it replaced; otherwise by the compare-and-set script. Until
+//! a queued outcome is in Redis, this instance answers its own retries of that key from it (a
+//! client retrying on the same connection the moment it has its answer gets the replay, as it
+//! would from the store). Queued settlements hold the drain open like requests do.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -38,20 +41,23 @@ use tokio::sync::mpsc;
 use crate::config::IdempotencySettings;
 use crate::events::redis_target::{Connection, RedisTarget};
 use crate::lifecycle::InFlight;
+use payedge_filters::idempotency::Record;
 
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Key names in Redis: this prefix and the hex digest of the scoped key.
 pub const KEY_PREFIX: &str = "payedge:idempotency:";
 /// The in-memory store's bound: beyond it new keys are refused as if the store were down.
 const MAX_MEMORY_KEYS: usize = 1_000_000;
-/// Settlements waiting for the Redis writer; beyond it one is logged as not recorded (its key
-/// stays in flight: retries are told the outcome is unknown, nothing is sent twice).
-const MAX_QUEUED_SETTLEMENTS: usize = 16_384;
+/// The most settlements waiting for the Redis writer, and the most bytes they may hold; beyond
+/// either, a request writes its own outcome and waits for it.
+const MAX_QUEUED_SETTLEMENTS: usize = 4_096;
+const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 /// The most settlements the Redis writer sends at once.
 const SETTLEMENT_BATCH: usize = 256;
 /// A settlement this close to when its owner's record may expire takes the script's
-/// compare-and-set instead of the plain replacement.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// compare-and-set instead of the plain replacement (a command given up on after its timeout
+/// may still run in Redis later: the margin is far longer than any such stall).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 const BEGIN: &str = r"
 local existing = redis.call('GET', KEYS[1])
@@ -126,9 +132,11 @@ struct RedisBackend {
     /// then all written by the script.
     native_settle: AtomicBool,
     /// The writer task's queue, started on first use (and again if its runtime went away).
-    settler: Mutex<Option<mpsc::Sender<Settlement>>>,
+    settler: Mutex<Option<mpsc::Sender<Queued>>>,
+    /// The bytes the queued settlements hold.
+    queued_bytes: AtomicUsize,
     /// Outcomes queued for the writer and not yet in Redis, by key: `begin` answers from here
-    /// meanwhile.
+    /// meanwhile. A queued settlement's note goes when it is dropped, written or not.
     unwritten: Mutex<HashMap<String, Arc<str>>>,
     begin: redis::Script,
     settle: redis::Script,
@@ -201,6 +209,7 @@ impl IdempotencyStore {
                 native_begin: AtomicBool::new(true),
                 native_settle: AtomicBool::new(true),
                 settler: Mutex::new(None),
+                queued_bytes: AtomicUsize::new(0),
                 unwritten: Mutex::new(HashMap::new()),
                 begin: redis::Script::new(BEGIN),
                 settle: redis::Script::new(SETTLE),
@@ -287,28 +296,51 @@ impl IdempotencyStore {
         }
     }
 
-    /// Writes `settlement` after its request: in memory now; to Redis through the writer task,
-    /// never waiting (a full queue or a failed write is logged; the key then stays in flight).
-    pub fn settle_later(&self, settlement: Settlement) {
-        let redis = match &self.backend {
-            Backend::Memory(keys) => {
-                let written = self.settle_in_memory(
-                    keys,
-                    &settlement.key,
-                    &settlement.ours,
-                    settlement.outcome.as_deref(),
-                );
-                if let Err(e) = written {
-                    not_recorded(&settlement.request_id, &e);
-                }
-                return;
+    /// Writes `settlement` after its request without waiting, where it can: in memory now; to
+    /// Redis through the writer task when it is the outcome of a key this request certainly
+    /// took and the queue has room. Otherwise gives it back, for [`Self::settle_now`].
+    pub fn settle_later(&self, settlement: Settlement) -> Option<Settlement> {
+        match &self.backend {
+            Backend::Memory(_) => {
+                self.settle_in_memory_logged(&settlement);
+                None
             }
-            Backend::Redis(redis) => redis,
-        };
-        if let Some(outcome) = &settlement.outcome {
-            redis.unwritten_until_written(&settlement.key, outcome);
+            Backend::Redis(redis) => {
+                if settlement.outcome.is_none() || settlement.owned_until.is_none() {
+                    return Some(settlement);
+                }
+                redis.queue(settlement, self.ttl)
+            }
         }
-        redis.queue(settlement, self.ttl);
+    }
+
+    /// Writes `settlement` and waits for it (a failure is logged: the key then stays in flight,
+    /// and its retries are told the outcome is unknown once its owner's time is over).
+    pub async fn settle_now(&self, settlement: Settlement) {
+        match &self.backend {
+            Backend::Memory(_) => self.settle_in_memory_logged(&settlement),
+            Backend::Redis(redis) => {
+                let written = write_batch(redis, self.ttl, &[&settlement]).await;
+                if let Some(Err(e)) = written.first() {
+                    not_recorded(&settlement.request_id, e);
+                }
+            }
+        }
+    }
+
+    fn settle_in_memory_logged(&self, settlement: &Settlement) {
+        let Backend::Memory(keys) = &self.backend else {
+            return;
+        };
+        let written = self.settle_in_memory(
+            keys,
+            &settlement.key,
+            &settlement.ours,
+            settlement.outcome.as_deref(),
+        );
+        if let Err(e) = written {
+            not_recorded(&settlement.request_id, &e);
+        }
     }
 
     /// `settle` (with an outcome) or `release` (without) in memory: only our own record.
@@ -371,11 +403,22 @@ impl IdempotencyStore {
         }
         if !redis.target.is_cluster() {
             let mut pipe = redis::pipe();
+            pipe.ignore_errors();
             for s in settlements {
                 pipe.add_command(replace(s));
             }
-            let replaced: Vec<Option<String>> = Self::run(redis, Query::Pipeline(&pipe)).await?;
-            return Ok(replaced.into_iter().map(Ok).collect());
+            // One command's error is its own: the others' replies still count.
+            let replaced: Vec<redis::RedisResult<Option<String>>> =
+                Self::run(redis, Query::Pipeline(&pipe)).await?;
+            if let Some(Err(e)) = replaced.iter().find(|r| r.is_err())
+                && refuses_syntax(e)
+            {
+                return Err(StoreError::Redis(e.clone()));
+            }
+            return Ok(replaced
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect());
         }
         let commands: Vec<redis::Cmd> = settlements.iter().map(|s| replace(s)).collect();
         let replaced = join_all(
@@ -396,23 +439,38 @@ impl IdempotencyStore {
     }
 
     /// Should Redis have lost our record and another request taken the key meanwhile, what a
-    /// replacement replaced is put back (kept the store's TTL, as long as a settled record).
+    /// replacement replaced is put back, unless that request has written the key since: kept
+    /// as long as its owner may still be working (its in-flight record's deadline), at least
+    /// the store's TTL.
     async fn restore_foreign(
         redis: &RedisBackend,
-        key: &str,
-        ours: &str,
+        ttl: Duration,
+        settlement: &Settlement,
         replaced: Option<String>,
     ) -> Result<(), StoreError> {
-        let Some(foreign) = replaced.filter(|r| r != ours) else {
+        let (Some(foreign), Some(outcome)) = (
+            replaced.filter(|r| *r != settlement.ours),
+            settlement.outcome.as_deref(),
+        ) else {
             return Ok(());
         };
-        let mut restore = redis::cmd("SET");
-        restore
-            .arg(redis_key(key))
-            .arg(foreign)
-            .arg("XX")
-            .arg("KEEPTTL");
-        Self::run(redis, Query::Command(&restore)).await
+        let kept = match Record::decode(&foreign) {
+            Some(Record::InFlight { deadline_ms, .. }) => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                ttl.max(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+            }
+            _ => ttl,
+        };
+        tracing::warn!(
+            request_id = settlement.request_id,
+            "the idempotency store had lost this request's record and another request took the \
+             key: its record is put back"
+        );
+        Self::compare_and_set(redis, kept, &settlement.key, outcome, &foreign)
+            .await
+            .map(|_| ())
     }
 
     async fn release_in_redis(
@@ -469,26 +527,46 @@ impl IdempotencyStore {
     }
 }
 
+/// A settlement in the writer's queue: dropped (written, or never to be), it gives back its
+/// bytes and its note in `unwritten`.
+struct Queued {
+    settlement: Option<Settlement>,
+    note: Option<(String, Arc<str>)>,
+    bytes: usize,
+    backend: Weak<RedisBackend>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let Some(backend) = self.backend.upgrade() else {
+            return;
+        };
+        backend.queued_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        if let Some((key, outcome)) = &self.note {
+            backend.written(key, outcome);
+        }
+    }
+}
+
 /// The Redis writer: takes whatever settlements have queued (up to `SETTLEMENT_BATCH`) and
 /// writes them together: the plain replacements in one pipeline, the rest (scripts) over the
 /// shared connection, which sends them in one go.
 async fn write_settlements(
     redis: Arc<RedisBackend>,
     ttl: Duration,
-    mut queue: mpsc::Receiver<Settlement>,
+    mut queue: mpsc::Receiver<Queued>,
 ) {
     let mut batch = Vec::with_capacity(SETTLEMENT_BATCH);
     while queue.recv_many(&mut batch, SETTLEMENT_BATCH).await > 0 {
-        let written = write_batch(&redis, ttl, &batch).await;
-        for (settlement, result) in batch.iter().zip(written) {
-            if let Some(outcome) = &settlement.outcome {
-                redis.written(&settlement.key, outcome);
-            }
+        let settlements: Vec<&Settlement> =
+            batch.iter().filter_map(|q| q.settlement.as_ref()).collect();
+        let written = write_batch(&redis, ttl, &settlements).await;
+        for (settlement, result) in settlements.iter().zip(written) {
             if let Err(e) = result {
                 not_recorded(&settlement.request_id, &e);
             }
         }
-        // Dropping them lets a drain go on.
+        // Dropping them lets a drain go on, and `begin` ask Redis again.
         batch.clear();
     }
 }
@@ -498,7 +576,7 @@ async fn write_settlements(
 async fn write_batch(
     redis: &RedisBackend,
     ttl: Duration,
-    batch: &[Settlement],
+    batch: &[&Settlement],
 ) -> Vec<Result<(), String>> {
     let now = Instant::now();
     let mut plain: Vec<bool> = batch
@@ -513,7 +591,7 @@ async fn write_batch(
     let replacing: Vec<&Settlement> = batch
         .iter()
         .zip(&plain)
-        .filter_map(|(s, plain)| plain.then_some(s))
+        .filter_map(|(s, plain)| plain.then_some(*s))
         .collect();
     let replaced = match IdempotencyStore::replace_own_all(redis, ttl, &replacing).await {
         Err(StoreError::Redis(e)) if refuses_syntax(&e) => {
@@ -534,7 +612,7 @@ async fn write_batch(
         async move {
             let written = match (replaced, &s.outcome) {
                 (Some(Ok(previous)), _) => {
-                    IdempotencyStore::restore_foreign(redis, &s.key, &s.ours, previous).await
+                    IdempotencyStore::restore_foreign(redis, ttl, s, previous).await
                 }
                 (Some(Err(e)), _) => return Err(e),
                 (None, Some(outcome)) => {
@@ -561,56 +639,55 @@ fn not_recorded(request_id: &str, error: &dyn std::fmt::Display) {
 }
 
 impl RedisBackend {
-    /// Hands `settlement` to the writer task, starting it when there is none. One it cannot
-    /// take is logged as not recorded.
-    fn queue(self: &Arc<Self>, settlement: Settlement, ttl: Duration) {
-        let refused = match self.settler.lock() {
-            Err(_) => Some((settlement, "poisoned")),
-            Ok(mut settler) => {
-                let runtime = tokio::runtime::Handle::try_current();
-                match (settler.as_ref().filter(|s| !s.is_closed()), runtime) {
-                    (Some(sender), _) => Self::send(sender, settlement),
-                    (None, Ok(runtime)) => {
-                        let (sender, queue) = mpsc::channel(MAX_QUEUED_SETTLEMENTS);
-                        runtime.spawn(write_settlements(Arc::clone(self), ttl, queue));
-                        Self::send(settler.insert(sender), settlement)
-                    }
-                    (None, Err(_)) => Some((settlement, "no runtime")),
-                }
+    /// Hands `settlement` (an outcome) to the writer task, starting it when there is none,
+    /// noting it for `begin` meanwhile. Gives it back when the queue cannot take it.
+    fn queue(self: &Arc<Self>, settlement: Settlement, ttl: Duration) -> Option<Settlement> {
+        let Some(outcome) = settlement.outcome.clone() else {
+            return Some(settlement);
+        };
+        let bytes = settlement.key.len() + settlement.ours.len() + outcome.len();
+        if self.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Some(settlement);
+        }
+        if let Ok(mut unwritten) = self.unwritten.lock() {
+            unwritten.insert(settlement.key.clone(), Arc::clone(&outcome));
+        }
+        let queued = Queued {
+            note: Some((settlement.key.clone(), outcome)),
+            settlement: Some(settlement),
+            bytes,
+            backend: Arc::downgrade(self),
+        };
+        let Ok(mut settler) = self.settler.lock() else {
+            return Self::refused(queued);
+        };
+        let sender = match settler.as_ref().filter(|s| !s.is_closed()) {
+            Some(sender) => sender,
+            None => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return Self::refused(queued);
+                };
+                let (sender, queue) = mpsc::channel(MAX_QUEUED_SETTLEMENTS);
+                runtime.spawn(write_settlements(Arc::clone(self), ttl, queue));
+                settler.insert(sender)
             }
         };
-        if let Some((settlement, why)) = refused {
-            if let Some(outcome) = &settlement.outcome {
-                self.written(&settlement.key, outcome);
-            }
-            tracing::warn!(
-                request_id = settlement.request_id,
-                why,
-                "idempotency store unavailable: the key's outcome was not recorded"
-            );
+        match sender.try_send(queued) {
+            Ok(()) => None,
+            Err(
+                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
+            ) => Self::refused(queued),
         }
     }
 
-    fn send(
-        sender: &mpsc::Sender<Settlement>,
-        settlement: Settlement,
-    ) -> Option<(Settlement, &'static str)> {
-        match sender.try_send(settlement) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(s)) => Some((s, "queue full")),
-            Err(mpsc::error::TrySendError::Closed(s)) => Some((s, "writer stopped")),
-        }
+    /// The settlement back out of a queue entry that was not taken (its note goes with it).
+    fn refused(mut queued: Queued) -> Option<Settlement> {
+        queued.settlement.take()
     }
 
     fn unwritten(&self, key: &str) -> Option<Arc<str>> {
         self.unwritten.lock().ok()?.get(key).cloned()
-    }
-
-    /// `outcome` is queued for `key`.
-    fn unwritten_until_written(&self, key: &str, outcome: &Arc<str>) {
-        if let Ok(mut unwritten) = self.unwritten.lock() {
-            unwritten.insert(key.to_string(), Arc::clone(outcome));
-        }
     }
 
     /// `outcome` is in Redis now (or will never be): `begin` asks Redis again.
@@ -907,6 +984,18 @@ mod tests {
         }
     }
 
+    /// As the proxy does: queued when the store can, else written by the request itself and
+    /// waited for. `true` when it was queued.
+    async fn settle(store: &IdempotencyStore, settlement: Settlement) -> bool {
+        match store.settle_later(settlement) {
+            None => true,
+            Some(own) => {
+                store.settle_now(own).await;
+                false
+            }
+        }
+    }
+
     /// What Redis holds under `key`, once nothing is queued for the writer any more.
     async fn written(
         con: &mut redis::Connection,
@@ -943,7 +1032,14 @@ mod tests {
             );
         }
         // A drain counts each queued settlement as work in flight until it is written.
-        store.settle_later(settlement("plain", &a, Some(&done), owned, lifecycle));
+        let queued = settle(
+            &store,
+            settlement("plain", &a, Some(&done), owned, lifecycle),
+        );
+        assert!(
+            queued.await,
+            "the outcome of a key certainly taken is queued"
+        );
         assert_eq!(lifecycle.in_flight(), 1);
         // Not in Redis yet (the writer has not run): this instance answers from what it queued.
         let in_redis: Option<String> = redis::cmd("GET")
@@ -971,28 +1067,36 @@ mod tests {
             .query(&mut con)
             .unwrap();
         assert!((59_000..=60_000).contains(&ttl), "kept the ttl: {ttl}");
-        // Taking the key had failed (`owned_until` None): only the compare-and-set writes.
-        store.settle_later(settlement("script", &a, Some(&done), None, lifecycle));
+        // Taking the key had failed (`owned_until` None): the request itself writes it, by the
+        // compare-and-set; a release too.
+        let queued = settle(
+            &store,
+            settlement("script", &a, Some(&done), None, lifecycle),
+        );
+        assert!(!queued.await);
         assert_eq!(
             written(&mut con, lifecycle, "script").await,
             Some(done.clone())
         );
-        store.settle_later(settlement("released", &a, None, owned, lifecycle));
+        let queued = settle(&store, settlement("released", &a, None, owned, lifecycle));
+        assert!(!queued.await);
         assert_eq!(written(&mut con, lifecycle, "released").await, None);
         // Another request's record is never left replaced, by either way of writing.
         for owned_until in [owned, None] {
-            store.settle_later(settlement(
-                "foreign",
-                &a,
-                Some(&done),
-                owned_until,
-                lifecycle,
-            ));
+            let queued = settle(
+                &store,
+                settlement("foreign", &a, Some(&done), owned_until, lifecycle),
+            );
+            assert_eq!(queued.await, owned_until.is_some());
             assert_eq!(
                 written(&mut con, lifecycle, "foreign").await,
                 Some(b.clone())
             );
-            store.settle_later(settlement("foreign", &a, None, owned_until, lifecycle));
+            settle(
+                &store,
+                settlement("foreign", &a, None, owned_until, lifecycle),
+            )
+            .await;
             assert_eq!(
                 written(&mut con, lifecycle, "foreign").await,
                 Some(b.clone())
@@ -1011,7 +1115,13 @@ mod tests {
             .arg(redis_key("gone"))
             .query(&mut con)
             .unwrap();
-        store.settle_later(settlement("gone", &a, Some(&done), owned, lifecycle));
+        assert!(
+            settle(
+                &store,
+                settlement("gone", &a, Some(&done), owned, lifecycle)
+            )
+            .await
+        );
         assert_eq!(written(&mut con, lifecycle, "gone").await, None);
         // Many at once, as under load: all written.
         for i in 0..600 {
@@ -1020,7 +1130,7 @@ mod tests {
                 store.begin(&key, &a, Duration::ZERO).await.unwrap(),
                 Begun::Taken
             );
-            store.settle_later(settlement(&key, &a, Some(&done), owned, lifecycle));
+            assert!(settle(&store, settlement(&key, &a, Some(&done), owned, lifecycle)).await);
         }
         assert_eq!(
             written(&mut con, lifecycle, "many-599").await,
@@ -1044,7 +1154,7 @@ mod tests {
         drop(server);
         let lifecycle = crate::lifecycle::Lifecycle::leak();
         let owned = Some(Instant::now() + Duration::from_secs(60));
-        store.settle_later(settlement("k", "a", Some("done"), owned, lifecycle));
+        assert!(settle(&store, settlement("k", "a", Some("done"), owned, lifecycle)).await);
         let Backend::Redis(backend) = &store.backend else {
             panic!("a Redis store")
         };
@@ -1062,6 +1172,95 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_queue_is_bounded_by_bytes_and_what_it_cannot_take_its_request_writes() {
+        let server = UnixRedis::start();
+        let store = redis_store(&server);
+        let lifecycle = crate::lifecycle::Lifecycle::leak();
+        let a = in_flight("a").encode();
+        assert_eq!(
+            store.begin("big", &a, Duration::ZERO).await.unwrap(),
+            Begun::Taken
+        );
+        let big = "x".repeat(MAX_QUEUED_BYTES + 1);
+        let owned = Some(Instant::now() + Duration::from_secs(60));
+        let given_back = store.settle_later(settlement("big", &a, Some(&big), owned, lifecycle));
+        let Some(own) = given_back else {
+            panic!("an outcome over the queue's bytes was queued")
+        };
+        let Backend::Redis(backend) = &store.backend else {
+            panic!("a Redis store")
+        };
+        assert!(backend.unwritten("big").is_none());
+        assert_eq!(backend.queued_bytes.load(Ordering::Acquire), 0);
+        store.settle_now(own).await;
+        let mut con = server.connection().unwrap();
+        let kept: Option<String> = redis::cmd("GET")
+            .arg(redis_key("big"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(kept.map(|k| k.len()), Some(big.len()));
+        assert_eq!(lifecycle.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_writer_whose_runtime_went_away_leaves_no_note_and_no_drain_waiting() {
+        let server = UnixRedis::start();
+        let store = redis_store(&server);
+        let lifecycle = crate::lifecycle::Lifecycle::leak();
+        let a = in_flight("a").encode();
+        let owned = Some(Instant::now() + Duration::from_secs(60));
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        first.block_on(async {
+            assert_eq!(
+                store.begin("k", &a, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
+            // Queued; the writer is spawned but never runs: the runtime goes first.
+            assert!(
+                store
+                    .settle_later(settlement("k", &a, Some("done"), owned, lifecycle))
+                    .is_none()
+            );
+        });
+        let Backend::Redis(backend) = &store.backend else {
+            panic!("a Redis store")
+        };
+        assert!(backend.unwritten("k").is_some());
+        drop(first);
+        assert!(
+            backend.unwritten("k").is_none(),
+            "the note went with the queue"
+        );
+        assert_eq!(lifecycle.in_flight(), 0, "the drain is not held forever");
+        assert_eq!(backend.queued_bytes.load(Ordering::Acquire), 0);
+        // A new writer on the next runtime. (The shared connection's own task went with the
+        // first runtime: its first call fails and drops it, the next connects afresh.)
+        runtime().block_on(async {
+            let _ = store.begin("warm-up", &a, Duration::ZERO).await;
+            assert_eq!(
+                store.begin("k2", &a, Duration::ZERO).await.unwrap(),
+                Begun::Taken
+            );
+            assert!(
+                store
+                    .settle_later(settlement("k2", &a, Some("done"), owned, lifecycle))
+                    .is_none()
+            );
+            let mut con = server.connection().unwrap();
+            assert_eq!(
+                written(&mut con, lifecycle, "k2").await,
+                Some("done".into())
+            );
+        });
+    }
+
+    #[tokio::test]
     async fn in_memory_outcomes_are_written_at_once_and_only_over_our_own_record() {
         let store = memory();
         let lifecycle = crate::lifecycle::Lifecycle::leak();
@@ -1070,8 +1269,16 @@ mod tests {
             store.begin("k", &a, Duration::ZERO).await.unwrap(),
             Begun::Taken
         );
-        store.settle_later(settlement("k", &b, Some("x"), None, lifecycle));
-        store.settle_later(settlement("k", &a, Some("done"), None, lifecycle));
+        assert!(
+            store
+                .settle_later(settlement("k", &b, Some("x"), None, lifecycle))
+                .is_none()
+        );
+        assert!(
+            store
+                .settle_later(settlement("k", &a, Some("done"), None, lifecycle))
+                .is_none()
+        );
         assert_eq!(lifecycle.in_flight(), 0);
         assert_eq!(
             store.begin("k", &b, Duration::ZERO).await.unwrap(),

@@ -11,7 +11,7 @@
 //!   as the client gets it, up to `max_response_bytes`.
 //! - logging (`settle`): the key keeps the whole answer; or that the outcome is unknown when the
 //!   request reached a provider and no whole answer came back; or is forgotten when the request
-//!   reached none. Written after the request, without waiting for the store
+//!   reached none. Written after the request, without waiting for the store where it can
 //!   (`IdempotencyStore::settle_later`).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -389,16 +389,16 @@ pub fn body(ctx: &mut RequestCtx, chunk: Option<&Bytes>, end_of_stream: bool) {
 }
 
 /// The end of a request that held a key: what the key keeps from now on, written after the
-/// request without waiting (`in_flight` keeps a drain waiting for it).
+/// request without waiting where the store can (`in_flight` keeps a drain waiting for it).
+/// What it gives back the request writes itself ([`IdempotencyStore::settle_now`]).
+#[must_use]
 pub fn settle(
     store: &IdempotencyStore,
     ctx: &mut RequestCtx,
     provider_names: &[&str],
     in_flight: InFlight,
-) {
-    let Some(held) = ctx.idempotency.take() else {
-        return;
-    };
+) -> Option<Settlement> {
+    let held = ctx.idempotency.take()?;
     let whole = held.response.as_ref().filter(|c| c.complete);
     let reached = ctx
         .may_hold
@@ -424,5 +424,5 @@ pub fn settle(
         owned_until: held.owned_until,
         request_id: ctx.request_id.clone(),
         in_flight,
-    });
+    })
 }

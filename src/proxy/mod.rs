@@ -568,7 +568,10 @@ impl ProxyHttp for Gateway {
                 })
                 .unwrap_or_default();
             let in_flight = self.lifecycle.request_started();
-            idempotency::settle(&self.idempotency, ctx, &names, in_flight);
+            if let Some(own) = idempotency::settle(&self.idempotency, ctx, &names, in_flight) {
+                // Boxed, as in request_filter: only these requests carry the store's futures.
+                Box::pin(self.idempotency.settle_now(own)).await;
+            }
         }
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
