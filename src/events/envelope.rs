@@ -10,8 +10,6 @@ use std::time::SystemTime;
 use payedge_filters::triggers::FieldValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub const SYSTEM_ALERT: &str = "system.alert";
 
@@ -145,14 +143,10 @@ impl Event {
         idempotency_key: Option<&str>,
         data: &impl EventData,
     ) -> Self {
-        let id = uuid::Uuid::now_v7()
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned();
+        // One clock reading for the id, the time and the delivery measurements.
         let created = SystemTime::now();
-        let time = OffsetDateTime::from(created)
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let id = super::timestamp::uuid_v7(created);
+        let time = super::timestamp::rfc3339(created);
         let json = envelope(
             &Attributes {
                 id: &id,
