@@ -322,3 +322,29 @@ fn the_trusted_balancers_follow_a_reload() {
         vec!["203.0.113.9"]
     );
 }
+
+/// A target in absolute form reaches the provider in origin form: its path and query, not the
+/// authority the client named.
+#[test]
+fn an_absolute_form_target_reaches_the_provider_as_its_path_and_query() {
+    let upstream = MockUpstream::start("pay");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    let mut socket = TcpStream::connect(gw.proxy).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = format!(
+        "GET http://gw/api/pay?currency=EUR HTTP/1.1\r\nHost: gw\r\nX-Tenant: blue\r\n\
+         Authorization: {}\r\nConnection: close\r\n\r\n",
+        bearer("blue")
+    );
+    socket.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, "/api/pay?currency=EUR");
+    assert_eq!(received[0].header("host"), Some("gw"));
+}

@@ -42,7 +42,24 @@ pub struct UpstreamIdentity<'a> {
     pub credentials: &'a [(HeaderName, http::HeaderValue)],
 }
 
+/// `http://…` or `https://…` (any case): not origin form (`/…`), asterisk form (`*`, OPTIONS)
+/// or authority form (CONNECT).
+fn is_absolute_form(target: &[u8]) -> bool {
+    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    scheme(b"http://") || scheme(b"https://")
+}
+
 pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'_>) -> Result<()> {
+    // A client may name its target in absolute form (`POST http://host/path`; Pingora has
+    // checked it against Host). A gateway speaks to origin servers in origin form (RFC 9112
+    // §3.2.1): the provider gets the path and query only, never the client-facing authority.
+    // (Pingora keeps the target's bytes as the client sent them and writes those upstream.)
+    if is_absolute_form(req.raw_path()) {
+        let origin = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(origin) = http::Uri::try_from(origin) {
+            req.set_uri(origin);
+        }
+    }
     // What a peer claims about earlier hops is passed on only from a trusted proxy, with the
     // peer appended; anyone else's claims are replaced by its own address.
     let keep_forwarded = id.forwarding.is_some_and(|f| f.peer_trusted);
