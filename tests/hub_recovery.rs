@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::hub::NodeClient;
@@ -16,6 +16,17 @@ use common::*;
 use serde_json::Value;
 
 const STREAM: &str = "payedge:events:stream:{blue}";
+
+/// These tests run one at a time: each drives up to two payedge processes, Redis and official
+/// SignalR clients in Node, and six of them at once on a 2-core CI machine starved the clients
+/// (one was closed for falling behind its messages; one failed its start, "Cannot send data if
+/// the connection is not in the 'Connected' State", a failure seen before under load).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn hub_config(fx: &MockUpstream, redis: Option<&RedisServer>, history: &str) -> String {
     let bus = match redis {
@@ -196,6 +207,7 @@ impl Publisher {
 
 #[test]
 fn a_client_resumes_on_another_instance_with_exactly_what_it_missed_then_live() {
+    let _serial = one_at_a_time();
     let redis = RedisServer::start();
     let fx = fx_quote_provider();
     let yaml = hub_config(&fx, Some(&redis), "");
@@ -265,6 +277,7 @@ fn a_client_resumes_on_another_instance_with_exactly_what_it_missed_then_live() 
 
 #[test]
 fn the_in_memory_history_resumes_a_client_on_the_same_instance() {
+    let _serial = one_at_a_time();
     let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, None, ""), &env());
     let first = NodeClient::connected(gw.admin, &token("blue"), &[]);
@@ -298,6 +311,7 @@ fn the_in_memory_history_resumes_a_client_on_the_same_instance() {
 
 #[test]
 fn a_gap_beyond_the_history_replays_nothing_and_others_tenants_positions_are_refused() {
+    let _serial = one_at_a_time();
     let redis = RedisServer::start();
     let fx = fx_quote_provider();
     let history = "  history:\n    max_events: 5\n";
@@ -371,6 +385,7 @@ fn kill_subscriptions(redis: &RedisServer) -> i64 {
 
 #[test]
 fn an_instance_repairs_what_it_missed_while_its_subscription_was_down() {
+    let _serial = one_at_a_time();
     let redis = RedisServer::start();
     let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, Some(&redis), ""), &env());
@@ -411,6 +426,7 @@ fn an_instance_repairs_what_it_missed_while_its_subscription_was_down() {
 
 #[test]
 fn after_redis_restarts_every_event_in_the_stream_reaches_connected_clients_once() {
+    let _serial = one_at_a_time();
     let mut redis = RedisServer::start_persistent();
     let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, Some(&redis), ""), &env());
@@ -464,6 +480,7 @@ fn after_redis_restarts_every_event_in_the_stream_reaches_connected_clients_once
 
 #[test]
 fn when_redis_lost_the_history_clients_are_told_to_resume_and_learn_they_cannot() {
+    let _serial = one_at_a_time();
     let mut redis = RedisServer::start();
     let fx = fx_quote_provider();
     let gw = Payedge::start(&hub_config(&fx, Some(&redis), ""), &env());
