@@ -278,7 +278,10 @@ impl IdempotencyStore {
     }
 
     /// Replaces our `in_flight` record with `outcome` (kept `ttl`). `false` when the key no
-    /// longer holds our record. Records are passed encoded ([`Record::encode`]).
+    /// longer holds our record. Records are passed encoded ([`Record::encode`]). Requests go
+    /// through `settle_later`/`settle_now`; this and `release` are the store's operations one
+    /// at a time, for its tests.
+    #[cfg(test)]
     pub async fn settle(&self, key: &str, ours: &str, outcome: &str) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Memory(keys) => self.settle_in_memory(keys, key, ours, Some(outcome)),
@@ -289,6 +292,7 @@ impl IdempotencyStore {
     }
 
     /// Forgets `key` if it still holds our `in_flight` record.
+    #[cfg(test)]
     pub async fn release(&self, key: &str, ours: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Memory(keys) => self.settle_in_memory(keys, key, ours, None).map(|_| ()),
