@@ -7,6 +7,13 @@
 //!
 //! The deadline wraps the connection's stream for the app, so it costs one timer per connection
 //! and a byte scan of the first head only; after the head it is a pass-through.
+//!
+//! It also answers Pingora's peek for the HTTP/2 preface (`h2c` on a cleartext listener), which
+//! Pingora does with a `read_exact` of the preface's 24 bytes before the app reads anything: left
+//! to the raw socket, that read had no deadline at all (a client sending nothing, or a few bytes,
+//! held its connection for ever) and a whole request shorter than 24 bytes was never answered
+//! (`GET / HTTP/1.0` and a blank line, as `nc` or HAProxy's default `httpchk` send it). Here the
+//! peek reads through the deadline and stops at the first byte the preface cannot start with.
 
 use std::fmt;
 use std::io;
@@ -50,6 +57,9 @@ impl HeadEnd {
     }
 }
 
+/// What a client opening HTTP/2 without TLS sends first (RFC 9113 §3.4); Pingora peeks for it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// A stream that fails its reads once the deadline passes before the first head has arrived.
 pub struct DeadlineStream {
     inner: Stream,
@@ -57,6 +67,8 @@ pub struct DeadlineStream {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     head: HeadEnd,
     timed_out: Option<IntCounter>,
+    /// Bytes `try_peek` read, given to the next reads before anything more from the socket.
+    peeked: Vec<u8>,
 }
 
 impl fmt::Debug for DeadlineStream {
@@ -75,6 +87,16 @@ impl AsyncRead for DeadlineStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.peeked.is_empty() {
+            // Already scanned for the head's end when the peek read them.
+            let n = this.peeked.len().min(buf.remaining());
+            buf.put_slice(&this.peeked[..n]);
+            this.peeked.drain(..n);
+            if this.peeked.is_empty() {
+                this.peeked = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let Some(timer) = this.timer.as_mut() else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
@@ -190,8 +212,31 @@ impl GetSocketDigest for DeadlineStream {
 
 #[async_trait]
 impl Peek for DeadlineStream {
+    /// Fills `buf` with the stream's first bytes without consuming them, through the deadline,
+    /// but only as far as they can still be the HTTP/2 preface: Pingora compares what it peeked
+    /// with the preface and speaks HTTP/1 otherwise, so one byte that rules it out is enough. The
+    /// rest of `buf` is zeroed (the preface has no zero byte). At the end of the stream what
+    /// came is kept for the HTTP/1 parser: a client may send its request and close its side.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        // What an earlier peek read comes first (taken out, so the reads below go on from the
+        // socket).
+        let earlier = std::mem::take(&mut self.peeked);
+        let mut filled = earlier.len().min(buf.len());
+        buf[..filled].copy_from_slice(&earlier[..filled]);
+        let from_socket = filled;
+        while filled < buf.len() && H2_PREFACE.starts_with(&buf[..filled]) {
+            // An error (the deadline, a reset) ends the connection: Pingora drops it.
+            let read = self.read(&mut buf[filled..]).await?;
+            if read == 0 {
+                break;
+            }
+            filled += read;
+        }
+        self.peeked = earlier;
+        self.peeked.extend_from_slice(&buf[from_socket..filled]);
+        buf[filled..].fill(0);
+        Ok(true)
     }
 }
 
@@ -236,6 +281,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
             timer: Some(Box::pin(tokio::time::sleep(within))),
             head: HeadEnd::default(),
             timed_out: self.timed_out.clone(),
+            peeked: Vec::new(),
         });
         self.app.process_new(stream, shutdown).await
     }

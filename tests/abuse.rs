@@ -377,3 +377,89 @@ fn a_client_trickling_its_first_head_is_cut_at_the_deadline_others_are_served() 
         );
     }
 }
+
+/// Whether payedge closes a connection on which `sent` is all that ever comes, within `within`.
+fn closed_within(addr: SocketAddr, sent: &[u8], within: Duration) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(sent).unwrap();
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+/// Pingora looks for the HTTP/2 preface (24 bytes) before anything reads a cleartext
+/// connection; that wait used to have no deadline and to need all 24 bytes.
+#[test]
+fn fewer_bytes_than_the_h2_preface_are_cut_at_the_deadline_or_answered_when_whole() {
+    let provider = MockUpstream::start("p");
+    let gw = Payedge::start(
+        &config_for(&[("p".into(), provider.addr)], "").replacen(
+            "server:\n",
+            "server:\n  limits: {request_head_timeout_ms: 500}\n",
+            1,
+        ),
+        &env(),
+    );
+    let within = Duration::from_secs(3);
+    for sent in [&b""[..], b"GET", b"PRI * HTTP/2.0\r\n"] {
+        assert!(
+            closed_within(gw.proxy, sent, within),
+            "proxy: a connection that sent {sent:?} and nothing more was not cut"
+        );
+    }
+    for sent in [&b""[..], b"GET"] {
+        assert!(
+            closed_within(gw.admin, sent, within),
+            "admin: a connection that sent {sent:?} and nothing more was not cut"
+        );
+    }
+
+    // A whole request in 18 bytes, as `nc` or HAProxy's default health check send one: answered
+    // at once, also when the client closes its side right after.
+    let short = b"GET / HTTP/1.0\r\n\r\n";
+    let started = std::time::Instant::now();
+    let (answer, closed) = exchange(gw.proxy, short);
+    assert!(closed, "{answer}");
+    assert_eq!(status_of(&answer), "400", "{answer}");
+    assert_eq!(code_of(&answer), "tenant_unresolved", "{answer}");
+    let mut stream = TcpStream::connect(gw.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(short).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    assert_eq!(code_of(&out), "tenant_unresolved", "{out}");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the short requests waited for the head deadline: {:?}",
+        started.elapsed()
+    );
+    // Still HTTP/2 for a client that opens with the preface.
+    let h2c = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w"])
+        .arg("%{http_version} %{http_code}")
+        .args(["-H", "X-Tenant: blue", "-H"])
+        .arg(format!("Authorization: {}", bearer("blue")))
+        .arg(format!("http://{}/api/pay", gw.proxy))
+        .output()
+        .expect("curl is needed for the h2c check");
+    assert_eq!(String::from_utf8_lossy(&h2c.stdout), "2 200");
+
+    let metrics = gw.metrics();
+    for (listener, cut) in [("proxy", 3.0), ("admin", 2.0)] {
+        assert_eq!(
+            series_value(
+                &metrics,
+                &format!(r#"payedge_request_head_timeouts_total{{listener="{listener}"}}"#)
+            ),
+            Some(cut),
+            "{listener}"
+        );
+    }
+}
