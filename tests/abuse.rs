@@ -463,3 +463,36 @@ fn fewer_bytes_than_the_h2_preface_are_cut_at_the_deadline_or_answered_when_whol
         );
     }
 }
+
+/// HTTP/1.0 closes after each answer unless the client asks for `Connection: keep-alive`; a
+/// client reading to the end of the stream must not wait for a keep-alive timeout.
+#[test]
+fn http_1_0_is_answered_and_closed_on_both_ports_unless_kept_alive() {
+    let provider = MockUpstream::start("p");
+    let gw = Payedge::start(&config_for(&[("p".into(), provider.addr)], ""), &env());
+    let proxied = format!(
+        "GET /api/pay HTTP/1.0\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\r\n",
+        bearer("blue")
+    );
+    for (addr, request) in [
+        (gw.proxy, proxied.as_bytes()),
+        (gw.admin, &b"GET /healthz HTTP/1.0\r\n\r\n"[..]),
+    ] {
+        let (answer, closed) = exchange(addr, request);
+        assert_eq!(status_of(&answer), "200", "{answer}");
+        assert!(closed, "{addr}: still open after the answer: {answer}");
+    }
+    // Asked for, the admin port keeps the connection.
+    let mut stream = TcpStream::connect(gw.admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    }
+}

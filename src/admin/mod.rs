@@ -254,8 +254,13 @@ impl HttpServerApp for AdminApp {
                 return None;
             }
         }
-        let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_SECONDS);
-        session.set_keepalive(keepalive);
+        // Pingora has turned keep-alive off for `Connection: close` and for HTTP/1.0 without
+        // `Connection: keep-alive`; only a connection it kept gets the admin's timeout.
+        if *shutdown.borrow() || session.get_keepalive().is_none() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(KEEPALIVE_SECONDS));
+        }
         let hub_request = match &self.hub {
             Some(hub) => hub.classify(session.req_header()),
             None if session.req_header().uri.path().starts_with(&self.hub_path) => {
