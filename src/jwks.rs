@@ -9,11 +9,13 @@
 //! - after a failure, every 30 s; the last good set stays in use meanwhile.
 //!
 //! One fetcher per URL, shared by every configuration snapshot that names it (a reload keeps the
-//! keys). `payedge_jwks_refreshes_total{result}` counts the fetches.
+//! keys). It runs as long as some configuration holds its keys: once none does (a reload named
+//! another URL, or a refused reload's configuration was dropped), it stops.
+//! `payedge_jwks_refreshes_total{result}` counts the fetches.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -49,10 +51,12 @@ pub fn max_age(cache_control: Option<&str>) -> Duration {
 }
 
 /// A fetcher to start: where from, the keys it keeps fresh, and what wakes it.
-type Start = (JwksSource, Arc<RemoteKeys>, Arc<Notify>);
+type Start = (JwksSource, Weak<RemoteKeys>, Arc<Notify>);
 
+/// The keys are held by the verifiers of the configurations that name the URL, not here.
 struct Fetcher {
-    keys: Arc<RemoteKeys>,
+    keys: Weak<RemoteKeys>,
+    wake: Arc<Notify>,
 }
 
 /// The fetchers by URL (and CA), for every snapshot's verifier to attach to.
@@ -116,8 +120,8 @@ impl Jwks {
         let Ok(mut fetchers) = self.fetchers.lock() else {
             return Err("the key set registry is unusable".into());
         };
-        if let Some(fetcher) = fetchers.get(&id) {
-            auth.verifier.attach_remote(Arc::clone(&fetcher.keys));
+        if let Some(keys) = fetchers.get(&id).and_then(|f| f.keys.upgrade()) {
+            auth.verifier.attach_remote(keys);
             return Ok(());
         }
         let keys = RemoteKeys::new();
@@ -148,9 +152,27 @@ impl Jwks {
         let waker = Arc::clone(&wake);
         keys.set_waker(Box::new(move || waker.notify_one()));
         auth.verifier.attach_remote(Arc::clone(&keys));
-        let _ = self.start.send((source.clone(), Arc::clone(&keys), wake));
-        fetchers.insert(id, Fetcher { keys });
+        let weak = Arc::downgrade(&keys);
+        let _ = self
+            .start
+            .send((source.clone(), weak.clone(), Arc::clone(&wake)));
+        fetchers.insert(id, Fetcher { keys: weak, wake });
         Ok(())
+    }
+
+    /// Forgets the fetchers whose keys no configuration holds any more and wakes them to stop.
+    /// Called after every reload, applied or refused; a fetcher whose last configuration was
+    /// still serving a request then stops at its next wake-up instead.
+    pub fn prune(&self) {
+        if let Ok(mut fetchers) = self.fetchers.lock() {
+            fetchers.retain(|_, fetcher| {
+                let used = fetcher.keys.strong_count() > 0;
+                if !used {
+                    fetcher.wake.notify_one();
+                }
+                used
+            });
+        }
     }
 
     fn count(&self, ok: bool) {
@@ -181,6 +203,8 @@ impl BackgroundService for JwksService {
                     let Some((source, keys, wake)) = started else { break };
                     tasks.spawn(keep_fresh(source, keys, wake, self.results.clone()));
                 }
+                // Fetchers that stopped are reaped, so none is kept for the process's life.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -188,22 +212,26 @@ impl BackgroundService for JwksService {
     }
 }
 
+/// Keeps `keys` fresh for as long as a configuration holds them (only a weak reference here,
+/// upgraded for each fetch).
 async fn keep_fresh(
     source: JwksSource,
-    keys: Arc<RemoteKeys>,
+    held: Weak<RemoteKeys>,
     wake: Arc<Notify>,
     results: Option<[IntCounter; 2]>,
 ) {
     let mut last_fetch = Instant::now();
-    let mut next = if keys.is_empty() {
-        RETRY_AFTER_FAILURE.min(source.min_refresh)
-    } else {
-        DEFAULT_MAX_AGE
+    let mut next = match held.upgrade() {
+        Some(keys) if keys.is_empty() => RETRY_AFTER_FAILURE.min(source.min_refresh),
+        _ => DEFAULT_MAX_AGE,
     };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = wake.notified() => {
+                if held.strong_count() == 0 {
+                    break;
+                }
                 // An unknown kid: fetch now, unless the last fetch was too recent.
                 let since = last_fetch.elapsed();
                 if since < source.min_refresh {
@@ -211,6 +239,9 @@ async fn keep_fresh(
                 }
             }
         }
+        let Some(keys) = held.upgrade() else {
+            break;
+        };
         keys.take_refresh_request();
         last_fetch = Instant::now();
         let outcome = tokio::time::timeout(FETCH_TIMEOUT, fetch(&source))
@@ -242,6 +273,10 @@ async fn keep_fresh(
             }
         }
     }
+    tracing::info!(
+        url = source.url,
+        "JWKS fetcher stopped: no configuration uses this key set any more"
+    );
 }
 
 /// `fetch` from a thread of its own (the callers run in, or beside, a tokio runtime).

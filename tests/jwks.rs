@@ -235,3 +235,52 @@ fn a_reload_keeps_the_keys_and_refuses_a_url_it_cannot_fetch() {
     assert!(resp.text().contains("cannot fetch"), "{}", resp.text());
     assert_eq!(call(&gw, &token(&k1, "k1")), 200);
 }
+
+#[test]
+fn a_fetcher_stops_once_no_configuration_uses_its_url() {
+    let upstream = MockUpstream::start("p0");
+    let pki = Pki::new("idp");
+    let (k1, jwk1) = key("k1");
+    let old = IdP::start(&pki, pki.path().join("old.json"));
+    let new = IdP::start(&pki, pki.path().join("new.json"));
+    old.publish(std::slice::from_ref(&jwk1));
+    new.publish(std::slice::from_ref(&jwk1));
+    let gw = Payedge::start(&jwks_config(&upstream, &old, &pki, 1), &env());
+    assert_eq!(call(&gw, &token(&k1, "k1")), 200);
+
+    // A reload names the other IdP: its keys are fetched, the old URL's fetcher stops.
+    let resp = gw.reload_with(&jwks_config(&upstream, &new, &pki, 1));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    let stopped = gw.wait_for_log(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("JWKS fetcher stopped"))
+    });
+    assert_eq!(
+        stopped["url"],
+        format!("https://127.0.0.1:{}/jwks.json", old.port)
+    );
+    assert_eq!(call(&gw, &token(&k1, "k1")), 200);
+
+    // The new URL's fetcher runs: a key rotated in there is fetched on its first token, and
+    // the old IdP is asked for nothing more.
+    let asked_before = old.fetches();
+    let (k2, jwk2) = key("k2");
+    new.publish(&[jwk1, jwk2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&gw, &token(&k2, "k2")) != 200 {
+        assert!(Instant::now() < deadline, "the rotated key was not fetched");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(old.fetches(), asked_before);
+    let stops = gw
+        .logs()
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("JWKS fetcher stopped"))
+        })
+        .count();
+    assert_eq!(stops, 1, "only the old URL's fetcher stops");
+}

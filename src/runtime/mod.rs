@@ -215,6 +215,8 @@ impl Runtime {
             };
         };
         let outcome = self.try_reload();
+        // Key set fetchers only the replaced or refused configuration used stop now.
+        self.parts.jwks.prune();
         let applied = matches!(outcome, Ok(Reloaded::Applied { .. }));
         let outcome = outcome.unwrap_or_else(|errors| Reloaded::Refused { errors });
         if let Some([ok, failed]) = &self.reloads {
@@ -279,12 +281,6 @@ impl Runtime {
                 self.path.display()
             )]);
         }
-        if let Some(auth) = &config.auth {
-            self.parts
-                .jwks
-                .attach(auth, First::MustSucceed)
-                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
-        }
         for warning in &config.warnings {
             tracing::warn!(
                 key = warning.key,
@@ -310,6 +306,14 @@ impl Runtime {
                         .map_err(|e| vec![format!("{key}: {e}")])?,
                 ));
             }
+        }
+        // Last of the checks that can refuse: a new URL's first fetch starts its fetcher, which
+        // stops again (Jwks::prune) if this configuration is dropped after all.
+        if let Some(auth) = &config.auth {
+            self.parts
+                .jwks
+                .attach(auth, First::MustSucceed)
+                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         }
         if let Some(m) = &self.parts.tls_metrics {
             m.upstream_providers(config.pools.iter().flat_map(|pool| {
