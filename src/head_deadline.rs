@@ -69,6 +69,9 @@ pub struct DeadlineStream {
     timed_out: Option<IntCounter>,
     /// Bytes `try_peek` read, given to the next reads before anything more from the socket.
     peeked: Vec<u8>,
+    /// The client opened with the HTTP/2 preface: the deadline ends with the next bytes it sends
+    /// (its SETTINGS), not with a blank line, which binary frames need not contain.
+    h2: bool,
 }
 
 impl fmt::Debug for DeadlineStream {
@@ -80,6 +83,41 @@ impl fmt::Debug for DeadlineStream {
     }
 }
 
+impl DeadlineStream {
+    /// Reads from the socket, failing once the deadline passes while there is one.
+    fn poll_timed(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Some(timer) = self.timer.as_mut() else {
+            return read;
+        };
+        if read.is_ready() || timer.as_mut().poll(cx).is_pending() {
+            return read;
+        }
+        self.timer = None;
+        if let Some(counter) = &self.timed_out {
+            counter.inc();
+        }
+        tracing::debug!("request head not received in time: connection closed");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not received in time",
+        )))
+    }
+
+    /// Ends the deadline if `fresh`, just read, completes what it waits for.
+    fn arrived(&mut self, fresh: &[u8]) {
+        if self.timer.is_some()
+            && (if self.h2 {
+                !fresh.is_empty()
+            } else {
+                self.head.feed(fresh)
+            })
+        {
+            self.timer = None;
+        }
+    }
+}
+
 impl AsyncRead for DeadlineStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -88,7 +126,7 @@ impl AsyncRead for DeadlineStream {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.peeked.is_empty() {
-            // Already scanned for the head's end when the peek read them.
+            // Already looked at when the peek read them.
             let n = this.peeked.len().min(buf.remaining());
             buf.put_slice(&this.peeked[..n]);
             this.peeked.drain(..n);
@@ -97,33 +135,12 @@ impl AsyncRead for DeadlineStream {
             }
             return Poll::Ready(Ok(()));
         }
-        let Some(timer) = this.timer.as_mut() else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if this.head.feed(&buf.filled()[before..]) {
-                    this.timer = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => match timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.timer = None;
-                    if let Some(counter) = &this.timed_out {
-                        counter.inc();
-                    }
-                    tracing::debug!("request head not received in time: connection closed");
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "request head not received in time",
-                    )))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-            ready => ready,
+        let read = std::task::ready!(this.poll_timed(cx, buf));
+        if read.is_ok() {
+            this.arrived(&buf.filled()[before..]);
         }
+        Poll::Ready(read)
     }
 }
 
@@ -218,7 +235,6 @@ impl Peek for DeadlineStream {
     /// rest of `buf` is zeroed (the preface has no zero byte). At the end of the stream what
     /// came is kept for the HTTP/1 parser: a client may send its request and close its side.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        use tokio::io::AsyncReadExt;
         // What an earlier peek read comes first (taken out, so the reads below go on from the
         // socket).
         let earlier = std::mem::take(&mut self.peeked);
@@ -226,12 +242,22 @@ impl Peek for DeadlineStream {
         buf[..filled].copy_from_slice(&earlier[..filled]);
         let from_socket = filled;
         while filled < buf.len() && H2_PREFACE.starts_with(&buf[..filled]) {
-            // An error (the deadline, a reset) ends the connection: Pingora drops it.
-            let read = self.read(&mut buf[filled..]).await?;
+            // Not yet scanned for the head's end: the preface holds a blank line.
+            let read = std::future::poll_fn(|cx| {
+                let mut into = ReadBuf::new(&mut buf[filled..]);
+                std::task::ready!(self.poll_timed(cx, &mut into))?;
+                Poll::Ready(Ok::<_, io::Error>(into.filled().len()))
+            })
+            .await?; // an error (the deadline, a reset) ends the connection: Pingora drops it
             if read == 0 {
                 break;
             }
             filled += read;
+        }
+        if buf[..filled] == *H2_PREFACE {
+            self.h2 = true;
+        } else {
+            self.arrived(&buf[from_socket..filled]);
         }
         self.peeked = earlier;
         self.peeked.extend_from_slice(&buf[from_socket..filled]);
@@ -282,6 +308,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
             head: HeadEnd::default(),
             timed_out: self.timed_out.clone(),
             peeked: Vec::new(),
+            h2: false,
         });
         self.app.process_new(stream, shutdown).await
     }

@@ -41,6 +41,10 @@ const ADMIN_BUFFERS: L4BufferSettings = L4BufferSettings {
 };
 /// Runtime services of the admin listener are light: one thread is plenty.
 const ADMIN_THREADS: usize = 1;
+/// An HTTP/2 connection with no request open for this long is closed, as Pingora closes an idle
+/// HTTP/1 keep-alive connection after 60 s (without it, idle HTTP/2 connections were kept for
+/// ever).
+const H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// After the drain, how long Pingora's runtimes get to stop.
 const RUNTIME_STOP_SECONDS: u64 = 1;
 const BACKSTOP_EXTRA_SECONDS: u64 = 2;
@@ -234,6 +238,7 @@ pub fn serve(
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
     proxy_app.server_options = Some(options);
     // The balancers allowed to send PROXY headers follow reloads (the switch itself does not).
     let proxy_protocol = config.server.proxy_protocol.then(|| {
