@@ -24,7 +24,7 @@ pub mod publisher;
 pub mod redis_history;
 pub mod redis_target;
 pub mod stream_id;
-mod timestamp;
+pub(crate) mod timestamp;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
