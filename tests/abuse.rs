@@ -497,3 +497,28 @@ fn http_1_0_is_answered_and_closed_on_both_ports_unless_kept_alive() {
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
     }
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, and nothing reaches a
+/// provider (whose HTTP/1.1 request would have no Host either).
+#[test]
+fn an_http_1_1_request_without_host_is_refused_before_any_provider() {
+    let provider = MockUpstream::start("p");
+    let gw = Payedge::start(&config_for(&[("p".into(), provider.addr)], ""), &env());
+    let without = format!(
+        "GET /api/pay HTTP/1.1\r\nX-Tenant: blue\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        bearer("blue")
+    );
+    let (answer, closed) = exchange(gw.proxy, without.as_bytes());
+    assert!(closed, "{answer}");
+    assert_eq!(status_of(&answer), "400", "{answer}");
+    assert_eq!(code_of(&answer), "host_missing", "{answer}");
+    assert_eq!(provider.count(), 0);
+    let with = without.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nHost: edge\r\n");
+    let (answer, _) = exchange(gw.proxy, with.as_bytes());
+    assert_eq!(status_of(&answer), "200", "{answer}");
+    assert_eq!(provider.count(), 1);
+    assert_eq!(
+        gw.series(r#"payedge_http_errors_total{code="host_missing"}"#),
+        Some(1.0)
+    );
+}

@@ -1,5 +1,7 @@
 //! Checks on a request head before anything else reads it: its size and header count within the
-//! configured limits, and a body length that every hop reads the same way.
+//! configured limits, a body length that every hop reads the same way, and the Host every
+//! HTTP/1.1 request must carry (RFC 9112 §3.2: a server MUST answer 400 without one; a gateway
+//! would otherwise pass on a request without the Host its own HTTP/1.1 request must have).
 //!
 //! Request smuggling needs two parsers that disagree on where a body ends. payedge's parser and
 //! its providers' can only agree when a request states its length once: `Content-Length` and
@@ -32,13 +34,15 @@ pub enum HeadRefusal {
     TooManyHeaders,
     /// `Content-Length` with `Transfer-Encoding`, or `Content-Length` more than once.
     AmbiguousLength,
+    /// An HTTP/1.1 request without `Host`.
+    HostMissing,
 }
 
 impl HeadRefusal {
     pub fn http_status(self) -> u16 {
         match self {
             Self::TooLarge | Self::TooManyHeaders => 431,
-            Self::AmbiguousLength => 400,
+            Self::AmbiguousLength | Self::HostMissing => 400,
         }
     }
 
@@ -47,6 +51,7 @@ impl HeadRefusal {
             Self::TooLarge => "request_header_too_large",
             Self::TooManyHeaders => "too_many_headers",
             Self::AmbiguousLength => "ambiguous_body_length",
+            Self::HostMissing => "host_missing",
         }
     }
 
@@ -58,19 +63,21 @@ impl HeadRefusal {
                 "the request states its body length more than once (Content-Length with \
                  Transfer-Encoding, or Content-Length twice); send exactly one"
             }
+            Self::HostMissing => "an HTTP/1.1 request must carry a Host header",
         }
     }
 }
 
 /// Checks a head: `request_line_bytes` is the length of `METHOD target VERSION`, `headers` every
-/// header as received (names in any case).
+/// header as received (names in any case); `host_required` for HTTP/1.1.
 pub fn check<'a>(
     limits: &HeadLimits,
     request_line_bytes: usize,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    host_required: bool,
 ) -> Result<(), HeadRefusal> {
     let (mut bytes, mut count) = (request_line_bytes + 2, 0usize);
-    let (mut lengths, mut encodings) = (0usize, 0usize);
+    let (mut lengths, mut encodings, mut hosts) = (0usize, 0usize, 0usize);
     for (name, value) in headers {
         count += 1;
         bytes += name.len() + value.len() + 4;
@@ -78,6 +85,8 @@ pub fn check<'a>(
             lengths += 1;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             encodings += 1;
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         }
     }
     if bytes > limits.max_header_bytes {
@@ -88,6 +97,9 @@ pub fn check<'a>(
     }
     if lengths > 1 || (lengths == 1 && encodings > 0) {
         return Err(HeadRefusal::AmbiguousLength);
+    }
+    if host_required && hosts == 0 {
+        return Err(HeadRefusal::HostMissing);
     }
     Ok(())
 }
@@ -103,9 +115,9 @@ mod tests {
     #[test]
     fn a_plain_request_passes() {
         let h = head(&[("Host", "a"), ("Content-Length", "3")]);
-        assert_eq!(check(&HeadLimits::default(), 20, h), Ok(()));
+        assert_eq!(check(&HeadLimits::default(), 20, h, true), Ok(()));
         let chunked = head(&[("Host", "a"), ("Transfer-Encoding", "chunked")]);
-        assert_eq!(check(&HeadLimits::default(), 20, chunked), Ok(()));
+        assert_eq!(check(&HeadLimits::default(), 20, chunked, true), Ok(()));
     }
 
     #[test]
@@ -117,7 +129,7 @@ mod tests {
             &[("Transfer-Encoding", "chunked"), ("Content-Length", "0")][..],
         ] {
             assert_eq!(
-                check(&HeadLimits::default(), 20, head(pairs)),
+                check(&HeadLimits::default(), 20, head(pairs), true),
                 Err(HeadRefusal::AmbiguousLength),
                 "{pairs:?}"
             );
@@ -132,13 +144,23 @@ mod tests {
         };
         // "GET / HTTP/1.1" (14) + CRLF + "Host: abc\r\n" (11) = 27; "X-A: " + 9 + CRLF = 16 → 43;
         // with a 6-byte value, 40.
-        assert_eq!(check(&limits, 14, head(&[("Host", "abc")])), Ok(()));
+        assert_eq!(check(&limits, 14, head(&[("Host", "abc")]), true), Ok(()));
         assert_eq!(
-            check(&limits, 14, head(&[("Host", "abc"), ("X-A", "123456789")])),
+            check(
+                &limits,
+                14,
+                head(&[("Host", "abc"), ("X-A", "123456789")]),
+                true
+            ),
             Err(HeadRefusal::TooLarge)
         );
         assert_eq!(
-            check(&limits, 14, head(&[("Host", "abc"), ("X-A", "123456")])),
+            check(
+                &limits,
+                14,
+                head(&[("Host", "abc"), ("X-A", "123456")]),
+                true
+            ),
             Ok(()),
             "exactly at the limit"
         );
@@ -151,8 +173,34 @@ mod tests {
             max_headers: 3,
         };
         let three = head(&[("A", "1"), ("B", "2"), ("C", "3")]);
-        assert_eq!(check(&limits, 10, three), Ok(()));
+        assert_eq!(check(&limits, 10, three, false), Ok(()));
         let four = head(&[("A", "1"), ("B", "2"), ("C", "3"), ("D", "4")]);
-        assert_eq!(check(&limits, 10, four), Err(HeadRefusal::TooManyHeaders));
+        assert_eq!(
+            check(&limits, 10, four, false),
+            Err(HeadRefusal::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn an_http_1_1_head_needs_a_host_in_any_case_and_others_do_not() {
+        let limits = HeadLimits::default();
+        for host in ["Host", "host", "HOST"] {
+            assert_eq!(check(&limits, 14, head(&[(host, "a")]), true), Ok(()));
+        }
+        assert_eq!(
+            check(&limits, 14, head(&[("X-Tenant", "blue")]), true),
+            Err(HeadRefusal::HostMissing)
+        );
+        assert_eq!(
+            check(&limits, 14, head(&[]), true),
+            Err(HeadRefusal::HostMissing)
+        );
+        // HTTP/1.0 (and HTTP/2, whose authority is a pseudo-header) need none.
+        assert_eq!(
+            check(&limits, 14, head(&[("X-Tenant", "blue")]), false),
+            Ok(())
+        );
+        assert_eq!(HeadRefusal::HostMissing.http_status(), 400);
+        assert_eq!(HeadRefusal::HostMissing.code(), "host_missing");
     }
 }

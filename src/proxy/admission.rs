@@ -164,11 +164,12 @@ pub fn check_head(
             let name = std::str::from_utf8(&l[..colon]).unwrap_or("");
             (name, l.get(colon + 1..).unwrap_or_default().trim_ascii())
         });
-        return request_head::check(limits, line, headers);
+        let host_required = session.req_header().version == http::Version::HTTP_11;
+        return request_head::check(limits, line, headers, host_required);
     }
     let req = session.req_header();
     // "METHOD target HTTP/2"
     let line = req.method.as_str().len() + req.raw_path().len() + 8;
     let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-    request_head::check(limits, line, headers)
+    request_head::check(limits, line, headers, false)
 }
