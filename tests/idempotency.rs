@@ -597,3 +597,81 @@ fn check_names_the_idempotency_keys_it_refuses() {
         assert!(text.contains(key), "{section}: {text}");
     }
 }
+
+/// Sends a keyed payment the way curl sends a larger body: the head with `Expect: 100-continue`,
+/// then the body only once told to go on. The interim answer's head and the final answer.
+fn pay_expecting_continue(gw: &Payedge, key: &str, body: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(gw.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /api/payments HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
+         Idempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n\r\n",
+        bearer("blue"),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("no interim answer before the body");
+        interim.push(byte[0]);
+    }
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    (String::from_utf8_lossy(&interim).into_owned(), answer)
+}
+
+/// payedge needs a keyed payment's body before any provider is asked, so it is payedge that tells
+/// a client waiting for `100 Continue` to send it (or the client waits out its own timeout:
+/// curl's is 1 s); the provider gets the body without the Expect.
+#[test]
+fn a_client_expecting_100_continue_is_told_to_go_on_and_its_retry_replayed() {
+    let provider = ProviderProcess::start("cards");
+    let gw = Payedge::start(&config(&[&provider], MEMORY_STORE, ""), &env());
+    let body = r#"{"amount":"10.00","currency":"EUR"}"#;
+    let (interim, first) = pay_expecting_continue(&gw, "continue-1", body);
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    let received = provider.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["body"], body);
+    assert!(received[0]["expect"].is_null(), "{:?}", received[0]);
+
+    let (interim, again) = pay_expecting_continue(&gw, "continue-1", body);
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    assert!(again.starts_with("HTTP/1.1 200 "), "{again}");
+    assert!(
+        again
+            .to_ascii_lowercase()
+            .contains("idempotent-replayed: true"),
+        "{again}"
+    );
+    assert_eq!(provider.received_count("POST"), 1);
+
+    // After a `100 Continue` the request is still answered with payedge's own error.
+    let mut provider = provider;
+    provider.kill();
+    let (interim, failed) = pay_expecting_continue(&gw, "continue-2", body);
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    assert!(failed.starts_with("HTTP/1.1 502 "), "{failed}");
+    assert!(
+        failed.contains(r#""code":"upstream_unavailable""#),
+        "{failed}"
+    );
+}

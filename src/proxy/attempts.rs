@@ -118,7 +118,7 @@ pub fn answered(
         Outcome::Answered(status),
         Some(status),
     );
-    if status < 500 || session.response_written().is_some() {
+    if status < 500 || super::final_response(session).is_some() {
         return false;
     }
     let retry = may_retry(pool, events, session, ctx, RetryCause::ServerError);
@@ -192,7 +192,7 @@ pub fn broke(
         record(pool, events, ctx, provider, outcome, None);
     }
     ctx.last_attempt_failure = upstream_errors::classify(e, Some(pool.provider_name(provider)));
-    if session.response_written().is_some() {
+    if super::final_response(session).is_some() {
         return false;
     }
     let cause = if timed_out {

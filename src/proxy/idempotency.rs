@@ -285,6 +285,16 @@ fn answer_known(ctx: &mut RequestCtx, decision: Decision) -> Begin {
 /// The whole request body, kept by Pingora in its retry buffer and sent upstream from there.
 async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
     session.as_mut().enable_retry_buffering();
+    // A client that waits for `100 Continue` before sending its body (curl and PHP do for larger
+    // bodies) would otherwise wait out its own timeout (curl: 1 s): the body is needed here,
+    // before any provider could answer it.
+    if expects_continue(session.req_header()) {
+        session
+            .as_mut()
+            .write_continue_response()
+            .await
+            .map_err(|_| Failure::BadRequest)?;
+    }
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
@@ -299,6 +309,15 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
 }
 
 /// Writes a stored response, marked as a replay and with this request's id.
+/// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1).
+fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 pub async fn replay(
     session: &mut Session,
     ctx: &RequestCtx,

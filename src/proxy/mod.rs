@@ -379,6 +379,11 @@ impl ProxyHttp for Gateway {
         if let Some(provider) = ctx.provider {
             idempotency::reaching(ctx, provider);
         }
+        if ctx.idempotency.is_some() {
+            // The body is already here (read for its digest, the client told to go on): the
+            // provider is not asked whether it wants it.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
         let credentials = match (pool_of(ctx), ctx.provider) {
             (Some(pool), Some(provider)) => pool.credentials(provider),
             _ => &[],
@@ -529,7 +534,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        if let Some(written) = session.response_written() {
+        if let Some(written) = final_response(session) {
             return FailToProxy {
                 error_code: written.status.as_u16(),
                 can_reuse_downstream: false,
@@ -573,7 +578,7 @@ impl ProxyHttp for Gateway {
                 Box::pin(self.idempotency.settle_now(own)).await;
             }
         }
-        let status = session.response_written().map(|r| r.status.as_u16());
+        let status = final_response(session).map(|r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         let cached = cache_result(session, ctx);
         if let Some(metrics) = &ctx.snap.metrics {
@@ -645,6 +650,15 @@ fn cache_result(session: &Session, ctx: &RequestCtx) -> Option<CacheResult> {
         pingora_cache::CachePhase::Hit => CacheResult::Hit,
         _ if ctx.cache_stored => CacheResult::Miss,
         _ => CacheResult::Uncacheable,
+    })
+}
+
+/// The response the client has been sent the head of, not counting an interim one (`100
+/// Continue`, `103 Early Hints`): after those the request can still be failed over or answered
+/// with an error. `101 Switching Protocols` ends HTTP on the connection and counts.
+pub(crate) fn final_response(session: &Session) -> Option<&pingora::http::ResponseHeader> {
+    session.response_written().filter(|r| {
+        !r.status.is_informational() || r.status == http::StatusCode::SWITCHING_PROTOCOLS
     })
 }
 

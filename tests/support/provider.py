@@ -87,7 +87,8 @@ class Handler(BaseHTTPRequestHandler):
         mode = STATE["mode"]
         request_id = self.headers.get("X-Request-Id", "")
         emit(event="received", method=self.command, path=url.path, mode=mode,
-             request_id=request_id, body=body.decode(errors="replace"))
+             request_id=request_id, body=body.decode(errors="replace"),
+             expect=self.headers.get("Expect"))
         if mode == "blackhole":
             while True:
                 time.sleep(3600)
