@@ -156,7 +156,10 @@ impl Jwks {
         let _ = self
             .start
             .send((source.clone(), weak.clone(), Arc::clone(&wake)));
-        fetchers.insert(id, Fetcher { keys: weak, wake });
+        // A fetcher whose keys died since the last prune, still asleep: woken, it stops.
+        if let Some(dead) = fetchers.insert(id, Fetcher { keys: weak, wake }) {
+            dead.wake.notify_one();
+        }
         Ok(())
     }
 

@@ -483,6 +483,12 @@ fn http_1_0_is_answered_and_closed_on_both_ports_unless_kept_alive() {
         assert_eq!(status_of(&answer), "200", "{answer}");
         assert!(closed, "{addr}: still open after the answer: {answer}");
     }
+    // The HTTP/1.0 request came without Host; the provider's (HTTP/1.1) request has one: the
+    // provider's own authority.
+    assert_eq!(
+        provider.last().header("host"),
+        Some(provider.addr.to_string().as_str())
+    );
     // Asked for, the admin port keeps the connection.
     let mut stream = TcpStream::connect(gw.admin).unwrap();
     stream

@@ -308,7 +308,6 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
     }
 }
 
-/// Writes a stored response, marked as a replay and with this request's id.
 /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1).
 fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
@@ -318,6 +317,7 @@ fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// Writes a stored response, marked as a replay and with this request's id.
 pub async fn replay(
     session: &mut Session,
     ctx: &RequestCtx,

@@ -384,6 +384,14 @@ impl ProxyHttp for Gateway {
             // provider is not asked whether it wants it.
             upstream_request.remove_header(&http::header::EXPECT);
         }
+        // An HTTP/1.0 client may send no Host; Pingora makes the provider's request HTTP/1.1,
+        // which must carry one (RFC 9112 §3.2): the provider's own authority, as configured.
+        if !upstream_request.headers.contains_key(http::header::HOST)
+            && let (Some(pool), Some(provider)) = (pool_of(ctx), ctx.provider)
+            && let Some(endpoint) = pool.endpoint(provider)
+        {
+            upstream_request.insert_header(http::header::HOST, endpoint.address.to_string())?;
+        }
         let credentials = match (pool_of(ctx), ctx.provider) {
             (Some(pool), Some(provider)) => pool.credentials(provider),
             _ => &[],
