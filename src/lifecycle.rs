@@ -3,7 +3,15 @@
 //! Pingora's graceful stop always sleeps its whole grace period. payedge instead stops accepting
 //! (Pingora's shutdown broadcast), waits only while requests are in flight, up to the configured
 //! grace period, then flushes its logs and exits.
+//!
+//! SIGQUIT (binary upgrade) hands the listening sockets to the process waiting on the upgrade
+//! socket, but only when that socket is there and was made by this user: Pingora would send
+//! them to whatever listens on the path (another user's socket in a shared `/tmp` would get the
+//! proxy's listeners) and then stop this process even when nothing took them over. Otherwise
+//! the signal is refused, logged, and payedge goes on serving.
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,6 +25,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(25);
 /// The least time the drain waits, so a request accepted just before the listeners closed is
 /// counted before the count is read.
 const DRAIN_SETTLE: Duration = Duration::from_millis(100);
+/// How long a SIGQUIT waits for the new process's upgrade socket to appear (Pingora itself
+/// tries to connect for about as long).
+const UPGRADE_SOCKET_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub struct Lifecycle {
@@ -92,6 +103,8 @@ const UPGRADE_HANDOVER: Duration = Duration::from_secs(6);
 pub struct DrainOnSignal {
     pub lifecycle: &'static Lifecycle,
     pub grace: Duration,
+    /// Where the new process of a binary upgrade waits for the listening sockets.
+    pub upgrade_sock: PathBuf,
 }
 
 #[async_trait]
@@ -105,13 +118,21 @@ impl ShutdownSignalWatch for DrainOnSignal {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
-        let upgrade = tokio::select! {
-            _ = int.recv() => {
-                tracing::info!("SIGINT: stopping now");
-                return ShutdownSignal::FastShutdown;
+        let upgrade = loop {
+            tokio::select! {
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: stopping now");
+                    return ShutdownSignal::FastShutdown;
+                }
+                _ = term.recv() => break false,
+                _ = quit.recv() => match upgrade_socket_ready(&self.upgrade_sock).await {
+                    Ok(()) => break true,
+                    Err(why) => tracing::error!(
+                        upgrade_sock = %self.upgrade_sock.display(),
+                        "SIGQUIT refused, still serving: {why}"
+                    ),
+                },
             }
-            _ = term.recv() => false,
-            _ = quit.recv() => true,
         };
         if upgrade {
             tracing::info!(
@@ -146,6 +167,44 @@ impl ShutdownSignalWatch for DrainOnSignal {
             ShutdownSignal::GracefulTerminate
         }
     }
+}
+
+/// Whether the listening sockets may go to whatever listens on `path`: a socket there (waited
+/// for up to [`UPGRADE_SOCKET_WAIT`]) owned by this process's effective user.
+async fn upgrade_socket_ready(path: &Path) -> Result<(), String> {
+    let waited = Instant::now();
+    let found = loop {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if waited.elapsed() >= UPGRADE_SOCKET_WAIT {
+                    return Err(format!(
+                        "no new process is waiting for the listening sockets (nothing at the \
+                         upgrade socket after {} s)",
+                        UPGRADE_SOCKET_WAIT.as_secs()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("cannot inspect the upgrade socket: {e}")),
+            Ok(found) => break found,
+        }
+    };
+    owned_socket(&found, nix::unistd::geteuid().as_raw())
+}
+
+/// A socket made by `uid`.
+fn owned_socket(found: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+    if !found.file_type().is_socket() {
+        return Err("the upgrade socket's path is not a socket".into());
+    }
+    if found.uid() != uid {
+        return Err(format!(
+            "the upgrade socket belongs to uid {}, not to this process's uid {uid}: the \
+             listening sockets are handed to no one",
+            found.uid()
+        ));
+    }
+    Ok(())
 }
 
 /// Exits once nothing is in flight (or the grace period is over), counted from when the

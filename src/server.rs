@@ -420,10 +420,15 @@ pub fn serve(
         "payedge starting"
     );
     let grace = config.server.grace_period;
+    let upgrade_sock = std::path::PathBuf::from(&server.configuration.upgrade_sock);
     // Requests and reloads hold the snapshots they use; this one is not kept past start.
     drop(snapshot);
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainOnSignal { lifecycle, grace }),
+        shutdown_signal: Box::new(DrainOnSignal {
+            lifecycle,
+            grace,
+            upgrade_sock,
+        }),
     });
     crate::logging::flush();
     Ok(())

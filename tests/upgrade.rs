@@ -233,3 +233,84 @@ fn an_upgrade_under_keep_alive_load_fails_and_refuses_nothing() {
         old.raw_stdout()
     );
 }
+
+/// Waits up to 15 s for a log line whose message contains `part`.
+fn wait_for_message(gw: &Payedge, part: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = gw
+            .logs()
+            .into_iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.contains(part)));
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "no log line with {part:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGQUIT hands the listening sockets only to a process of the same user waiting on the upgrade
+/// socket. Another user's socket at that path (a shared /tmp) gets nothing, and with nothing
+/// there payedge does not stop with no one to take over: it refuses the signal and serves on.
+#[test]
+fn sigquit_is_refused_without_a_new_process_of_this_user_and_payedge_serves_on() {
+    let upstream = MockUpstream::start("p0");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("upgrade.sock");
+    let yaml = config(&[&upstream]).replace(
+        "server:\n",
+        &format!("server:\n  upgrade_sock: {}\n", sock.display()),
+    );
+    let mut gw = Payedge::start(&yaml, &env());
+    let serves = |gw: &Payedge| {
+        let auth = bearer("blue");
+        get(
+            gw.proxy,
+            "/api/pay",
+            &[("X-Tenant", "blue"), ("Authorization", auth.as_str())],
+        )
+        .status
+    };
+    assert_eq!(serves(&gw), 200);
+
+    // A socket of another user's at the path (the suite runs as root in CI: it can hand the
+    // socket to `nobody`; as another user that step cannot be staged and is left out).
+    let foreign = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    foreign.set_nonblocking(true).unwrap();
+    match std::os::unix::fs::chown(&sock, Some(65534), Some(65534)) {
+        Ok(()) => {
+            gw.signal("QUIT");
+            let refused = wait_for_message(&gw, "SIGQUIT refused");
+            assert!(
+                refused["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("belongs to uid 65534")),
+                "{refused}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(
+                foreign.accept().is_err(),
+                "payedge connected to another user's upgrade socket"
+            );
+            assert_eq!(serves(&gw), 200);
+        }
+        Err(e) => eprintln!("not staged (needs root): another user's upgrade socket: {e}"),
+    }
+    drop(foreign);
+    std::fs::remove_file(&sock).unwrap();
+
+    // Nothing at the path: refused once no new process has appeared within 5 s.
+    gw.signal("QUIT");
+    let refused = wait_for_message(&gw, "no new process is waiting");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGQUIT refused")),
+        "{refused}"
+    );
+    assert_eq!(serves(&gw), 200);
+
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
