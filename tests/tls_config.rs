@@ -140,9 +140,11 @@ impl Fixture {
         self.pki.path().join(name)
     }
 
+    /// Readable by its owner only (keys among them: payedge warns about open ones).
     fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.file(name);
         std::fs::write(&path, contents).unwrap();
+        pki::private(&path);
         path
     }
 
@@ -1529,4 +1531,34 @@ fn run_refuses_a_mismatched_client_key_and_an_expired_certificate() {
             ),
         ],
     );
+}
+
+#[test]
+fn a_private_key_open_to_every_user_is_a_warning_naming_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = Fixture::new();
+    let file = fixture.config(VALID);
+    assert_eq!(file.check().stderr, "", "keys written 0600: no warning");
+    let key = fixture.file("blue.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let outcome = file.check();
+    assert_eq!(outcome.code, Some(0), "{outcome:#?}");
+    file.assert_summary(&outcome);
+    assert_eq!(
+        outcome.stderr,
+        format!(
+            "warning: {}\n",
+            file.problem(
+                "key_file: blue.key",
+                "server.tls.certificates[0].key_file",
+                &format!(
+                    "{} is open to every user of this host (mode 0644): chmod o-rwx",
+                    key.display()
+                ),
+            )
+        )
+    );
+    // Shared with a group only (Debian's ssl-cert): no warning.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(file.check().stderr, "");
 }

@@ -597,6 +597,7 @@ impl Validator<'_> {
             (None, Some(file)) => {
                 let file_key = format!("{key}.secret_file");
                 let text = self.read_file(&file_key, file)?;
+                self.private_file(&file_key, file);
                 let secret = text.strip_suffix('\n').unwrap_or(&text);
                 let secret = secret.strip_suffix('\r').unwrap_or(secret);
                 if secret.is_empty() {
@@ -632,6 +633,27 @@ impl Validator<'_> {
                 self.issue(key, format!("cannot read {}: {e}", path.display()));
                 None
             }
+        }
+    }
+
+    /// A warning when the private key or secret at `name` can be read or written by every user
+    /// of the host (group access is left alone: keys shared with a group such as Debian's
+    /// `ssl-cert` are common).
+    pub(super) fn private_file(&mut self, key: &str, name: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.relative(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o007 != 0 {
+            self.warn(
+                key,
+                format!(
+                    "{} is open to every user of this host (mode {mode:04o}): chmod o-rwx",
+                    path.display()
+                ),
+            );
         }
     }
 

@@ -135,6 +135,7 @@ impl Validator<'_> {
                 return None;
             }
         };
+        self.private_file(&format!("{key}.key_file"), &entry.key_file);
         if !self.dates_usable(&cert_key, &pair.leaf) {
             return None;
         }
@@ -297,6 +298,7 @@ impl Validator<'_> {
         let cert_key = format!("{key}.client_cert_file");
         match tls::read_key_pair(&self.relative(cert), &self.relative(private)) {
             Ok(pair) => {
+                self.private_file(&format!("{key}.client_key_file"), private);
                 if !self.dates_usable(&cert_key, &pair.leaf) {
                     return None;
                 }

@@ -96,6 +96,7 @@ impl DemoTls {
             let (cert, key) = self.pair(name);
             write(&cert, &pem.cert_pem)?;
             write(&key, &pem.key_pem)?;
+            private(&key)?;
         }
         Ok(())
     }
@@ -157,6 +158,13 @@ impl DemoTls {
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Readable by its owner only, as a private key should be.
+fn private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))
 }
 
 fn path_str(p: &Path) -> String {

@@ -61,6 +61,7 @@ impl Pki {
         };
         std::fs::write(&pair.cert, cert).unwrap();
         std::fs::write(&pair.key, key).unwrap();
+        private(&pair.key);
         pair
     }
 }
@@ -132,4 +133,10 @@ pub fn served_subject(out: &Output) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+/// Readable by its owner only, as a private key should be (payedge warns otherwise).
+pub fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
