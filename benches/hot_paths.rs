@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the per-request decisions: provider selection, tenant resolution, JWT
-//! verification, trigger extraction, and the hub's SignalR framing.
+//! Micro-benchmarks of the per-request decisions: the request head's checks, provider selection,
+//! tenant resolution, JWT verification, trigger extraction, and the hub's SignalR framing.
 //!
 //!     cargo bench --bench hot_paths
 //!
@@ -297,8 +297,29 @@ pools: { fx: { providers: [{ name: fx-a, address: "127.0.0.1:9" }] } }
     });
 }
 
+/// The checks on every request head before anything reads it (size, header count, one body
+/// length, Host on HTTP/1.1), over the headers of a keyed payment as a client sends them.
+fn request_head(c: &mut Criterion) {
+    use payedge_filters::request_head::{HeadLimits, check};
+    let headers: Vec<(&str, &[u8])> = vec![
+        ("Host", b"edge.smartpay.com"),
+        ("User-Agent", b"curl/7.88.1"),
+        ("Accept", b"*/*"),
+        ("X-Tenant", b"blue"),
+        ("Authorization", &[b'x'; 180]),
+        ("Idempotency-Key", b"7f1c2b9e-4a51-4c1e-9d4e-2f0b6f3c8a10"),
+        ("Content-Type", b"application/json"),
+        ("Content-Length", b"36"),
+    ];
+    let limits = HeadLimits::default();
+    c.bench_function("check a request head", |b| {
+        b.iter(|| check(&limits, 32, black_box(headers.iter().copied()), true))
+    });
+}
+
 criterion_group!(
     benches,
+    request_head,
     selection,
     tenancy,
     jwt,
