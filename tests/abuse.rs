@@ -528,3 +528,40 @@ fn an_http_1_1_request_without_host_is_refused_before_any_provider() {
         Some(1.0)
     );
 }
+
+/// A tenant header or an Authorization sent twice is a list, not a tenant or a credential:
+/// whichever line a hop would read, the request is refused before any provider.
+#[test]
+fn a_tenant_header_or_authorization_sent_twice_is_refused() {
+    let provider = MockUpstream::start("p");
+    let gw = Payedge::start(&config_for(&[("p".into(), provider.addr)], ""), &env());
+    let auth = format!("Authorization: {}\r\n", bearer("blue"));
+    for (lines, status, code) in [
+        (
+            format!("X-Tenant: blue\r\nX-Tenant: green\r\n{auth}"),
+            "400",
+            "tenant_invalid",
+        ),
+        (
+            format!("X-Tenant: blue\r\nX-Tenant: blue\r\n{auth}"),
+            "400",
+            "tenant_invalid",
+        ),
+        (
+            format!("X-Tenant: blue\r\n{auth}{auth}"),
+            "401",
+            "unauthorized",
+        ),
+    ] {
+        let request =
+            format!("GET /api/pay HTTP/1.1\r\nHost: edge\r\n{lines}Connection: close\r\n\r\n");
+        let (answer, _) = exchange(gw.proxy, request.as_bytes());
+        assert_eq!(status_of(&answer), status, "{lines}: {answer}");
+        assert_eq!(code_of(&answer), code, "{lines}: {answer}");
+    }
+    assert_eq!(provider.count(), 0);
+    let once = format!(
+        "GET /api/pay HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\n{auth}Connection: close\r\n\r\n"
+    );
+    assert_eq!(status_of(&exchange(gw.proxy, once.as_bytes()).0), "200");
+}

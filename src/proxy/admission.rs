@@ -103,7 +103,7 @@ impl Admission {
             .tenants
             .resolve(TenantInputs {
                 host,
-                header: req.headers.get(&self.tenant_header).map(|h| h.as_bytes()),
+                header: single(&req.headers, &self.tenant_header),
             })
             .map_err(|r| refuse(Failure::Tenant(r), None))?;
         // A TLS connection opened for one tenant's host carries that tenant's requests only
@@ -118,14 +118,14 @@ impl Admission {
         let principal = match &self.auth {
             None => None,
             Some(gate) => {
-                let authorization = req.headers.get(http::header::AUTHORIZATION);
+                let authorization = single(&req.headers, &http::header::AUTHORIZATION);
                 let required = gate.required.lookup(path).is_some();
                 if authorization.is_none() && !required {
                     None
                 } else {
                     let principal = gate
                         .verifier
-                        .verify_authorization(authorization.map(|h| h.as_bytes()))
+                        .verify_authorization(authorization)
                         .map_err(|f| refuse(Failure::Unauthorized(f), Some(&tenant)))?;
                     if !may_act_for(&principal, &tenant.name, gate.cross_tenant_role.as_deref()) {
                         return Err(refuse(Failure::TenantMismatch, Some(&tenant)));
@@ -142,6 +142,19 @@ impl Admission {
             route,
         })
     }
+}
+
+/// The value of a header that must appear at most once. Sent twice (a list, RFC 9110 §5.3) it
+/// is no tenant id and no credential, whichever line another hop would read: a value that is
+/// neither, so the reader refuses it as malformed.
+fn single<'a>(headers: &'a http::HeaderMap, name: &http::header::HeaderName) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    Some(if values.next().is_some() {
+        b","
+    } else {
+        first.as_bytes()
+    })
 }
 
 /// The head's size, header count and body framing against `server.limits` (see
