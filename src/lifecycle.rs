@@ -125,13 +125,25 @@ impl ShutdownSignalWatch for DrainOnSignal {
                     return ShutdownSignal::FastShutdown;
                 }
                 _ = term.recv() => break false,
-                _ = quit.recv() => match upgrade_socket_ready(&self.upgrade_sock).await {
-                    Ok(()) => break true,
-                    Err(why) => tracing::error!(
-                        upgrade_sock = %self.upgrade_sock.display(),
-                        "SIGQUIT refused, still serving: {why}"
-                    ),
-                },
+                _ = quit.recv() => {
+                    // Waited for beside the other signals: SIGINT or SIGTERM still act at once.
+                    let ready = upgrade_socket_ready(&self.upgrade_sock);
+                    let ready = tokio::select! {
+                        _ = int.recv() => {
+                            tracing::info!("SIGINT: stopping now");
+                            return ShutdownSignal::FastShutdown;
+                        }
+                        _ = term.recv() => break false,
+                        ready = ready => ready,
+                    };
+                    match ready {
+                        Ok(()) => break true,
+                        Err(why) => tracing::error!(
+                            upgrade_sock = %self.upgrade_sock.display(),
+                            "SIGQUIT refused, still serving: {why}"
+                        ),
+                    }
+                }
             }
         };
         if upgrade {
@@ -169,27 +181,54 @@ impl ShutdownSignalWatch for DrainOnSignal {
     }
 }
 
-/// Whether the listening sockets may go to whatever listens on `path`: a socket there (waited
-/// for up to [`UPGRADE_SOCKET_WAIT`]) owned by this process's effective user.
+/// Whether the listening sockets may go to whatever listens on `path`: a socket there owned by
+/// this process's effective user, and listening (both waited for up to [`UPGRADE_SOCKET_WAIT`]).
+/// A file left by a new process that went away passes the first test but not the second: Pingora
+/// would fail to send and stop this process all the same.
 async fn upgrade_socket_ready(path: &Path) -> Result<(), String> {
     let waited = Instant::now();
-    let found = loop {
-        match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if waited.elapsed() >= UPGRADE_SOCKET_WAIT {
-                    return Err(format!(
-                        "no new process is waiting for the listening sockets (nothing at the \
-                         upgrade socket after {} s)",
-                        UPGRADE_SOCKET_WAIT.as_secs()
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    loop {
+        let found = match std::fs::symlink_metadata(path) {
+            Ok(found) => Some(found),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("cannot inspect the upgrade socket: {e}")),
-            Ok(found) => break found,
+        };
+        if let Some(found) = &found {
+            owned_socket(found, nix::unistd::geteuid().as_raw())?;
+            if listening_at(path) {
+                return Ok(());
+            }
         }
+        if waited.elapsed() >= UPGRADE_SOCKET_WAIT {
+            let secs = UPGRADE_SOCKET_WAIT.as_secs();
+            return Err(match found {
+                None => format!(
+                    "no new process is waiting for the listening sockets (nothing at the \
+                     upgrade socket after {secs} s)"
+                ),
+                Some(_) => format!(
+                    "no process listens on the upgrade socket after {secs} s (a file left by a \
+                     new process that went away?)"
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a Unix socket bound to `path` is listening, read from `/proc/net/unix` (the flag
+/// `__SO_ACCEPTCON`) rather than by connecting: the new process accepts one connection only.
+fn listening_at(path: &Path) -> bool {
+    let (Some(path), Ok(table)) = (path.to_str(), std::fs::read_to_string("/proc/net/unix")) else {
+        return false;
     };
-    owned_socket(&found, nix::unistd::geteuid().as_raw())
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.nth(3) == Some("00010000")
+            && line
+                .strip_suffix(path)
+                .is_some_and(|rest| rest.ends_with(char::is_whitespace))
+    })
 }
 
 /// A socket made by `uid`.
@@ -231,4 +270,32 @@ fn exit_when_drained(lifecycle: &'static Lifecycle, accepting_for: Duration, gra
     }
     crate::logging::flush();
     std::process::exit(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn only_a_listening_socket_of_this_user_takes_the_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upgrade.sock");
+        let me = nix::unistd::geteuid().as_raw();
+        let listener = UnixListener::bind(&path).unwrap();
+        let found = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(owned_socket(&found, me), Ok(()));
+        let other = owned_socket(&found, me.wrapping_add(1)).unwrap_err();
+        assert!(other.contains(&format!("belongs to uid {me}")), "{other}");
+        assert!(listening_at(&path));
+        // What a new process that went away leaves: the file, and no one listening.
+        drop(listener);
+        assert!(path.exists());
+        assert!(!listening_at(&path));
+        let plain = dir.path().join("file");
+        std::fs::write(&plain, "").unwrap();
+        let found = std::fs::symlink_metadata(&plain).unwrap();
+        assert!(owned_socket(&found, me).is_err());
+        assert!(!listening_at(&plain));
+    }
 }

@@ -144,6 +144,18 @@ fn demo_serves_quotes_and_payments_through_the_proxy() {
     // each on its own certificate from the demo's CA), and reach the FX connector over mutual
     // TLS.
     let ca = demo_dir.path().join("ca.pem");
+    // The demo's private keys are its user's alone.
+    let keys: Vec<_> = std::fs::read_dir(demo_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", key.display());
+    }
     let mut https_commands = 0;
     for command in printed_commands(&stdout)
         .iter()

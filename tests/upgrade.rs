@@ -300,6 +300,20 @@ fn sigquit_is_refused_without_a_new_process_of_this_user_and_payedge_serves_on()
     drop(foreign);
     std::fs::remove_file(&sock).unwrap();
 
+    // This user's socket file with no one listening, as a new process that went away leaves it:
+    // Pingora could send nothing and would stop payedge all the same.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    gw.signal("QUIT");
+    let refused = wait_for_message(&gw, "no process listens");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGQUIT refused")),
+        "{refused}"
+    );
+    assert_eq!(serves(&gw), 200);
+    std::fs::remove_file(&sock).unwrap();
+
     // Nothing at the path: refused once no new process has appeared within 5 s.
     gw.signal("QUIT");
     let refused = wait_for_message(&gw, "no new process is waiting");

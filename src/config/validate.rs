@@ -638,7 +638,7 @@ impl Validator<'_> {
 
     /// A warning when the private key or secret at `name` can be read or written by every user
     /// of the host (group access is left alone: keys shared with a group such as Debian's
-    /// `ssl-cert` are common).
+    /// `ssl-cert` are common; so is `o+x`, which opens nothing of a file's content).
     pub(super) fn private_file(&mut self, key: &str, name: &str) {
         use std::os::unix::fs::PermissionsExt;
         let path = self.relative(name);
@@ -646,7 +646,7 @@ impl Validator<'_> {
             return;
         };
         let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o007 != 0 {
+        if mode & 0o006 != 0 {
             self.warn(
                 key,
                 format!(

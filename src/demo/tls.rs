@@ -45,7 +45,12 @@ impl DemoTls {
         let tls = Self {
             dir: dir.to_path_buf(),
         };
-        if !tls.usable() {
+        if tls.usable() {
+            // Kept from an earlier run, perhaps from before keys were written private.
+            for name in Self::names() {
+                private(&tls.pair(name).1)?;
+            }
+        } else {
             tls.generate()?;
         }
         Ok(tls)
@@ -95,8 +100,7 @@ impl DemoTls {
         for (name, pem) in issued {
             let (cert, key) = self.pair(name);
             write(&cert, &pem.cert_pem)?;
-            write(&key, &pem.key_pem)?;
-            private(&key)?;
+            write_private(&key, &pem.key_pem)?;
         }
         Ok(())
     }
@@ -165,6 +169,24 @@ fn private(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot restrict {}: {e}", path.display()))
+}
+
+/// A private key, created readable by its owner only (never open to others, even for a moment).
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // An older file keeps its mode when truncated: restricted first.
+    if path.exists() {
+        private(path)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn path_str(p: &Path) -> String {
