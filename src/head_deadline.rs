@@ -12,7 +12,7 @@
 //! Pingora does with a `read_exact` of the preface's 24 bytes before the app reads anything: left
 //! to the raw socket, that read had no deadline at all (a client sending nothing, or a few bytes,
 //! held its connection for ever) and a whole request shorter than 24 bytes was never answered
-//! (`GET / HTTP/1.0` and a blank line, as `nc` or HAProxy's default `httpchk` send it). Here the
+//! (`GET / HTTP/1.0` and a blank line, 18 bytes, as a hand-typed health check sends it). Here the
 //! peek reads through the deadline and stops at the first byte the preface cannot start with.
 
 use std::fmt;

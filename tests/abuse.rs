@@ -323,17 +323,22 @@ fn trickle_is_cut(addr: SocketAddr, bytes: usize) -> bool {
     false
 }
 
-#[test]
-fn a_client_trickling_its_first_head_is_cut_at_the_deadline_others_are_served() {
-    let provider = MockUpstream::start("p");
-    let gw = Payedge::start(
+/// payedge in front of `provider` with a first-head deadline of 500 ms.
+fn with_head_deadline_500ms(provider: &MockUpstream) -> Payedge {
+    Payedge::start(
         &config_for(&[("p".into(), provider.addr)], "").replacen(
             "server:\n",
             "server:\n  limits: {request_head_timeout_ms: 500}\n",
             1,
         ),
         &env(),
-    );
+    )
+}
+
+#[test]
+fn a_client_trickling_its_first_head_is_cut_at_the_deadline_others_are_served() {
+    let provider = MockUpstream::start("p");
+    let gw = with_head_deadline_500ms(&provider);
     // 30 bytes over 3 s: six times the deadline.
     for (addr, listener) in [(gw.proxy, "proxy"), (gw.admin, "admin")] {
         assert!(
@@ -399,14 +404,7 @@ fn closed_within(addr: SocketAddr, sent: &[u8], within: Duration) -> bool {
 #[test]
 fn fewer_bytes_than_the_h2_preface_are_cut_at_the_deadline_or_answered_when_whole() {
     let provider = MockUpstream::start("p");
-    let gw = Payedge::start(
-        &config_for(&[("p".into(), provider.addr)], "").replacen(
-            "server:\n",
-            "server:\n  limits: {request_head_timeout_ms: 500}\n",
-            1,
-        ),
-        &env(),
-    );
+    let gw = with_head_deadline_500ms(&provider);
     let within = Duration::from_secs(3);
     // Nothing; a few bytes; the HTTP/2 preface up to and past its blank line; the whole preface
     // without the SETTINGS that must follow it.

@@ -250,6 +250,30 @@ fn wait_for_message(gw: &Payedge, part: &str) -> serde_json::Value {
     }
 }
 
+/// A proxied request's status.
+fn serves(gw: &Payedge) -> u16 {
+    let auth = bearer("blue");
+    get(
+        gw.proxy,
+        "/api/pay",
+        &[("X-Tenant", "blue"), ("Authorization", auth.as_str())],
+    )
+    .status
+}
+
+/// Sends SIGQUIT and waits for its refusal giving `why`; payedge still serves.
+fn sigquit_refused(gw: &Payedge, why: &str) {
+    gw.signal("QUIT");
+    let refused = wait_for_message(gw, why);
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGQUIT refused")),
+        "{refused}"
+    );
+    assert_eq!(serves(gw), 200);
+}
+
 /// SIGQUIT hands the listening sockets only to a process of the same user waiting on the upgrade
 /// socket. Another user's socket at that path (a shared /tmp) gets nothing, and with nothing
 /// there payedge does not stop with no one to take over: it refuses the signal and serves on.
@@ -263,15 +287,6 @@ fn sigquit_is_refused_without_a_new_process_of_this_user_and_payedge_serves_on()
         &format!("server:\n  upgrade_sock: {}\n", sock.display()),
     );
     let mut gw = Payedge::start(&yaml, &env());
-    let serves = |gw: &Payedge| {
-        let auth = bearer("blue");
-        get(
-            gw.proxy,
-            "/api/pay",
-            &[("X-Tenant", "blue"), ("Authorization", auth.as_str())],
-        )
-        .status
-    };
     assert_eq!(serves(&gw), 200);
 
     // A socket of another user's at the path (the suite runs as root in CI: it can hand the
@@ -280,20 +295,12 @@ fn sigquit_is_refused_without_a_new_process_of_this_user_and_payedge_serves_on()
     foreign.set_nonblocking(true).unwrap();
     match std::os::unix::fs::chown(&sock, Some(65534), Some(65534)) {
         Ok(()) => {
-            gw.signal("QUIT");
-            let refused = wait_for_message(&gw, "SIGQUIT refused");
-            assert!(
-                refused["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("belongs to uid 65534")),
-                "{refused}"
-            );
+            sigquit_refused(&gw, "belongs to uid 65534");
             std::thread::sleep(Duration::from_millis(500));
             assert!(
                 foreign.accept().is_err(),
                 "payedge connected to another user's upgrade socket"
             );
-            assert_eq!(serves(&gw), 200);
         }
         Err(e) => eprintln!("not staged (needs root): another user's upgrade socket: {e}"),
     }
@@ -303,27 +310,11 @@ fn sigquit_is_refused_without_a_new_process_of_this_user_and_payedge_serves_on()
     // This user's socket file with no one listening, as a new process that went away leaves it:
     // Pingora could send nothing and would stop payedge all the same.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-    gw.signal("QUIT");
-    let refused = wait_for_message(&gw, "no process listens");
-    assert!(
-        refused["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("SIGQUIT refused")),
-        "{refused}"
-    );
-    assert_eq!(serves(&gw), 200);
+    sigquit_refused(&gw, "no process listens");
     std::fs::remove_file(&sock).unwrap();
 
     // Nothing at the path: refused once no new process has appeared within 5 s.
-    gw.signal("QUIT");
-    let refused = wait_for_message(&gw, "no new process is waiting");
-    assert!(
-        refused["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("SIGQUIT refused")),
-        "{refused}"
-    );
-    assert_eq!(serves(&gw), 200);
+    sigquit_refused(&gw, "no new process is waiting");
 
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).success());

@@ -285,9 +285,8 @@ fn answer_known(ctx: &mut RequestCtx, decision: Decision) -> Begin {
 /// The whole request body, kept by Pingora in its retry buffer and sent upstream from there.
 async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
     session.as_mut().enable_retry_buffering();
-    // A client that waits for `100 Continue` before sending its body (curl and PHP do for larger
-    // bodies) would otherwise wait out its own timeout (curl: 1 s): the body is needed here,
-    // before any provider could answer it.
+    // A client that waits for `100 Continue` before sending its body would otherwise wait out
+    // its own timeout (curl: 1 s): the body is needed here, before any provider could answer it.
     if expects_continue(session.req_header()) {
         session
             .as_mut()
