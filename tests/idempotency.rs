@@ -628,6 +628,75 @@ fn pay_expecting_continue(gw: &Payedge, key: &str, body: &str) -> (String, Strin
     (String::from_utf8_lossy(&interim).into_owned(), answer)
 }
 
+/// Sends `request` then, on the same connection, a GET that asks to close after its answer;
+/// returns everything read until the connection closes (or 5 s pass) and whether it was closed.
+fn then_another_request(gw: &Payedge, request: &[u8]) -> (String, bool) {
+    use std::io::{ErrorKind, Read, Write};
+    let mut stream = std::net::TcpStream::connect(gw.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let next = format!(
+        "GET /api/payments/next HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
+         Connection: close\r\n\r\n",
+        bearer("blue")
+    );
+    // The write may fail once payedge has closed; what was answered is what counts.
+    let _ = stream.write_all(next.as_bytes());
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+/// A keyed payment whose body is malformed (a bad chunk) is refused and its connection closed:
+/// what follows on it is the rest of a broken body, never a request. (Pingora counted a body
+/// that broke on a malformed chunk as done and kept the connection, so the bytes after it were
+/// served as the next request.) A body that is only too large keeps its framing: the rest is
+/// drained and the next request on the connection is served.
+#[test]
+fn a_malformed_keyed_body_closes_the_connection_and_a_too_large_one_is_drained() {
+    let provider = ProviderProcess::start("cards");
+    let gw = Payedge::start(&config(&[&provider], MEMORY_STORE, ""), &env());
+    let head = |key: &str, framing: &str| {
+        format!(
+            "POST /api/payments HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
+             Idempotency-Key: {key}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n",
+            bearer("blue")
+        )
+    };
+    let malformed = head("broken-chunk", "Transfer-Encoding: chunked") + "zz\r\n";
+    let (answer, closed) = then_another_request(&gw, malformed.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains(r#""code":"bad_request""#), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(closed, "the connection stayed open: {answer}");
+    assert_eq!(provider.received_count("GET"), 0);
+
+    let big = "x".repeat(70 * 1024);
+    let mut too_large = head("too-large", &format!("Content-Length: {}", big.len())).into_bytes();
+    too_large.extend_from_slice(big.as_bytes());
+    let (answer, _) = then_another_request(&gw, &too_large);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        answer.contains(r#""code":"idempotency_body_too_large""#),
+        "{answer}"
+    );
+    let statuses: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(statuses, ["413", "200"], "{answer}");
+    assert_eq!(provider.received_count("POST"), 0);
+    assert_eq!(provider.received_count("GET"), 1);
+}
+
 /// payedge needs a keyed payment's body before any provider is asked, so it is payedge that tells
 /// a client waiting for `100 Continue` to send it (or the client waits out its own timeout:
 /// curl's is 1 s); the provider gets the body without the Expect.

@@ -300,9 +300,15 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
             Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
                 body.extend_from_slice(&chunk);
             }
+            // The body's framing is intact: Pingora drains the rest before the next request.
             Ok(Some(_)) => return Err(Failure::IdempotencyBodyTooLarge),
             Ok(None) => return Ok(body),
-            Err(_) => return Err(Failure::BadRequest),
+            Err(_) => {
+                // The framing is lost (a malformed chunk, which Pingora then counts as the
+                // body's end): whatever follows on the connection is not a request.
+                session.set_keepalive(None);
+                return Err(Failure::BadRequest);
+            }
         }
     }
 }
