@@ -751,6 +751,38 @@ fn tenant_header_as_credential() {
 }
 
 #[test]
+fn tenant_header_that_already_means_something_is_refused() {
+    // payedge sets the tenant header on what it forwards: as Content-Length it would reframe
+    // every request, as Authorization replace the caller's token.
+    for name in [
+        "Content-Length",
+        "authorization",
+        "X-Request-Id",
+        "Idempotency-Key",
+    ] {
+        assert_edit_fails(
+            "  strategy: [host, header]\n",
+            &format!("  strategy: [host, header]\n  header: {name}\n"),
+            &[(
+                &format!("header: {name}"),
+                "tenancy.header",
+                &format!(
+                    "{name:?} already means something to HTTP or to payedge and cannot carry the tenant"
+                ),
+            )],
+        );
+    }
+    // Any other well-formed name is accepted.
+    let file = ConfigFile::new(&edit(
+        VALID,
+        "  strategy: [host, header]\n",
+        "  strategy: [host, header]\n  header: X-Merchant-Tenant\n",
+    ));
+    let outcome = file.check(&good_env());
+    assert_eq!(outcome.code, Some(0), "{outcome:?}");
+}
+
+#[test]
 fn unreadable_public_key_file_is_named_relative_to_the_config_file() {
     let text = edit(
         &edit(VALID, "[HS256]", "[RS256]"),

@@ -99,6 +99,40 @@ pub(super) struct Validator<'a> {
     pub(super) warnings: Vec<ConfigIssue>,
 }
 
+/// Headers that cannot name the tenant: HTTP's framing and connection headers, credentials and
+/// cookies, and every header payedge reads or sets itself. payedge removes the client's tenant
+/// header and sets its own value upstream, so any of these would be rewritten on every request
+/// (a `Content-Length: blue` to the provider, the caller's token replaced, the request id lost).
+const NOT_A_TENANT_HEADER: [&str; 27] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-request-id",
+    "idempotency-key",
+    "idempotent-replayed",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-auth-subject",
+    "x-auth-roles",
+    "x-client-cert-subject",
+];
+
 impl Validator<'_> {
     pub(super) fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
@@ -400,6 +434,17 @@ impl Validator<'_> {
                 HeaderName::from_static("x-tenant")
             }
         };
+        if NOT_A_TENANT_HEADER.contains(&header.as_str()) {
+            // payedge replaces the tenant header in what it forwards: naming a framing, routing,
+            // credential or gateway header here would rewrite that header for every request.
+            self.issue(
+                "tenancy.header",
+                format!(
+                    "{:?} already means something to HTTP or to payedge and cannot carry the tenant",
+                    t.header
+                ),
+            );
+        }
         let mut base_domains = Vec::new();
         for (i, domain) in t.base_domains.iter().enumerate() {
             let trimmed = domain.trim_start_matches('.');
