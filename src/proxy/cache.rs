@@ -139,7 +139,9 @@ fn refusal(resp: &ResponseHeader) -> Option<&'static str> {
             let name = d.split(|b| *b == b'=').next().unwrap_or_default();
             name.trim_ascii().to_ascii_lowercase()
         })
-        .any(|d| d == b"no-store" || d == b"private");
+        // `no-cache`: never served without revalidating it with the provider (RFC 9111
+        // §5.2.2.4), which this cache does not do.
+        .any(|d| d == b"no-store" || d == b"private" || d == b"no-cache");
     private.then_some("cache-control")
 }
 
@@ -203,6 +205,17 @@ mod tests {
             &[("cache-control", "max-age=0, Private")]
         )));
         assert!(!kept(&response(200, &[("cache-control", "private=\"x\"")])));
+        assert!(!kept(&response(
+            200,
+            &[("cache-control", "public, No-Cache")]
+        )));
+        assert!(!kept(&response(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cache-control", "no-cache=\"x\"")
+            ]
+        )));
         assert!(!kept(&response(200, &[("vary", "X-Auth-Subject")])));
         assert!(!kept(&response(200, &[("vary", "Accept-Encoding")])));
         // A value with non-ASCII bytes is still read: its `private` is not missed.
