@@ -563,3 +563,68 @@ fn a_tenant_header_or_authorization_sent_twice_is_refused() {
     );
     assert_eq!(status_of(&exchange(gw.proxy, once.as_bytes()).0), "200");
 }
+
+/// The admin port reads its own requests (it is not Pingora's proxy): a head HTTP cannot parse
+/// is answered 400 `bad_request` and closed (it was closed unanswered); an alert whose chunked
+/// body is malformed is refused and its connection closed, so nothing after it is read as a
+/// request; and an operator's client waiting for `100 Continue` is told to send its body.
+#[test]
+fn the_admin_port_answers_unreadable_requests_closes_broken_bodies_and_continues_expectations() {
+    let provider = MockUpstream::start("p");
+    let gw = Payedge::start(&config_for(&[("p".into(), provider.addr)], ""), &env());
+    let (answer, closed) = exchange(
+        gw.admin,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
+    );
+    assert_eq!(status_of(&answer), "400", "{answer}");
+    assert_eq!(code_of(&answer), "bad_request", "{answer}");
+    assert!(closed, "{answer}");
+
+    let alert = |framing: &str| {
+        format!(
+            "POST /admin/alerts HTTP/1.1\r\nHost: a\r\nAuthorization: {}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n\r\n",
+            admin_bearer()
+        )
+    };
+    // A malformed chunk, then a request that would be answered if it were read as one.
+    let mut stream = TcpStream::connect(gw.admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all((alert("Transfer-Encoding: chunked") + "zz\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let answer = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&answer), "400", "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+
+    // Expect: 100-continue: the interim answer comes before the body is sent.
+    let body = r#"{"code":"disk_full","message":"checked by hand"}"#;
+    let mut stream = TcpStream::connect(gw.admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = alert(&format!(
+        "Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close",
+        body.len()
+    ));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("no interim answer before the body");
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100 "), "{interim:?}");
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert_eq!(status_of(&answer), "202", "{answer}");
+}

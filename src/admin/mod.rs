@@ -174,13 +174,27 @@ impl AdminApp {
 }
 
 async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Failure> {
+    // A client waiting for `100 Continue` (curl does for bodies over 1 KiB) would otherwise wait
+    // out its own timeout before sending the body.
+    if crate::proxy::expects_continue(session.req_header()) {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| Failure::BadRequest)?;
+    }
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) if body.len() + chunk.len() <= limit => body.extend_from_slice(&chunk),
+            // Too large: its framing is intact, Pingora drains the rest before the next request.
             Ok(Some(_)) => return Err(Failure::BadRequest),
             Ok(None) => return Ok(body),
-            Err(_) => return Err(Failure::BadRequest),
+            Err(_) => {
+                // The framing is lost (a malformed chunk Pingora then counts as the body's end):
+                // what follows on the connection is not a request.
+                session.set_keepalive(None);
+                return Err(Failure::BadRequest);
+            }
         }
     }
 }
@@ -251,6 +265,12 @@ impl HttpServerApp for AdminApp {
             Err(e) => {
                 // Only the kind: the error's context can quote the raw request, tokens included.
                 tracing::debug!(error = e.etype().as_str(), "admin: cannot read request");
+                if *e.etype() == pingora::ErrorType::InvalidHTTPHeader {
+                    // A head HTTP cannot parse is told so (the connection then closes), as the
+                    // proxy port's requests are; a broken connection gets nothing.
+                    session.set_keepalive(None);
+                    let _ = write_failure(&mut session, &Failure::BadRequest).await;
+                }
                 return None;
             }
         }

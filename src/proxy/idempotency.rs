@@ -314,7 +314,7 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
 }
 
 /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1).
-fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+pub(crate) fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
         && req
             .headers

@@ -31,6 +31,8 @@ mod idempotency;
 mod routing;
 mod upstream_errors;
 
+pub(crate) use idempotency::expects_continue;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
