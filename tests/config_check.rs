@@ -783,6 +783,43 @@ fn tenant_header_that_already_means_something_is_refused() {
 }
 
 #[test]
+fn an_upgrade_socket_in_a_directory_every_user_may_change_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let sockets = tempfile::tempdir().unwrap();
+    let sock = sockets.path().join("payedge.sock");
+    let file = ConfigFile::new(&edit(
+        VALID,
+        "  threads: 2\n",
+        &format!("  threads: 2\n  upgrade_sock: {}\n", sock.display()),
+    ));
+    let warning = |mode: u32| -> String {
+        std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let outcome = file.check(&good_env());
+        assert_eq!(outcome.code, Some(0), "{outcome:#?}");
+        outcome.stderr
+    };
+    assert_eq!(
+        warning(0o777),
+        format!(
+            "warning: {}\n",
+            file.problem(
+                "upgrade_sock:",
+                "server.upgrade_sock",
+                &format!(
+                    "{} may be changed by every user of this host (mode 0777, not sticky): \
+                     another user could take the listening sockets at an upgrade; use a directory \
+                     only payedge's user may write",
+                    sockets.path().display()
+                ),
+            )
+        )
+    );
+    // Sticky (as /tmp is): another user cannot remove or rename payedge's socket.
+    assert_eq!(warning(0o1777), "");
+    assert_eq!(warning(0o755), "");
+}
+
+#[test]
 fn unreadable_public_key_file_is_named_relative_to_the_config_file() {
     let text = edit(
         &edit(VALID, "[HS256]", "[RS256]"),

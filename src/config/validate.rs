@@ -340,7 +340,10 @@ impl Validator<'_> {
             );
         }
         let upgrade_sock = match &s.upgrade_sock {
-            Some(path) if Path::new(path).is_absolute() => Some(PathBuf::from(path)),
+            Some(path) if Path::new(path).is_absolute() => {
+                self.upgrade_sock_directory(Path::new(path));
+                Some(PathBuf::from(path))
+            }
             Some(path) => {
                 self.issue(
                     "server.upgrade_sock",
@@ -697,6 +700,32 @@ impl Validator<'_> {
                 format!(
                     "{} is open to every user of this host (mode {mode:04o}): chmod o-rwx",
                     path.display()
+                ),
+            );
+        }
+    }
+
+    /// A warning when another user could replace the upgrade socket: its directory is writable
+    /// by every user and not sticky. A SIGQUIT checks the socket's owner before handing the
+    /// listening sockets over, but a file swapped between that check and Pingora's connect
+    /// would still receive them.
+    fn upgrade_sock_directory(&mut self, sock: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = sock.parent() else {
+            return;
+        };
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            self.warn(
+                "server.upgrade_sock",
+                format!(
+                    "{} may be changed by every user of this host (mode {mode:04o}, not sticky): \
+                     another user could take the listening sockets at an upgrade; use a directory \
+                     only payedge's user may write",
+                    dir.display()
                 ),
             );
         }
