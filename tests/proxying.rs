@@ -253,6 +253,38 @@ fn http2_cleartext_is_served() {
     assert_eq!(upstream.last().header("x-tenant"), Some("blue"));
 }
 
+/// payedge's own answers to HEAD carry no body, over HTTP/2 too (where a body went out as DATA
+/// and the client reset the stream with a protocol error, never seeing the status).
+#[test]
+fn payedges_own_answer_to_head_over_http2_is_received() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    for (path, auth, status) in [("/nowhere", true, "404"), ("/api/h2", false, "401")] {
+        let mut curl = std::process::Command::new("curl");
+        curl.args([
+            "-s",
+            "-I",
+            "--http2-prior-knowledge",
+            "-H",
+            "X-Tenant: blue",
+        ]);
+        if auth {
+            curl.args(["-H", &format!("Authorization: {}", bearer("blue"))]);
+        }
+        let out = curl
+            .arg(format!("http://{}{path}", gw.proxy))
+            .output()
+            .expect("curl is needed for the h2c test");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{path}: {text}");
+        assert!(
+            text.starts_with(&format!("HTTP/2 {status}")),
+            "{path}: {text}"
+        );
+        assert!(text.contains("content-length: "), "{path}: {text}");
+    }
+}
+
 #[test]
 fn client_claims_about_earlier_hops_never_reach_the_provider() {
     let upstream = MockUpstream::start("p0");

@@ -186,7 +186,7 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>,
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) if body.len() + chunk.len() <= limit => body.extend_from_slice(&chunk),
-            // Too large: its framing is intact, Pingora drains the rest before the next request.
+            // Too large: answered before the body's end, Pingora closes the connection.
             Ok(Some(_)) => return Err(Failure::BadRequest),
             Ok(None) => return Ok(body),
             Err(_) => {

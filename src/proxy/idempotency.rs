@@ -300,7 +300,9 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
             Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
                 body.extend_from_slice(&chunk);
             }
-            // The body's framing is intact: Pingora drains the rest before the next request.
+            // The framing is intact: answered before the body's end, Pingora closes the
+            // connection (`close_on_response_before_downstream_finish`) unless the rest was
+            // already in; either way nothing of this body is read as a request.
             Ok(Some(_)) => return Err(Failure::IdempotencyBodyTooLarge),
             Ok(None) => return Ok(body),
             Err(_) => {
@@ -332,7 +334,10 @@ pub async fn replay(
     for (name, value) in &replay.headers {
         header.append_header(name.clone(), value.as_str())?;
     }
-    header.insert_header(http::header::CONTENT_LENGTH, replay.body.len().to_string())?;
+    // 204 and 304 carry no Content-Length (RFC 9110 §8.6); nor a body.
+    if !matches!(replay.status, 204 | 304) {
+        header.insert_header(http::header::CONTENT_LENGTH, replay.body.len().to_string())?;
+    }
     header.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
     header.insert_header(REPLAYED_HEADER, "true")?;
     session

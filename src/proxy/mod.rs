@@ -137,10 +137,16 @@ impl Gateway {
     ) -> Result<()> {
         let body = failure.body(&ctx.request_id);
         let header = failure.response_header(&ctx.request_id, body.len())?;
+        // A HEAD is told the length it would have had, never sent the body: Pingora leaves
+        // the body out over HTTP/1, but over HTTP/2 it would go out as DATA, which clients
+        // refuse (the stream reset with a protocol error, the answer lost).
+        let head_only = session.req_header().method == http::Method::HEAD;
         session
-            .write_response_header(Box::new(header), false)
+            .write_response_header(Box::new(header), head_only)
             .await?;
-        session.write_response_body(Some(body), true).await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
         Ok(())
     }
 
