@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora_cache::eviction::simple_lru;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 
+use super::cache_eviction::Eviction;
 use super::cache_storage::WholeResponses;
 
 use crate::config::RouteCache;
@@ -29,8 +29,8 @@ pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 struct Store {
-    storage: WholeResponses,
-    eviction: simple_lru::Manager,
+    storage: &'static WholeResponses,
+    eviction: Eviction,
     lock: Box<CacheKeyLockImpl>,
     /// The largest response kept: a quarter of the cache, so that one answer can never flush
     /// every tenant's entries to make room for itself.
@@ -45,14 +45,15 @@ static STORE: OnceLock<Store> = OnceLock::new();
 /// Creates the process's cache, bounded to `max_bytes` (once: `cache.max_bytes` needs a
 /// restart).
 pub fn init(max_bytes: usize) {
-    STORE.get_or_init(|| Store {
-        storage: WholeResponses::default(),
-        eviction: simple_lru::Manager::new_with_watermark(
-            max_bytes,
-            Some((max_bytes / BYTES_PER_ENTRY).max(1)),
-        ),
-        lock: CacheLock::new_boxed(LOCK_WAIT),
-        max_object_bytes: (max_bytes / 4).max(1),
+    STORE.get_or_init(|| {
+        // Once per process (`get_or_init`), for Pingora's `&'static` storage.
+        let storage: &'static WholeResponses = Box::leak(Box::default());
+        Store {
+            storage,
+            eviction: Eviction::new(max_bytes, (max_bytes / BYTES_PER_ENTRY).max(1), storage),
+            lock: CacheLock::new_boxed(LOCK_WAIT),
+            max_object_bytes: (max_bytes / 4).max(1),
+        }
     });
 }
 
@@ -60,7 +61,7 @@ pub fn init(max_bytes: usize) {
 pub fn enable(cache: &mut pingora_cache::HttpCache) {
     if let Some(store) = STORE.get() {
         cache.enable(
-            &store.storage,
+            store.storage,
             Some(&store.eviction),
             None,
             Some(store.lock.as_ref()),

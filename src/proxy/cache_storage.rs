@@ -40,6 +40,29 @@ impl WholeResponses {
         self.entries.read().ok()?.get(hash).cloned()
     }
 
+    /// Removes the response under `hash`, if any (an eviction).
+    pub fn remove(&self, hash: &str) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(hash);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn put_for_test(&self, hash: &str, size: usize) {
+        let entry = Entry {
+            meta: (Vec::new(), Vec::new()),
+            body: Bytes::from(vec![0; size]),
+        };
+        if let Ok(mut entries) = self.entries.write() {
+            entries.insert(hash.to_string(), Arc::new(entry));
+        }
+    }
+
+    #[cfg(test)]
+    pub fn holds(&self, hash: &str) -> bool {
+        self.get(hash).is_some()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.read().map_or(0, |e| e.len())

@@ -23,6 +23,7 @@ mod access_log;
 mod admission;
 mod attempts;
 mod cache;
+mod cache_eviction;
 mod cache_storage;
 mod capture;
 mod context;
