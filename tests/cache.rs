@@ -264,6 +264,37 @@ fn the_cache_holds_at_most_its_bytes() {
     assert_eq!(served.load(Ordering::SeqCst), 9);
 }
 
+/// HEAD on a route that caches it: the miss is fetched with GET and kept, and the HEAD's answer
+/// has no body, over HTTP/2 too (the body went out as DATA there and curl failed the stream).
+#[test]
+fn a_head_miss_over_http2_is_answered_without_a_body_and_fills_the_cache() {
+    let (provider, served) = rates_provider(Duration::ZERO);
+    let yaml = cached_config(&provider, 300).replace("methods: [GET]", "methods: [GET, HEAD]");
+    let gw = Payedge::start(&yaml, &env());
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-I",
+            "--http2-prior-knowledge",
+            "-H",
+            "X-Tenant: blue",
+        ])
+        .args(["-H", &format!("Authorization: {}", bearer("blue"))])
+        .arg(format!("http://{}/api/rates-by-head", gw.proxy))
+        .output()
+        .expect("curl is needed for the h2c test");
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{head}");
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert!(head.contains("fwd=miss; stored"), "{head}");
+    let resp = rates(&gw, "blue", "/api/rates-by-head");
+    let status = resp.header("cache-status").unwrap_or_default();
+    assert!(status.starts_with("payedge; hit"), "{status}");
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(body["answer"], 1, "the body kept by the HEAD's miss");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn credentials_payedge_did_not_check_bypass_the_cache_and_varying_answers_are_not_kept() {
     let (provider, served) = rates_provider(Duration::ZERO);

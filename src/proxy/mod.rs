@@ -472,11 +472,17 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if session.req_header().method == http::Method::HEAD {
+            // A HEAD answer has no body. Pingora leaves it out over HTTP/1 only: over HTTP/2 a
+            // cache miss (fetched with GET to fill the cache; kept before this filter) sent the
+            // body as DATA and the client reset the stream.
+            *body = None;
+        }
         idempotency::body(ctx, body.as_ref(), end_of_stream);
         if let Some(capture) = ctx.capture.as_mut() {
             if let Some(chunk) = body.as_ref() {
