@@ -705,6 +705,37 @@ fn a_malformed_keyed_body_closes_the_connection_and_a_too_large_one_is_never_rea
     assert_eq!(provider.received_count("GET"), statuses.len() - 1);
 }
 
+/// The phone on a bad network: the client's own timeout fires while its payment is at the
+/// provider, it closes the connection and retries with the same key. The provider's answer is
+/// still awaited and kept, so the retry is that answer, replayed (before, payedge dropped the
+/// exchange when the client closed, and every retry got 502 `idempotency_outcome_unknown`).
+#[test]
+fn a_client_that_gives_up_while_the_provider_works_gets_the_answer_on_its_retry() {
+    use std::io::Write;
+    let provider = ProviderProcess::start("cards");
+    provider.set_mode("slow:800");
+    let gw = Payedge::start(&config(&[&provider], MEMORY_STORE, ""), &env());
+    let body = r#"{"amount":"12.00","currency":"EUR"}"#;
+    let mut stream = std::net::TcpStream::connect(gw.proxy).unwrap();
+    let request = format!(
+        "POST /api/payments HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
+         Idempotency-Key: gave-up-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        bearer("blue"),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    // While the provider still works: in progress.
+    let early = pay(&gw, "blue", Some("gave-up-1"), body);
+    assert_eq!(early.status, 409, "{}", early.text());
+    // Once it has answered: its answer.
+    let again = retry(&gw, "blue", "gave-up-1", body);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(provider.received_count("POST"), 1);
+}
+
 /// payedge needs a keyed payment's body before any provider is asked, so it is payedge that tells
 /// a client waiting for `100 Continue` to send it (or the client waits out its own timeout:
 /// curl's is 1 s); the provider gets the body without the Expect.

@@ -219,6 +219,11 @@ async fn begin_keyed(
             ctx.idempotency_digest = Some(scoped.clone());
             let owned_until = taken_at + store.ttl.max(hold);
             ctx.idempotency = Some(held(scoped, in_flight, fingerprint, Some(owned_until)));
+            // A client that gives up and closes its connection (its own timeout, then a retry
+            // with the same key) must not abandon the payment: the provider's answer is still
+            // awaited and kept, so the retry is answered with it instead of an unknown outcome.
+            // (HTTP/1; over HTTP/2 a reset stream still ends the exchange.)
+            session.as_mut().set_abort_on_close(false);
             Begin::Proceed
         }
         Ok(Begun::Existing(text)) => {
