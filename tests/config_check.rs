@@ -772,6 +772,28 @@ fn tenant_header_that_already_means_something_is_refused() {
             )],
         );
     }
+    // Nor the header a pool reads the currency from.
+    let text = edit(
+        VALID,
+        "  strategy: [host, header]\n",
+        "  strategy: [host, header]\n  header: X-Currency\n",
+    );
+    let file = ConfigFile::new(&text);
+    assert_problems(
+        &file.check(&good_env()),
+        &[
+            file.problem(
+                "  cards:",
+                "pools.cards.selection.currency_header",
+                "is tenancy.header: payedge sets that header to the tenant on what it forwards",
+            ),
+            file.problem(
+                "  fx:",
+                "pools.fx.selection.currency_header",
+                "is tenancy.header: payedge sets that header to the tenant on what it forwards",
+            ),
+        ],
+    );
     // Any other well-formed name is accepted.
     let file = ConfigFile::new(&edit(
         VALID,

@@ -96,6 +96,12 @@ impl Validator<'_> {
                     HeaderName::from_static("x-currency")
                 }
             };
+        if currency_header == tenant_header {
+            self.issue(
+                format!("{key}.selection.currency_header"),
+                "is tenancy.header: payedge sets that header to the tenant on what it forwards",
+            );
+        }
         PoolSettings {
             name: name.to_string(),
             providers,

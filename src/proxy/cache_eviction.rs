@@ -4,8 +4,9 @@
 //! Pingora purges evicted entries in a task of its own (pingora-cache's `finish_miss_handler`),
 //! so for a moment, longer on a loaded machine, the storage held more than the bound and a
 //! request right after an eviction could still be answered from the evicted entry. Removing them
-//! here keeps the storage within the bound at every instant; Pingora's own purge then finds
-//! nothing.
+//! here, before the admitting answer's last bytes go out, leaves the storage over the bound only
+//! between a new answer's insertion and its admission; Pingora's own purge later normally finds
+//! nothing left to remove.
 
 use std::time::SystemTime;
 
