@@ -46,8 +46,12 @@ use payedge_filters::idempotency::Record;
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Key names in Redis: this prefix and the hex digest of the scoped key.
 pub const KEY_PREFIX: &str = "payedge:idempotency:";
-/// The in-memory store's bound: beyond it new keys are refused as if the store were down.
+/// The in-memory store's bounds: beyond either, new keys are refused as if the store were down.
+/// Keys count as their digest and record; a record holds its response, up to
+/// `max_response_bytes`, so the key count alone would let a day of large answers grow without
+/// limit. Keys already taken always settle (their number is bounded by the requests in flight).
 const MAX_MEMORY_KEYS: usize = 1_000_000;
+const MAX_MEMORY_BYTES: usize = 512 * 1024 * 1024;
 /// The most settlements waiting for the Redis writer, and the most bytes they may hold; beyond
 /// either, a request writes its own outcome and waits for it.
 const MAX_QUEUED_SETTLEMENTS: usize = 4_096;
@@ -88,7 +92,10 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("the idempotency store failed: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("the in-memory idempotency store is full ({MAX_MEMORY_KEYS} keys)")]
+    #[error(
+        "the in-memory idempotency store is full ({MAX_MEMORY_KEYS} keys or {} MiB)",
+        MAX_MEMORY_BYTES >> 20
+    )]
     Full,
     #[error("the in-memory idempotency store is unusable: a request panicked while holding it")]
     Poisoned,
@@ -152,6 +159,8 @@ struct RedisBackend {
 struct MemoryKeys {
     keys: HashMap<Arc<str>, (String, Instant)>,
     expiries: VecDeque<(Instant, Arc<str>)>,
+    /// The bytes of every key and record held.
+    bytes: usize,
 }
 
 impl MemoryKeys {
@@ -176,9 +185,19 @@ impl MemoryKeys {
                 break;
             };
             if self.keys.get(&key).is_some_and(|(_, at)| *at == expires) {
-                self.keys.remove(&key);
+                self.remove(&key);
             }
         }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((key, (value, _))) = self.keys.remove_entry(key) {
+            self.bytes -= key.len() + value.len();
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.keys.len() >= MAX_MEMORY_KEYS || self.bytes >= MAX_MEMORY_BYTES
     }
 
     fn write(&mut self, key: &str, value: String, expires: Instant) {
@@ -187,7 +206,10 @@ impl MemoryKeys {
             None => Arc::from(key),
         };
         self.expiries.push_back((expires, key.clone()));
-        self.keys.insert(key, (value, expires));
+        self.bytes += key.len() + value.len();
+        if let Some((replaced, _)) = self.keys.insert(key.clone(), (value, expires)) {
+            self.bytes -= key.len() + replaced.len();
+        }
         // Released keys leave their place queued until it expires: without this sweep a client
         // taking and releasing keys (requests refused after the key was taken) would grow the
         // queue for a whole TTL. Amortised, one look per write.
@@ -243,7 +265,7 @@ impl IdempotencyStore {
                 if let Some(existing) = keys.live(key, now) {
                     return Ok(Begun::Existing(existing.clone()));
                 }
-                if keys.keys.len() >= MAX_MEMORY_KEYS {
+                if keys.full() {
                     return Err(StoreError::Full);
                 }
                 keys.write(key, value, now + kept);
@@ -362,9 +384,7 @@ impl IdempotencyStore {
         }
         match outcome {
             Some(outcome) => keys.write(key, outcome.to_string(), now + self.ttl),
-            None => {
-                keys.keys.remove(key);
-            }
+            None => keys.remove(key),
         }
         Ok(true)
     }
@@ -1336,5 +1356,26 @@ mod tests {
         assert_eq!(keys.live("k", at(2)), Some(&"second".to_string()));
         assert_eq!(keys.live("k", at(3)), None);
         assert!(keys.keys.is_empty() && keys.expiries.is_empty());
+        assert_eq!(keys.bytes, 0, "every byte given back");
+    }
+
+    #[test]
+    fn the_memory_store_counts_the_bytes_it_holds_and_is_full_beyond_its_bound() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut keys = MemoryKeys::default();
+        keys.write("k", "in flight".into(), at(5));
+        assert_eq!(keys.bytes, 1 + 9);
+        keys.write("k", "the answer".into(), at(9));
+        assert_eq!(keys.bytes, 1 + 10, "a rewrite replaces the record's bytes");
+        keys.write("gone", "x".into(), at(9));
+        keys.remove("gone");
+        assert_eq!(keys.bytes, 1 + 10, "a release gives its bytes back");
+        assert!(!keys.full());
+        keys.write("big", "x".repeat(MAX_MEMORY_BYTES), at(9));
+        assert!(keys.full(), "full by bytes with three keys");
+        keys.forget_expired(at(9));
+        assert_eq!(keys.bytes, 0);
+        assert!(!keys.full());
     }
 }
