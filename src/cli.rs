@@ -13,6 +13,7 @@ use crate::config::{self, BusSettings, Config, ConfigErrors};
 use crate::demo;
 use crate::runtime::Env;
 use crate::server::{self, Companion, Loaded, OnReady};
+use crate::terminal;
 
 /// Exit code for configuration problems (and `check` finding any).
 const EXIT_CONFIG: u8 = 2;
@@ -191,7 +192,7 @@ pub fn main() -> ExitCode {
             match watched {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
-                    eprintln!("payedge watch: {message}");
+                    terminal::err(&format!("payedge watch: {message}"));
                     ExitCode::from(EXIT_RUNTIME)
                 }
             }
@@ -209,11 +210,11 @@ pub fn main() -> ExitCode {
             };
             match loaded.map(|cfg| mint(&cfg, &tenant, &roles, ttl, &subject)) {
                 Ok(Ok(token)) => {
-                    println!("{token}");
+                    terminal::out(&token);
                     ExitCode::SUCCESS
                 }
                 Ok(Err(message)) => {
-                    eprintln!("payedge token: {message}");
+                    terminal::err(&format!("payedge token: {message}"));
                     ExitCode::from(EXIT_CONFIG)
                 }
                 Err(errors) => config_failure(&errors),
@@ -237,7 +238,7 @@ fn check(path: &Path) -> ExitCode {
                     file: path.to_path_buf(),
                     issues: vec![warning.clone()],
                 };
-                eprintln!("warning: {errors}");
+                terminal::err(&format!("warning: {errors}"));
             }
             let providers: usize = cfg.pools.iter().map(|p| p.providers.len()).sum();
             let auth = match &cfg.auth {
@@ -268,7 +269,7 @@ fn check(path: &Path) -> ExitCode {
                 ))
             })
             .collect();
-            println!(
+            terminal::out(&format!(
                 "{}: ok: {} tenant(s), {} route(s), {} pool(s) with {} provider(s), {}, {} trigger(s), {}{tls}",
                 path.display(),
                 cfg.tenancy.tenants.len(),
@@ -278,7 +279,7 @@ fn check(path: &Path) -> ExitCode {
                 auth,
                 cfg.triggers.len(),
                 events
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(errors) => config_failure(&errors),
@@ -286,9 +287,12 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn config_failure(errors: &ConfigErrors) -> ExitCode {
-    eprintln!("{errors}");
+    terminal::err(&errors.to_string());
     let n = errors.issues.len();
-    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+    terminal::err(&format!(
+        "{n} problem{} found",
+        if n == 1 { "" } else { "s" }
+    ));
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -314,7 +318,7 @@ fn start(loaded: Loaded, companions: Vec<Companion>, on_ready: Option<OnReady>) 
         Err(e) => {
             tracing::error!(error = %e, "payedge cannot start");
             crate::logging::flush();
-            eprintln!("payedge: {e}");
+            terminal::err(&format!("payedge: {e}"));
             ExitCode::from(EXIT_RUNTIME)
         }
     }
@@ -442,5 +446,7 @@ cargo run --release -- watch --tenant blue --url http://{admin}/hubs/notificatio
 # More tokens: cargo run --release -- token --tenant blue [--role admin]
 "#
     );
-    Box::new(move || println!("{text}"))
+    Box::new(move || {
+        terminal::out(&text);
+    })
 }

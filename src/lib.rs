@@ -19,5 +19,6 @@ pub mod providers;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod terminal;
 pub mod tls;
 pub mod watch;

@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::hub::protocol::{self, RECORD_SEPARATOR};
+use crate::terminal;
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Waits between reconnection attempts; the last repeats.
@@ -52,7 +53,7 @@ pub async fn watch(url: &str, token: &str, tenant: &str) -> Result<(), String> {
         };
         let wait = BACKOFF[attempt.min(BACKOFF.len() - 1)];
         attempt += 1;
-        eprintln!("{why}; connecting again in {wait:?}");
+        terminal::err(&format!("{why}; connecting again in {wait:?}"));
         tokio::time::sleep(wait).await;
     }
 }
@@ -160,12 +161,16 @@ impl Watcher<'_> {
         let url = self.url;
         match &self.last {
             None if !self.connected_once => {
-                eprintln!("connected to {url}; waiting for events (Ctrl-C to stop)");
+                terminal::err(&format!(
+                    "connected to {url}; waiting for events (Ctrl-C to stop)"
+                ));
             }
-            None => eprintln!(
-                "connected to {url} again; no event of {} had been received to resume from",
-                self.tenant
-            ),
+            None => {
+                terminal::err(&format!(
+                    "connected to {url} again; no event of {} had been received to resume from",
+                    self.tenant
+                ));
+            }
             Some(last) => {
                 let join = json!({
                     "type": 1,
@@ -185,7 +190,7 @@ impl Watcher<'_> {
 
     fn on_message(&mut self, value: &Value) -> Option<Ended> {
         if value["type"] == 3 && value["invocationId"] == RESUME_ID {
-            eprintln!("{}", self.resumed(value));
+            terminal::err(&self.resumed(value));
             return None;
         }
         if value["type"] == 1 {
@@ -207,13 +212,12 @@ impl Watcher<'_> {
         }
         match described {
             Ok(Some(line)) if value["type"] == 7 => {
-                eprintln!("{line}");
+                terminal::err(&line);
                 Some(Ended::Stop(Ok(())))
             }
-            Ok(Some(line)) => {
-                println!("{line}");
-                None
-            }
+            // Whoever read the events has gone (`payedge watch | head`): stop.
+            Ok(Some(line)) if !terminal::out(&line) => Some(Ended::Stop(Ok(()))),
+            Ok(Some(_)) => None,
             Ok(None) => None,
             Err(closed) => Some(Ended::Stop(Err(closed))),
         }

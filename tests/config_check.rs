@@ -1327,3 +1327,32 @@ fn the_hub_path_cannot_take_an_admin_listener_path_nor_the_metrics_path() {
     ));
     assert_eq!(fine.check(&good_env()).code, Some(0));
 }
+
+/// Output read by a command that stops early (`payedge check -c f.yaml | head`): the reader has
+/// gone before payedge writes. payedge ends with its own exit code, not Rust's panic (101) on a
+/// broken pipe.
+#[test]
+fn a_reader_that_has_gone_changes_nothing_but_the_output() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        // Pipes whose read ends are closed before payedge starts: every write meets EPIPE.
+        let (out_reader, out_writer) = std::io::pipe().unwrap();
+        let (err_reader, err_writer) = std::io::pipe().unwrap();
+        drop((out_reader, err_reader));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payedge"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out_writer)
+            .stderr(err_writer);
+        for name in ENV_VARS {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        command.status().unwrap().code()
+    };
+    let bad = ConfigFile::new(&edit(VALID, "    - green\n", "    - \"gr een\"\n"));
+    assert_eq!(run(&["check", "-c", bad.path_str()], &good_env()), Some(2));
+    let good = ConfigFile::new(VALID);
+    assert_eq!(run(&["check", "-c", good.path_str()], &good_env()), Some(0));
+    assert_eq!(run(&["token", "--tenant", "blue"], &[]), Some(0));
+}
