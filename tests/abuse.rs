@@ -184,7 +184,7 @@ fn check_refuses_limits_out_of_range_alias_bombs_and_enormous_files() {
         &path,
         base.replacen(
             "server:\n",
-            "server:\n  limits: {max_header_bytes: 100, max_headers: 300}\n",
+            "server:\n  limits: {max_header_bytes: 100, max_headers: 300, max_body_bytes: 100}\n",
             1,
         ),
     )
@@ -193,6 +193,10 @@ fn check_refuses_limits_out_of_range_alias_bombs_and_enormous_files() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("server.limits.max_header_bytes"), "{out}");
     assert!(out.contains("server.limits.max_headers"), "{out}");
+    assert!(
+        out.contains("server.limits.max_body_bytes: must be between 1024 and 1099511627776"),
+        "{out}"
+    );
 
     // A billion laughs: ten aliases of ten aliases, eleven deep.
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
@@ -627,4 +631,97 @@ fn the_admin_port_answers_unreadable_requests_closes_broken_bodies_and_continues
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert_eq!(status_of(&answer), "202", "{answer}");
+}
+
+/// A request body beyond `server.limits.max_body_bytes`: refused 413 `request_body_too_large`
+/// whether its `Content-Length` states it (before anything is sent) or its chunks add up to it
+/// (counted as they arrive), on a keyed route too; its connection is closed. A body at the limit
+/// is proxied.
+#[test]
+fn a_body_beyond_the_limit_is_refused_whether_stated_or_chunked() {
+    let provider = MockUpstream::start("p");
+    let yaml = config_for(&[("p".into(), provider.addr)], "")
+        .replace(
+            "  grace_period_seconds: 5\n",
+            "  grace_period_seconds: 5\n  limits: { max_body_bytes: 2048 }\n",
+        )
+        .replace(
+            "  - path_prefix: /api\n    pool: main\n",
+            "  - path_prefix: /api/keyed\n    pool: main\n    idempotency: { required: true }\n  - path_prefix: /api\n    pool: main\n",
+        );
+    assert!(
+        yaml.contains("max_body_bytes: 2048") && yaml.contains("/api/keyed"),
+        "{yaml}"
+    );
+    let gw = Payedge::start(&yaml, &env());
+    let refused = |answer: &str, closed: bool| {
+        assert_eq!(status_of(answer), "413", "{answer}");
+        assert_eq!(code_of(answer), "request_body_too_large", "{answer}");
+        assert!(closed, "{answer}");
+    };
+
+    // Stated: refused before any provider is asked.
+    let stated = format!("{}Content-Length: 2049\r\n\r\n", head(""));
+    let (answer, closed) = exchange(gw.proxy, stated.as_bytes());
+    refused(&answer, closed);
+    assert_eq!(provider.count(), 0);
+
+    // Chunked, 3 x 1000 bytes: refused once the chunks pass the limit; the provider never gets a
+    // whole request.
+    let chunk = format!("3e8\r\n{}\r\n", "x".repeat(1000));
+    let chunked = format!(
+        "{}Transfer-Encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n",
+        head("")
+    );
+    let (answer, closed) = exchange(gw.proxy, chunked.as_bytes());
+    refused(&answer, closed);
+
+    // Keyed and chunked: the body is read before any provider is asked.
+    let keyed = format!(
+        "POST /api/keyed HTTP/1.1\r\nHost: x\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
+         Idempotency-Key: big-1\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n",
+        bearer("blue")
+    );
+    let (answer, closed) = exchange(gw.proxy, keyed.as_bytes());
+    refused(&answer, closed);
+    assert_eq!(provider.count(), 0, "no whole request reached the provider");
+    // Refused before the key was taken: the key is free for a payment within the limit.
+    let within = format!(
+        "POST /api/keyed HTTP/1.1\r\nHost: x\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
+         Idempotency-Key: big-1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+        bearer("blue")
+    );
+    let (answer, _) = exchange(gw.proxy, within.as_bytes());
+    assert_eq!(status_of(&answer), "200", "{answer}");
+
+    // At the limit, either framing: proxied.
+    let body = "y".repeat(2048);
+    let sized = format!(
+        "{}Content-Length: 2048\r\nConnection: close\r\n\r\n{body}",
+        head("")
+    );
+    let (answer, _) = exchange(gw.proxy, sized.as_bytes());
+    assert_eq!(status_of(&answer), "200", "{answer}");
+    let chunked = format!(
+        "{}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n{body}\r\n0\r\n\r\n",
+        head("")
+    );
+    let (answer, _) = exchange(gw.proxy, chunked.as_bytes());
+    assert_eq!(status_of(&answer), "200", "{answer}");
+    assert_eq!(provider.count(), 3);
+    gw.wait_for_series(
+        r#"payedge_http_errors_total{code="request_body_too_large"}"#,
+        |v| v == 3.0,
+    );
+
+    // Raised by a reload: the stated body that was refused is proxied.
+    let resp = gw.reload_with(&yaml.replace("max_body_bytes: 2048", "max_body_bytes: 4096"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let stated = format!(
+        "{}Content-Length: 2049\r\nConnection: close\r\n\r\n{}",
+        head(""),
+        "z".repeat(2049)
+    );
+    let (answer, _) = exchange(gw.proxy, stated.as_bytes());
+    assert_eq!(status_of(&answer), "200", "{answer}");
 }

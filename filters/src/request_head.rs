@@ -1,5 +1,5 @@
 //! Checks on a request head before anything else reads it: its size and header count within the
-//! configured limits, a body length that every hop reads the same way, and the Host every
+//! configured limits, a stated body length within the limit on bodies, a body length that every hop reads the same way, and the Host every
 //! HTTP/1.1 request must carry (RFC 9112 §3.2: a server MUST answer 400 without one; a gateway
 //! would otherwise pass on a request without the Host its own HTTP/1.1 request must have).
 //!
@@ -15,6 +15,9 @@ pub struct HeadLimits {
     /// Request line plus every header line, counted as sent (`name: value\r\n`).
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// The largest request body, whether its `Content-Length` states it (checked here) or its
+    /// chunks add up to it (counted by the proxy as they arrive).
+    pub max_body_bytes: u64,
 }
 
 impl Default for HeadLimits {
@@ -22,6 +25,7 @@ impl Default for HeadLimits {
         Self {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
+            max_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -36,6 +40,8 @@ pub enum HeadRefusal {
     AmbiguousLength,
     /// An HTTP/1.1 request without `Host`.
     HostMissing,
+    /// A body larger than `max_body_bytes`.
+    BodyTooLarge,
 }
 
 impl HeadRefusal {
@@ -43,6 +49,7 @@ impl HeadRefusal {
         match self {
             Self::TooLarge | Self::TooManyHeaders => 431,
             Self::AmbiguousLength | Self::HostMissing => 400,
+            Self::BodyTooLarge => 413,
         }
     }
 
@@ -52,6 +59,7 @@ impl HeadRefusal {
             Self::TooManyHeaders => "too_many_headers",
             Self::AmbiguousLength => "ambiguous_body_length",
             Self::HostMissing => "host_missing",
+            Self::BodyTooLarge => "request_body_too_large",
         }
     }
 
@@ -64,6 +72,7 @@ impl HeadRefusal {
                  Transfer-Encoding, or Content-Length twice); send exactly one"
             }
             Self::HostMissing => "an HTTP/1.1 request must carry a Host header",
+            Self::BodyTooLarge => "the request's body is larger than this gateway accepts",
         }
     }
 }
@@ -78,11 +87,13 @@ pub fn check<'a>(
 ) -> Result<(), HeadRefusal> {
     let (mut bytes, mut count) = (request_line_bytes + 2, 0usize);
     let (mut lengths, mut encodings, mut hosts) = (0usize, 0usize, 0usize);
+    let mut length: &[u8] = b"";
     for (name, value) in headers {
         count += 1;
         bytes += name.len() + value.len() + 4;
         if name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
+            length = value;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             encodings += 1;
         } else if name.eq_ignore_ascii_case("host") {
@@ -101,7 +112,22 @@ pub fn check<'a>(
     if host_required && hosts == 0 {
         return Err(HeadRefusal::HostMissing);
     }
+    if lengths == 1 && stated_length(length).is_none_or(|n| n > limits.max_body_bytes) {
+        return Err(HeadRefusal::BodyTooLarge);
+    }
     Ok(())
+}
+
+/// A `Content-Length` value's number (the HTTP parser has checked it is digits); `None` when it
+/// has more digits than any length this gateway could accept.
+fn stated_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -141,6 +167,7 @@ mod tests {
         let limits = HeadLimits {
             max_header_bytes: 40,
             max_headers: 10,
+            ..HeadLimits::default()
         };
         // "GET / HTTP/1.1" (14) + CRLF + "Host: abc\r\n" (11) = 27; "X-A: " + 9 + CRLF = 16 → 43;
         // with a 6-byte value, 40.
@@ -171,6 +198,7 @@ mod tests {
         let limits = HeadLimits {
             max_header_bytes: 1 << 20,
             max_headers: 3,
+            ..HeadLimits::default()
         };
         let three = head(&[("A", "1"), ("B", "2"), ("C", "3")]);
         assert_eq!(check(&limits, 10, three, false), Ok(()));
@@ -202,5 +230,28 @@ mod tests {
         );
         assert_eq!(HeadRefusal::HostMissing.http_status(), 400);
         assert_eq!(HeadRefusal::HostMissing.code(), "host_missing");
+    }
+
+    #[test]
+    fn a_stated_body_length_beyond_the_limit_is_refused() {
+        let limits = HeadLimits {
+            max_body_bytes: 100,
+            ..HeadLimits::default()
+        };
+        for (length, expected) in [
+            ("100", Ok(())),
+            (" 100 ", Ok(())),
+            ("101", Err(HeadRefusal::BodyTooLarge)),
+            ("99999999999999999999999", Err(HeadRefusal::BodyTooLarge)),
+            ("0", Ok(())),
+        ] {
+            let h = head(&[("Host", "a"), ("Content-Length", length)]);
+            assert_eq!(check(&limits, 14, h, true), expected, "{length}");
+        }
+        // Chunked bodies are counted as they arrive, not here.
+        let chunked = head(&[("Host", "a"), ("Transfer-Encoding", "chunked")]);
+        assert_eq!(check(&limits, 14, chunked, true), Ok(()));
+        assert_eq!(HeadRefusal::BodyTooLarge.http_status(), 413);
+        assert_eq!(HeadRefusal::BodyTooLarge.code(), "request_body_too_large");
     }
 }

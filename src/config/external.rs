@@ -54,6 +54,9 @@ pub struct RequestLimitsSection {
     /// Header lines (default 100).
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// The largest request body: stated (`Content-Length`) or counted as its chunks arrive.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
     /// Open connections per client address on the proxy and on the admin port (default 1024,
     /// 0: no cap). Not applied to `trusted_proxies`.
     #[serde(default = "default_max_connections_per_client")]
@@ -68,6 +71,7 @@ impl Default for RequestLimitsSection {
         Self {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
+            max_body_bytes: default_max_body_bytes(),
             max_connections_per_client: default_max_connections_per_client(),
             request_head_timeout_ms: default_request_head_timeout_ms(),
         }
@@ -85,6 +89,9 @@ fn default_max_connections_per_client() -> u32 {
 }
 fn default_max_headers() -> usize {
     payedge_filters::request_head::HeadLimits::default().max_headers
+}
+fn default_max_body_bytes() -> u64 {
+    payedge_filters::request_head::HeadLimits::default().max_body_bytes
 }
 
 impl Default for ServerSection {

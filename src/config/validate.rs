@@ -48,6 +48,8 @@ const MAX_HEAD_BYTES: usize = 1_048_575;
 /// Pingora parses at most this many header lines.
 const MAX_HEADER_LINES: usize = 256;
 const MAX_CONNECTIONS_PER_CLIENT: u32 = 1_000_000;
+/// 1 TiB: past any body a payments edge should pass, yet never a reason to turn the check off.
+const MAX_BODY_BYTES: u64 = 1 << 40;
 const MAX_HEAD_TIMEOUT_MS: u64 = 300_000;
 const MIN_CACHE_BYTES: usize = 64 * 1024;
 const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024 * 1024;
@@ -359,7 +361,14 @@ impl Validator<'_> {
         let limits = HeadLimits {
             max_header_bytes: s.limits.max_header_bytes,
             max_headers: s.limits.max_headers,
+            max_body_bytes: s.limits.max_body_bytes,
         };
+        if !(1024..=MAX_BODY_BYTES).contains(&limits.max_body_bytes) {
+            self.issue(
+                "server.limits.max_body_bytes",
+                format!("must be between 1024 and {MAX_BODY_BYTES}"),
+            );
+        }
         if !(1024..=MAX_HEAD_BYTES).contains(&limits.max_header_bytes) {
             self.issue(
                 "server.limits.max_header_bytes",

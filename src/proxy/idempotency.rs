@@ -27,6 +27,8 @@ use ring::digest::{SHA256, digest};
 
 use super::RequestCtx;
 use crate::config::RouteIdempotency;
+use payedge_filters::request_head::HeadRefusal;
+
 use crate::failure::{Failure, REQUEST_ID_HEADER};
 use crate::idempotency::{Begun, IdempotencyStore, Settlement};
 use crate::lifecycle::InFlight;
@@ -155,7 +157,7 @@ async fn begin_keyed(
             return Begin::Refuse(Failure::IdempotencyKeyInvalid);
         }
     };
-    let body = match read_body(session).await {
+    let body = match read_body(session, ctx.snap.config.server.limits.max_body_bytes).await {
         Ok(body) => body,
         Err(failure) => {
             count(ctx, IdempotencyResult::Rejected);
@@ -288,7 +290,7 @@ fn answer_known(ctx: &mut RequestCtx, decision: Decision) -> Begin {
 }
 
 /// The whole request body, kept by Pingora in its retry buffer and sent upstream from there.
-async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
+async fn read_body(session: &mut Session, max_body_bytes: u64) -> Result<Vec<u8>, Failure> {
     session.as_mut().enable_retry_buffering();
     // A client that waits for `100 Continue` before sending its body would otherwise wait out
     // its own timeout (curl: 1 s): the body is needed here, before any provider could answer it.
@@ -299,11 +301,16 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Failure> {
             .await
             .map_err(|_| Failure::BadRequest)?;
     }
+    // The gateway's own limit on bodies, when it is below what a keyed body may hold.
+    let limit = usize::try_from(max_body_bytes).map_or(MAX_BODY, |l| l.min(MAX_BODY));
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= limit => {
                 body.extend_from_slice(&chunk);
+            }
+            Ok(Some(_)) if limit < MAX_BODY => {
+                return Err(Failure::Head(HeadRefusal::BodyTooLarge));
             }
             // The framing is intact: answered before the body's end, Pingora closes the
             // connection (`close_on_response_before_downstream_finish`) unless the rest was

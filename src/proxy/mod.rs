@@ -37,6 +37,7 @@ pub(crate) use idempotency::expects_continue;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use payedge_filters::request_head::HeadRefusal;
 use payedge_filters::request_id::accept_client_request_id;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -467,6 +468,29 @@ impl ProxyHttp for Gateway {
             upstream_response.insert_header(cache::CACHE_STATUS, status)?;
         }
         idempotency::respond(ctx, upstream_response);
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A body that states its length was checked with its head; chunks are counted here as
+        // they arrive (an upgraded connection's bytes are no body). Beyond the limit: 413, and
+        // the connection closed, since the rest of the body is never read.
+        let limit = ctx.snap.config.server.limits.max_body_bytes;
+        if session.body_bytes_read() as u64 > limit && !session.was_upgraded() {
+            session.set_keepalive(None);
+            ctx.failure = Some(Failure::Head(HeadRefusal::BodyTooLarge));
+            return Err(Error::explain(
+                ErrorType::Custom("request body too large"),
+                "the request body passed server.limits.max_body_bytes",
+            )
+            .into_down());
+        }
         Ok(())
     }
 
