@@ -224,7 +224,7 @@ async fn begin_keyed(
             // A client that gives up and closes its connection (its own timeout, then a retry
             // with the same key) must not abandon the payment: the provider's answer is still
             // awaited and kept, so the retry is answered with it instead of an unknown outcome.
-            // (HTTP/1; over HTTP/2 a reset stream still ends the exchange.)
+            // (HTTP/1 only: over HTTP/2 a reset stream or a closed connection still ends it.)
             session.as_mut().set_abort_on_close(false);
             Begin::Proceed
         }
