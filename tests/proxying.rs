@@ -285,6 +285,33 @@ fn payedges_own_answer_to_head_over_http2_is_received() {
     }
 }
 
+/// An HTTP/2 client that gives up (curl's own timeout: it closes its connection) is a client
+/// gone, not a bad request: its log line has no error code and `bad_request` is not counted
+/// (every cancelled mobile request raised it).
+#[test]
+fn an_http2_client_that_gives_up_is_not_counted_as_a_bad_request() {
+    let slow = MockUpstream::with("slow", |_: &Recorded| {
+        MockResponse::json(200, json!({})).after(Duration::from_millis(1500))
+    });
+    let gw = Payedge::start(&config(&[&slow]), &env());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "--max-time", "0.5"])
+        .args(["-H", "X-Tenant: blue", "-H", "X-Request-Id: gave-up-h2"])
+        .args(["-H", &format!("Authorization: {}", bearer("blue"))])
+        .arg(format!("http://{}/api/slow", gw.proxy))
+        .output()
+        .expect("curl is needed for the h2c test");
+    assert_eq!(out.status.code(), Some(28), "curl's timeout");
+    let line = gw.wait_for_log(|l| l["request_id"] == "gave-up-h2");
+    assert!(line["error_code"].is_null(), "{line}");
+    assert_eq!(
+        gw.series(r#"payedge_http_errors_total{code="bad_request"}"#),
+        None,
+        "{}",
+        gw.metrics()
+    );
+}
+
 #[test]
 fn client_claims_about_earlier_hops_never_reach_the_provider() {
     let upstream = MockUpstream::start("p0");

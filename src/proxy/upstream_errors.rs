@@ -29,9 +29,14 @@ pub fn classify(e: &Error, provider: Option<&str>) -> Option<Failure> {
         _ => match e.esource() {
             ErrorSource::Upstream => Failure::UpstreamFailed { provider },
             ErrorSource::Downstream => match e.etype() {
+                // An HTTP/2 client that reset its stream or closed its connection (Pingora's
+                // "Client closed H2"), or whose stream the h2 layer reset for breaking the
+                // protocol: either way the stream is gone and nothing can be answered. It is a
+                // client gone, not a bad request.
                 ErrorType::ReadError
                 | ErrorType::WriteError
                 | ErrorType::ConnectionClosed
+                | ErrorType::H2Error
                 | ErrorType::ReadTimedout
                 | ErrorType::WriteTimedout => return None,
                 _ => Failure::BadRequest,
@@ -73,6 +78,10 @@ mod tests {
         );
         assert_eq!(
             classify(&Error::new(ErrorType::ReadError).into_down(), None),
+            None
+        );
+        assert_eq!(
+            classify(&Error::new(ErrorType::H2Error).into_down(), None),
             None
         );
         assert_eq!(
