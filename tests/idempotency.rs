@@ -719,7 +719,8 @@ fn a_client_that_gives_up_while_the_provider_works_gets_the_answer_on_its_retry(
     let mut stream = std::net::TcpStream::connect(gw.proxy).unwrap();
     let request = format!(
         "POST /api/payments HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
-         Idempotency-Key: gave-up-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+         Idempotency-Key: gave-up-1\r\nX-Request-Id: gave-up-first\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
         bearer("blue"),
         body.len()
     );
@@ -734,6 +735,10 @@ fn a_client_that_gives_up_while_the_provider_works_gets_the_answer_on_its_retry(
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(provider.received_count("POST"), 1);
+    // The first request's line: the answer written into the closed connection, no error.
+    let first = gw.wait_for_log(|l| l["request_id"] == "gave-up-first");
+    assert_eq!(first["status"], 200, "{first}");
+    assert!(first["error_code"].is_null(), "{first}");
 }
 
 /// payedge needs a keyed payment's body before any provider is asked, so it is payedge that tells
