@@ -730,6 +730,8 @@ fn a_client_that_gives_up_while_the_provider_works_gets_the_answer_on_its_retry(
     // While the provider still works: in progress.
     let early = pay(&gw, "blue", Some("gave-up-1"), body);
     assert_eq!(early.status, 409, "{}", early.text());
+    // Ask again soon, not at the first request's deadline (the pool's 30 s and more).
+    assert_eq!(early.header("retry-after"), Some("1"));
     // Once it has answered: its answer.
     let again = retry(&gw, "blue", "gave-up-1", body);
     assert_eq!(again.status, 200, "{}", again.text());

@@ -170,6 +170,12 @@ pub enum Decision {
     NotStored { status: u16 },
 }
 
+/// `Retry-After` while the first request is in progress: soon. A payment usually completes in
+/// well under a second and asking again is answered from the store, while the first request's
+/// deadline (the pool's total timeout and more) is tens of seconds away: a client honouring a
+/// Retry-After that long (as it was) waited that long for an answer long since kept.
+const IN_PROGRESS_RETRY_SECONDS: u64 = 1;
+
 /// The decision for a request with `fingerprint` whose key holds `existing`, at `now_ms`.
 pub fn decide(existing: &Record, fingerprint: &str, now_ms: u64) -> Decision {
     if existing.fingerprint() != fingerprint {
@@ -177,7 +183,7 @@ pub fn decide(existing: &Record, fingerprint: &str, now_ms: u64) -> Decision {
     }
     match existing {
         Record::InFlight { deadline_ms, .. } if now_ms < *deadline_ms => Decision::InProgress {
-            retry_after_seconds: (deadline_ms - now_ms).div_ceil(1000).clamp(1, 60),
+            retry_after_seconds: IN_PROGRESS_RETRY_SECONDS,
         },
         Record::InFlight { .. } => Decision::OutcomeUnknown { provider: None },
         Record::Completed {
@@ -363,10 +369,11 @@ mod tests {
                 retry_after_seconds: 1
             }
         );
+        // However far the first request's deadline: ask again in a second.
         assert_eq!(
             decide(&in_flight(40_000), "f1", 10_000),
             Decision::InProgress {
-                retry_after_seconds: 30
+                retry_after_seconds: 1
             }
         );
         // Its owner is gone (past the pool's total timeout): it may have reached a provider.
