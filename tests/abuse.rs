@@ -597,44 +597,23 @@ fn the_admin_port_answers_unreadable_requests_closes_broken_bodies_and_continues
         )
     };
     // A malformed chunk, then a request that would be answered if it were read as one.
-    let mut stream = TcpStream::connect(gw.admin).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all((alert("Transfer-Encoding: chunked") + "zz\r\n").as_bytes())
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    let answer = String::from_utf8_lossy(&out);
+    let (answer, closed) = then_on_the_same_connection(
+        gw.admin,
+        (alert("Transfer-Encoding: chunked") + "zz\r\n").as_bytes(),
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
     assert_eq!(status_of(&answer), "400", "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(closed, "{answer}");
 
     // Expect: 100-continue: the interim answer comes before the body is sent.
     let body = r#"{"code":"disk_full","message":"checked by hand"}"#;
-    let mut stream = TcpStream::connect(gw.admin).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
     let request = alert(&format!(
         "Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close",
         body.len()
     ));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut interim = Vec::new();
-    let mut byte = [0u8; 1];
-    while !interim.ends_with(b"\r\n\r\n") {
-        stream
-            .read_exact(&mut byte)
-            .expect("no interim answer before the body");
-        interim.push(byte[0]);
-    }
-    assert!(interim.starts_with(b"HTTP/1.1 100 "), "{interim:?}");
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let (interim, answer) = exchange_expecting_continue(gw.admin, &request, body.as_bytes());
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim:?}");
     assert_eq!(status_of(&answer), "202", "{answer}");
 }
 

@@ -604,11 +604,6 @@ fn check_names_the_idempotency_keys_it_refuses() {
 /// Sends a keyed payment the way curl sends a larger body: the head with `Expect: 100-continue`,
 /// then the body only once told to go on. The interim answer's head and the final answer.
 fn pay_expecting_continue(gw: &Payedge, key: &str, body: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(gw.proxy).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let head = format!(
         "POST /api/payments HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
          Idempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -616,49 +611,17 @@ fn pay_expecting_continue(gw: &Payedge, key: &str, body: &str) -> (String, Strin
         bearer("blue"),
         body.len()
     );
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut interim = Vec::new();
-    let mut byte = [0u8; 1];
-    while !interim.ends_with(b"\r\n\r\n") {
-        stream
-            .read_exact(&mut byte)
-            .expect("no interim answer before the body");
-        interim.push(byte[0]);
-    }
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    (String::from_utf8_lossy(&interim).into_owned(), answer)
+    exchange_expecting_continue(gw.proxy, &head, body.as_bytes())
 }
 
-/// Sends `request` then, on the same connection, a GET that asks to close after its answer;
-/// returns everything read until the connection closes (or 5 s pass) and whether it was closed.
+/// Sends `request` then, on the same connection, a GET that asks to close after its answer.
 fn then_another_request(gw: &Payedge, request: &[u8]) -> (String, bool) {
-    use std::io::{ErrorKind, Read, Write};
-    let mut stream = std::net::TcpStream::connect(gw.proxy).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let next = format!(
         "GET /api/payments/next HTTP/1.1\r\nHost: edge\r\nX-Tenant: blue\r\nAuthorization: {}\r\n\
          Connection: close\r\n\r\n",
         bearer("blue")
     );
-    // The write may fail once payedge has closed; what was answered is what counts.
-    let _ = stream.write_all(next.as_bytes());
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
-    (String::from_utf8_lossy(&answer).into_owned(), closed)
+    then_on_the_same_connection(gw.proxy, request, next.as_bytes())
 }
 
 /// A keyed payment whose body is malformed (a bad chunk) is refused and its connection closed:

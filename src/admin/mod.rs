@@ -174,8 +174,8 @@ impl AdminApp {
 }
 
 async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Failure> {
-    // A client waiting for `100 Continue` (curl does for bodies over 1 KiB) would otherwise wait
-    // out its own timeout before sending the body.
+    // A client waiting for `100 Continue` (curl sends the expectation for bodies over 1 MiB, or
+    // when told to) would otherwise wait out its own timeout before sending the body.
     if crate::proxy::expects_continue(session.req_header()) {
         session
             .write_continue_response()

@@ -23,6 +23,7 @@ use super::external::*;
 use super::issues::{ConfigErrors, ConfigIssue};
 use super::lines::LineMap;
 use super::runtime::*;
+use super::validate_pool::RESERVED_HEADERS;
 use super::validate_tls::clashing_listeners;
 
 /// Reads an environment variable; injected so validation is testable without touching the
@@ -101,37 +102,28 @@ pub(super) struct Validator<'a> {
     pub(super) warnings: Vec<ConfigIssue>,
 }
 
-/// Headers that cannot name the tenant: HTTP's framing and connection headers, credentials and
-/// cookies, and every header payedge reads or sets itself. payedge removes the client's tenant
-/// header and sets its own value upstream, so any of these would be rewritten on every request
-/// (a `Content-Length: blue` to the provider, the caller's token replaced, the request id lost).
-const NOT_A_TENANT_HEADER: [&str; 27] = [
-    "host",
-    "content-length",
+/// Headers that cannot name the tenant, beside the ones payedge sets itself (which no provider
+/// credential may set either, `validate_pool::RESERVED_HEADERS`): the rest of HTTP's framing and
+/// connection headers, credentials and cookies, and the other headers payedge reads or sets.
+/// payedge removes the client's tenant header and sets its own value upstream, so any of these
+/// would be rewritten on every request (a `Content-Length: blue` to the provider, the caller's
+/// token replaced, the request id lost).
+const NOT_A_TENANT_HEADER: [&str; 16] = [
     "content-type",
     "content-encoding",
-    "transfer-encoding",
-    "connection",
     "keep-alive",
     "proxy-connection",
-    "upgrade",
-    "te",
-    "trailer",
     "expect",
     "authorization",
     "proxy-authorization",
     "cookie",
-    "x-request-id",
     "idempotency-key",
     "idempotent-replayed",
     "forwarded",
-    "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
     "x-real-ip",
-    "x-auth-subject",
-    "x-auth-roles",
     "x-client-cert-subject",
 ];
 
@@ -446,7 +438,11 @@ impl Validator<'_> {
                 HeaderName::from_static("x-tenant")
             }
         };
-        if NOT_A_TENANT_HEADER.contains(&header.as_str()) {
+        if RESERVED_HEADERS
+            .iter()
+            .chain(&NOT_A_TENANT_HEADER)
+            .any(|h| *h == header.as_str())
+        {
             // payedge replaces the tenant header in what it forwards: naming a framing, routing,
             // credential or gateway header here would rewrite that header for every request.
             self.issue(

@@ -23,7 +23,7 @@ const MAX_THRESHOLD: u32 = 100;
 const MAX_DNS_REFRESH_SECONDS: u64 = 86_400;
 
 /// Headers a provider credential may not set: framing, routing and the gateway's own headers.
-const RESERVED_HEADERS: [&str; 11] = [
+pub(super) const RESERVED_HEADERS: [&str; 11] = [
     "host",
     "content-length",
     "transfer-encoding",

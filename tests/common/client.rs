@@ -113,3 +113,53 @@ fn read_response(reader: &mut impl BufRead) -> std::io::Result<Response> {
         body,
     })
 }
+
+/// Sends `first`, waits for payedge to deal with it, then sends `next` on the same connection;
+/// returns everything read until the connection closes (or 5 s pass) and whether it closed. For
+/// checking that nothing after a refused request is read as a request.
+pub fn then_on_the_same_connection(addr: SocketAddr, first: &[u8], next: &[u8]) -> (String, bool) {
+    use std::io::{ErrorKind, Read};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The write may fail once payedge has closed; what was answered is what counts.
+    let _ = stream.write_all(next);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+/// Sends `head` (ending with its blank line, announcing `Expect: 100-continue`), waits for the
+/// interim answer before sending `body` (as curl does), then reads to the end: (the interim
+/// answer's head, the rest).
+pub fn exchange_expecting_continue(addr: SocketAddr, head: &str, body: &[u8]) -> (String, String) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("no interim answer before the body");
+        interim.push(byte[0]);
+    }
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    (String::from_utf8_lossy(&interim).into_owned(), answer)
+}

@@ -17,7 +17,9 @@ pub mod redis_cluster;
 pub mod relay;
 
 #[allow(unused_imports)]
-pub use client::{Response, get, request};
+pub use client::{
+    Response, exchange_expecting_continue, get, request, then_on_the_same_connection,
+};
 #[allow(unused_imports)]
 pub use mock::{MockResponse, MockUpstream, Recorded, fx_quote_provider};
 #[allow(unused_imports)]
