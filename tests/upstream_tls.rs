@@ -601,6 +601,10 @@ fn sequential_requests_reuse_one_tls_connection_to_the_provider() {
     const REQUESTS: usize = 20;
     for i in 0..REQUESTS {
         assert_eq!(answered_by(&quote(&gw, &format!("reuse-{i}"))), "fx");
+        // Pingora returns the provider connection to its pool after the client has its answer:
+        // without a pause the next request can race that return on a loaded machine. The pause
+        // lets this test ask only whether a returned connection is taken again.
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(fx.received_count("POST"), REQUESTS);
     let handshakes = fx.handshakes();
@@ -608,13 +612,22 @@ fn sequential_requests_reuse_one_tls_connection_to_the_provider() {
         "{REQUESTS} requests through payedge: {} TLS handshakes at the provider",
         handshakes.len()
     );
-    // Each proxy thread runs its own runtime: a request can reach one thread while the other is
-    // still returning the previous request's connection to the pool (after the client already
-    // has its answer), so a second request connection — besides the health checks' — may be
-    // opened; twenty would mean no reuse at all.
+    // One connection for all twenty, except where Pingora lost one in handing it from one proxy
+    // thread to the other: its idle watcher runs on a random thread, and the taker's
+    // `Arc::try_unwrap` can run after the watcher released its lock but before it dropped its
+    // reference (pingora-core 0.9.1 `TransportConnector::reused_stream`); the connection is
+    // then closed, another opened, and Pingora logs this ERROR. In CI that made 5 handshakes
+    // for 20 requests. Each extra handshake must be one of those (one more tolerated should a
+    // pause not be enough on a loaded machine); twenty would mean no reuse at all.
+    let lost = gw
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "failed to acquire reusable stream")
+        .count();
+    println!("{lost} connections lost in Pingora's hand-over between threads");
     assert!(
-        !handshakes.is_empty() && handshakes.len() <= 4,
-        "{REQUESTS} requests took {} handshakes: {handshakes:?}",
+        !handshakes.is_empty() && handshakes.len() <= 2 + lost && lost < REQUESTS / 2,
+        "{REQUESTS} requests took {} handshakes ({lost} lost hand-overs): {handshakes:?}",
         handshakes.len()
     );
     assert!(handshakes.iter().all(|(ok, _)| *ok), "{handshakes:?}");
