@@ -127,6 +127,41 @@ async fn split_and_batched_frames_work_and_malformed_json_closes_with_an_error()
     assert!(close.get("allowReconnect").is_none());
 }
 
+/// What the client reads after it asked to end the connection: the server's WebSocket Close
+/// frame, or what came instead.
+async fn server_close(ws: &mut Ws) -> Result<(), String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) => return Ok(()),
+            Ok(Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => return Err(format!("{other:?}")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_ending_the_connection_gets_a_websocket_close_not_a_dropped_socket() {
+    let upstream = MockUpstream::start("p0");
+    let gw = Payedge::start(&config(&[&upstream]), &env());
+    // A SignalR Close message: the server ends the WebSocket with a Close frame (RFC 6455 §7:
+    // a socket dropped without one is an abnormal closure, 1006, to the client).
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    ws.send(Message::text(format!(r#"{{"type":7}}{RS}"#)))
+        .await
+        .unwrap();
+    server_close(&mut ws)
+        .await
+        .expect("a Close frame after the client's Close message");
+    // The client's own Close frame: the server answers it with one before closing the socket.
+    let mut ws = open(&gw, &token("blue")).await;
+    handshake(&mut ws).await;
+    ws.close(None).await.unwrap();
+    server_close(&mut ws)
+        .await
+        .expect("the server's Close frame answering the client's");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_message_closes_the_connection() {
     let upstream = MockUpstream::start("p0");

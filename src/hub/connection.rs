@@ -45,7 +45,7 @@ enum End {
     /// Say this in a Close message first: the error, and whether the client may reconnect
     /// (yes, unless it broke the protocol: a new token or a reader that catches up can succeed).
     Close(Option<String>, bool),
-    /// The client closed the connection: nothing to say.
+    /// The client closed the connection: nothing to say but the WebSocket Close.
     Quiet,
     /// The socket broke: a stateful connection waits for its client to come back.
     Lost,
@@ -717,13 +717,24 @@ impl Connection {
         if let Some(m) = self.hub.metrics.as_deref() {
             m.connected(&self.caller.tenant, -1);
         }
-        if let End::Close(error, allow_reconnect) = end {
-            let close = protocol::close(error.as_deref(), allow_reconnect);
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                let _ = self.ws.send(text(close)).await;
-                let _ = self.ws.close(None).await;
-            })
-            .await;
+        match end {
+            End::Close(error, allow_reconnect) => {
+                let close = protocol::close(error.as_deref(), allow_reconnect);
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    let _ = self.ws.send(text(close)).await;
+                    let _ = self.ws.close(None).await;
+                })
+                .await;
+            }
+            // The client ended it (a SignalR Close, or its WebSocket Close frame, whose answer
+            // tungstenite has queued): end the WebSocket properly, not by dropping the socket,
+            // which the client sees as an abnormal closure (1006).
+            // (`SinkExt::close`, not the stream's own `close`: that one sends a new Close
+            // frame, refused once the client's has arrived, and would not send the answer.)
+            End::Quiet => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::close(&mut self.ws)).await;
+            }
+            End::Lost => {}
         }
     }
 }
