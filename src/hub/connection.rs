@@ -730,9 +730,16 @@ impl Connection {
             // tungstenite has queued): end the WebSocket properly, not by dropping the socket,
             // which the client sees as an abnormal closure (1006).
             // (`SinkExt::close`, not the stream's own `close`: that one sends a new Close
-            // frame, refused once the client's has arrived, and would not send the answer.)
+            // frame, refused once the client's has arrived, and would not send the answer.
+            // Once the client's Close has arrived, tungstenite writes the answer into the
+            // socket's write buffer and reports the connection closed without flushing it:
+            // flushed here, or it could be dropped with the buffer.)
             End::Quiet => {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::close(&mut self.ws)).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    let _ = SinkExt::close(&mut self.ws).await;
+                    let _ = tokio::io::AsyncWriteExt::flush(self.ws.get_mut()).await;
+                })
+                .await;
             }
             End::Lost => {}
         }
