@@ -326,6 +326,7 @@ pub fn serve(
         sink,
         hub,
         hub_path: config.notifications.hub.path.clone(),
+        tls: admin_tls.clone(),
     };
     let admin_listeners: Vec<SocketAddr> = [
         config.server.admin_listen,

@@ -638,6 +638,23 @@ fn a_connection_verified_against_a_replaced_client_ca_is_told_to_reconnect() {
         "{answers}"
     );
     assert_eq!(upstream.count(), 2, "nothing more reached the provider");
+    // The refusal's log line says who was refused: the address and the certificate's subject.
+    let refused = gw
+        .access_logs()
+        .into_iter()
+        .find(|l| l["status"] == 421)
+        .expect("a log line for the refusal");
+    assert_eq!(
+        refused["error_code"], "client_certificate_stale",
+        "{refused}"
+    );
+    assert_eq!(refused["client"], "127.0.0.1", "{refused}");
+    assert!(
+        refused["client_cert_subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("partner-a")),
+        "{refused}"
+    );
 
     // A new connection with the old certificate fails its handshake; one with the new passes.
     let auth = format!("Authorization: {}", bearer("blue"));
@@ -753,6 +770,45 @@ fn the_admin_service_and_the_hub_serve_tls() {
     assert_eq!(got.status, 200);
     assert_eq!(got.http_version, "2");
     assert!(got.body.contains("payedge_tls_handshake_failures_total"));
+}
+
+#[test]
+fn an_admin_connection_verified_against_a_replaced_client_ca_is_refused() {
+    let upstream = MockUpstream::start("p0");
+    let pki = Pki::new("admin");
+    let admin_cert = pki.server("admin", &["ops.smartpay.com"], Validity::days(30));
+    let old_operators = Pki::new("operators-2025");
+    let old_operator = old_operators.client("operator", "ops-1", "Payments Ops");
+    let new_operators = Pki::new("operators-2026");
+    let admin_tls = free_addr();
+    let yaml = |operators: &Pki| {
+        config(&[&upstream]).replace(
+            HARNESS_SERVER,
+            &format!(
+                "server:\n  grace_period_seconds: 5\n  admin_tls:\n    listen: {admin_tls}\n    \
+                 certificates:\n{}    client_auth:\n      ca_file: {}\n      required: true\n",
+                certificate_entries(&[&admin_cert]),
+                operators.ca_file().display()
+            ),
+        )
+    };
+    let gw = Payedge::start(&yaml(&old_operators), &env());
+    let request = "GET /healthz HTTP/1.1\r\nHost: ops.smartpay.com\r\n\r\n";
+    let mut session = Session::open(admin_tls, "ops.smartpay.com", &pki, &old_operator);
+    session.send(request);
+    let answers = session.wait_for("HTTP/1.1 200", 1);
+    assert!(answers.contains("HTTP/1.1 200"), "{answers}");
+
+    // The operators' CA is replaced (the old one compromised, say): the connection verified
+    // against it is not served any more, as on the proxy port.
+    let resp = gw.reload_with(&yaml(&new_operators));
+    assert_eq!(resp.json()["result"], "applied", "{}", resp.text());
+    session.send(request);
+    let answers = session.wait_for("HTTP/1.1 421", 1);
+    assert!(
+        answers.contains("HTTP/1.1 421") && answers.contains("\"client_certificate_stale\""),
+        "{answers}"
+    );
 }
 
 #[test]

@@ -393,6 +393,31 @@ fn admin_tls_with_client_auth_passes_without_a_plain_admin_listener() {
 }
 
 #[test]
+fn a_required_client_certificate_with_a_plain_port_beside_it_is_a_warning() {
+    let fixture = Fixture::new();
+    let text = edit(VALID, "      required: false\n", "      required: true\n");
+    let file = fixture.config(&text);
+    let outcome = file.check();
+    assert_eq!(outcome.code, Some(0), "{outcome:#?}");
+    file.assert_summary(&outcome);
+    assert_eq!(
+        outcome.stderr,
+        format!(
+            "warning: {}\n",
+            file.problem(
+                "listen: 127.0.0.1:18080",
+                "server.listen",
+                "serves plain HTTP beside server.tls, whose client_auth.required asks for a \
+                 client certificate: clients of this port present none",
+            )
+        )
+    );
+    // Without the plain port, nothing to say.
+    let text = edit(&text, "  listen: 127.0.0.1:18080\n", "");
+    fixture.config(&text).assert_passes();
+}
+
+#[test]
 fn provider_addresses_by_name_and_ipv6_pass() {
     let fixture = Fixture::new();
     let text = edit(

@@ -36,6 +36,7 @@ use crate::hub::{Hub, HubRequest};
 use crate::lifecycle::Lifecycle;
 use crate::providers::providers_json;
 use crate::runtime::{Reloaded, Runtime};
+use crate::tls::{ConnectionFacts, TlsEndpoint};
 
 /// Keep-alive granted to admin clients (Prometheus reuses its connection between scrapes).
 const KEEPALIVE_SECONDS: u64 = 60;
@@ -54,6 +55,8 @@ pub struct AdminApp {
     /// `None` without an `auth` section.
     pub hub: Option<Arc<Hub>>,
     pub hub_path: String,
+    /// `server.admin_tls`: whether a connection's client certificate still counts.
+    pub tls: Option<Arc<TlsEndpoint>>,
 }
 
 impl AdminApp {
@@ -273,6 +276,16 @@ impl HttpServerApp for AdminApp {
                 }
                 return None;
             }
+        }
+        // As on the proxy port: a connection whose handshake a reload no longer vouches for
+        // (its client CAs replaced, or a certificate made required) is refused, hub upgrades
+        // included, and closed; a new one is verified under the current settings.
+        if let (Some(facts), Some(tls)) = (ConnectionFacts::of(session.digest()), &self.tls)
+            && tls.is_stale(facts)
+        {
+            session.set_keepalive(None);
+            let _ = write_failure(&mut session, &Failure::StaleClientCertificate).await;
+            return None;
         }
         // Pingora has turned keep-alive off for `Connection: close` and for HTTP/1.0 without
         // `Connection: keep-alive`; only a connection it kept gets the admin's timeout.

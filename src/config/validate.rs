@@ -304,6 +304,31 @@ impl Validator<'_> {
         for (key, message) in clashing_listeners(&listeners) {
             self.issue(key, message);
         }
+        // A certificate required on the TLS port is not asked for on a plain one beside it.
+        for (plain, plain_key, tls, tls_key) in [
+            (&s.listen, "server.listen", &s.tls, "server.tls"),
+            (
+                &s.admin_listen,
+                "server.admin_listen",
+                &s.admin_tls,
+                "server.admin_tls",
+            ),
+        ] {
+            if plain.is_some()
+                && tls
+                    .as_ref()
+                    .and_then(|t| t.client_auth.as_ref())
+                    .is_some_and(|a| a.required)
+            {
+                self.warn(
+                    plain_key,
+                    format!(
+                        "serves plain HTTP beside {tls_key}, whose client_auth.required asks \
+                         for a client certificate: clients of this port present none"
+                    ),
+                );
+            }
+        }
         if s.threads == 0 || s.threads > MAX_THREADS {
             self.issue(
                 "server.threads",

@@ -197,30 +197,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Err(refused) = admission::check_head(session, &ctx.snap) {
-            // Whatever follows this head on the connection cannot be trusted to be a request.
-            session.set_keepalive(None);
-            let failure = Failure::Head(refused);
-            ctx.failure = Some(failure.clone());
-            self.answer(session, ctx, &failure).await?;
-            return Ok(true);
-        }
-        ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let facts = ConnectionFacts::of(session.digest());
-        if let (Some(facts), Some(tls)) = (facts, &self.tls)
-            && facts.client_ca != tls.client_ca()
-            && (facts.client_subject.is_some() || tls.client_certificate_required())
-        {
-            // Verified under client CAs a reload has since replaced, or admitted without a
-            // certificate that a reload has since made required: the identity is not vouched
-            // for any more. A new connection is verified under the current settings.
-            session.set_keepalive(None);
-            let failure = Failure::StaleClientCertificate;
-            ctx.failure = Some(failure.clone());
-            self.answer(session, ctx, &failure).await?;
-            return Ok(true);
-        }
-        ctx.client_subject = facts.and_then(|f| f.client_subject.clone());
+        // Who sent it, first: refusals' log lines name the client too.
         ctx.forwarding = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
             let claimed: Vec<&[u8]> = session
                 .req_header()
@@ -231,6 +208,27 @@ impl ProxyHttp for Gateway {
                 .collect();
             forwarding(peer.ip(), &ctx.snap.routing.trusted_proxies, &claimed)
         });
+        if let Err(refused) = admission::check_head(session, &ctx.snap) {
+            // Whatever follows this head on the connection cannot be trusted to be a request.
+            session.set_keepalive(None);
+            let failure = Failure::Head(refused);
+            ctx.failure = Some(failure.clone());
+            self.answer(session, ctx, &failure).await?;
+            return Ok(true);
+        }
+        ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let facts = ConnectionFacts::of(session.digest());
+        // Also on a refusal for a stale certificate: the log line says whose it was.
+        ctx.client_subject = facts.and_then(|f| f.client_subject.clone());
+        if let (Some(facts), Some(tls)) = (facts, &self.tls)
+            && tls.is_stale(facts)
+        {
+            session.set_keepalive(None);
+            let failure = Failure::StaleClientCertificate;
+            ctx.failure = Some(failure.clone());
+            self.answer(session, ctx, &failure).await?;
+            return Ok(true);
+        }
         let server_name = facts.and_then(|f| f.server_name.as_deref());
         let snap = Arc::clone(&ctx.snap);
         match snap

@@ -29,7 +29,7 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::io::AsyncReadExt;
 
 use super::certs::provider;
-use super::handshake::{RecordFacts, handshake_failure_reason};
+use super::handshake::{ConnectionFacts, RecordFacts, handshake_failure_reason};
 use super::metrics::TlsMetrics;
 use super::store::CertificateStore;
 use crate::config::TlsListener;
@@ -110,6 +110,15 @@ impl TlsEndpoint {
     /// Whether new connections must present a client certificate.
     pub fn client_certificate_required(&self) -> bool {
         self.handshake.load().client_certificate_required
+    }
+
+    /// Whether a connection's handshake no longer vouches for its client: verified under client
+    /// CAs a reload has since replaced, or admitted without a certificate that a reload has since
+    /// made required. Its requests are refused (421 `client_certificate_stale`); a new connection
+    /// is verified under the current settings.
+    pub fn is_stale(&self, facts: &ConnectionFacts) -> bool {
+        facts.client_ca != self.client_ca()
+            && (facts.client_subject.is_some() || self.client_certificate_required())
     }
 
     fn serves(&self, local: &SocketAddr) -> bool {
