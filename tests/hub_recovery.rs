@@ -372,6 +372,39 @@ fn a_gap_beyond_the_history_replays_nothing_and_others_tenants_positions_are_ref
     );
 }
 
+#[test]
+fn a_quiet_tenants_client_resumes_after_its_last_event_aged_out_of_the_history() {
+    let _serial = one_at_a_time();
+    let redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    // One second of history: the tenant's last event ages out before the next one comes.
+    let history = "  history:\n    max_age_seconds: 1\n";
+    for bus in [None, Some(&redis)] {
+        let gw = Payedge::start(&hub_config(&fx, bus, history), &env());
+        let observer = NodeClient::connected(gw.admin, &token("blue"), &[]);
+        let first = NodeClient::connected(gw.admin, &token("blue"), &[]);
+        quote(&gw, "blue", "quiet-0");
+        let last = wait_quotes(&first, 1)[0].0.clone();
+        drop(first);
+        std::thread::sleep(Duration::from_millis(1300));
+        // Adding this one trims the client's last event for its age; nothing after it.
+        quote(&gw, "blue", "quiet-1");
+        wait_quotes(&observer, 2);
+        let mut second = NodeClient::connected(gw.admin, &token("blue"), &[]);
+        let joined = second.join_from("blue", Some(&last));
+        let result = &joined["result"];
+        assert_eq!(
+            result["recovered"],
+            true,
+            "{} bus: {joined}",
+            bus.map_or("in-memory", |_| "Redis")
+        );
+        assert_eq!(result["replayed"], 1, "{joined}");
+        let got = wait_quotes(&second, 1);
+        assert_eq!(got[0].1, "quiet-1");
+    }
+}
+
 /// Kills every pub/sub connection Redis has (the hubs' subscriptions); Redis stays up.
 fn kill_subscriptions(redis: &RedisServer) -> i64 {
     let mut con = redis.connection();

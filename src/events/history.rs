@@ -82,6 +82,9 @@ struct Stream {
     last: StreamId,
     /// Entries ever added (fewer kept: some were trimmed).
     added: usize,
+    /// The newest entry trimmed: a client whose position it is missed only what is kept (a quiet
+    /// tenant's last event, trimmed for its age by the next one).
+    trimmed: Option<StreamId>,
 }
 
 impl Stream {
@@ -92,7 +95,7 @@ impl Stream {
             .front()
             .is_some_and(|e| e.id.ms < oldest || self.entries.len() > limits.max_events)
         {
-            self.entries.pop_front();
+            self.trimmed = self.entries.pop_front().map(|e| e.id);
         }
     }
 }
@@ -169,10 +172,13 @@ impl MemoryHistory {
                 position: after,
             };
         }
-        let Ok(at) = s.entries.binary_search_by(|e| e.id.cmp(&after)) else {
-            return gap(Some(s.last));
+        let first_missed = match s.entries.binary_search_by(|e| e.id.cmp(&after)) {
+            Ok(at) => at + 1,
+            // Nothing after it was trimmed: it missed all that is kept.
+            Err(_) if s.trimmed == Some(after) => 0,
+            Err(_) => return gap(Some(s.last)),
         };
-        let entries: Vec<Replayed> = s.entries.range(at + 1..).cloned().collect();
+        let entries: Vec<Replayed> = s.entries.range(first_missed..).cloned().collect();
         Recovery::Recovered {
             position: entries.last().map_or(after, |e| e.id),
             entries,
@@ -246,6 +252,39 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_quiet_tenants_client_whose_last_event_aged_out_gets_the_one_it_missed() {
+        let h = MemoryHistory::new(HistoryLimits {
+            max_events: 100,
+            max_age: Duration::from_millis(400),
+        });
+        let last_seen = add(&h, "blue", 1)[0];
+        std::thread::sleep(Duration::from_millis(450));
+        // The next event trims the client's last one for its age: nothing after it was.
+        let missed = add(&h, "blue", 1)[0];
+        let Recovery::Recovered { entries, position } = h.resume("blue", last_seen) else {
+            panic!("not recovered");
+        };
+        assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [missed]);
+        assert_eq!(position, missed);
+
+        // Two events aged out: a client at the older one missed the newer, which is gone.
+        let older = add(&h, "green", 2);
+        std::thread::sleep(Duration::from_millis(450));
+        let newest = add(&h, "green", 1)[0];
+        assert!(matches!(
+            h.resume("green", older[0]),
+            Recovery::Unrecoverable {
+                reason: Unrecoverable::Gap,
+                ..
+            }
+        ));
+        let Recovery::Recovered { entries, .. } = h.resume("green", older[1]) else {
+            panic!("the newest trimmed position resumes");
+        };
+        assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [newest]);
     }
 
     #[test]

@@ -18,11 +18,39 @@ use super::stream_id::{StreamId, stamp};
 
 /// KEYS[1] the stream; ARGV: envelope, max events, max age (ms), channel, key lifetime (ms),
 /// publish command (`PUBLISH`, or `SPUBLISH` on a cluster).
+///
+/// Trimming (beyond max events, older than max age) removes a prefix of the stream; the newest
+/// entry it removes is recorded as the stream's `max-deleted-entry-id` (`XSETID … MAXDELETEDID`:
+/// Redis 7.0 records it for `XDEL` only), which [`RESUME`] reads: a client whose position it is
+/// missed nothing that was trimmed.
 pub const PUBLISH: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'e', ARGV[1])
-redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', now - tonumber(ARGV[3])))
+local function later(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams > bms or (ams == bms and aseq > bseq)
+end
+local max = tonumber(ARGV[2])
+local trimmed = false
+local excess = redis.call('XLEN', KEYS[1]) + 1 - max
+if excess > 0 then
+  local counted = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  if #counted > 0 then trimmed = counted[#counted][1] end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', max, '*', 'e', ARGV[1])
+-- Forward from the oldest: usually nothing (XREVRANGE from the bound would walk the whole
+-- stream when nothing is older).
+local aged = redis.call('XRANGE', KEYS[1], '-',
+  '(' .. string.format('%.0f', now - tonumber(ARGV[3])) .. '-0', 'COUNT', max)
+if #aged > 0 then
+  local last = aged[#aged][1]
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
+  if not trimmed or later(last, trimmed) then trimmed = last end
+end
+if trimmed then redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', trimmed) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call(ARGV[6], ARGV[4], '{"streamid":"' .. id .. '",' .. string.sub(ARGV[1], 2))
 return id
@@ -31,6 +59,13 @@ return id
 /// KEYS[1] the stream; ARGV: the client's position (`0-0`: the stream's start), most events to
 /// replay, max age (ms). Read-only. Answers `{'ok', head, entries}` or `{'gap', head}` (head
 /// `false` when the stream does not exist).
+///
+/// A position is resumable while nothing after it was trimmed: its entry is still in the
+/// stream, or it is the newest entry trimmed so far (`max-deleted-entry-id`, kept by
+/// [`PUBLISH`]: a quiet tenant's last event, trimmed for its age by the next one, which the
+/// client then missed alone). What
+/// it missed must also be within the age bound: the first entry after it older than `max age`
+/// counts as trimmed (trimming happens when an event is added; this script only reads).
 pub const RESUME: &str = r#"
 local start = ARGV[1] == '0-0'
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -38,11 +73,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'gap', false}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local head, length, added = false, 0, 0
+local head, length, added, deleted = false, 0, 0, false
 for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then head = info[i + 1] end
   if info[i] == 'length' then length = info[i + 1] end
   if info[i] == 'entries-added' then added = info[i + 1] end
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
 end
 local limit = tonumber(ARGV[2])
 if start then
@@ -52,13 +88,17 @@ if start then
   return {'ok', head, entries}
 end
 if head == ARGV[1] then return {'ok', head, {}} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ms = tonumber(string.match(ARGV[1], '^(%d+)-'))
-if ms == nil or ms < now - tonumber(ARGV[3]) then return {'gap', head} end
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'gap', head} end
+if deleted ~= ARGV[1] and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+  return {'gap', head}
+end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', limit + 1)
 if #entries > limit then return {'gap', head} end
+if #entries > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local first = tonumber(string.match(entries[1][1], '^(%d+)-'))
+  if first < now - tonumber(ARGV[3]) then return {'gap', head} end
+end
 return {'ok', head, entries}
 "#;
 
