@@ -50,7 +50,9 @@ if #aged > 0 then
   redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
   if not trimmed or later(last, trimmed) then trimmed = last end
 end
-if trimmed then redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', trimmed) end
+-- pcall: Redis before 7.0 refuses MAXDELETEDID; the event is still published (a trimmed
+-- position then resumes as a gap, as it always did there).
+if trimmed then redis.pcall('XSETID', KEYS[1], id, 'MAXDELETEDID', trimmed) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call(ARGV[6], ARGV[4], '{"streamid":"' .. id .. '",' .. string.sub(ARGV[1], 2))
 return id
