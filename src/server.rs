@@ -150,12 +150,12 @@ pub fn serve(
     };
     let tls_metrics = if config.analytics.metrics_enabled() {
         let m = TlsMetrics::register()?;
-        for listener in [&config.server.tls, &config.server.admin_tls]
-            .into_iter()
-            .flatten()
-        {
-            m.certificates(&listener.certificates);
-        }
+        m.certificates(
+            [&config.server.tls, &config.server.admin_tls]
+                .into_iter()
+                .flatten()
+                .flat_map(|listener| &listener.certificates),
+        );
         m.upstream_providers(config.pools.iter().flat_map(|pool| {
             pool.providers
                 .iter()

@@ -322,12 +322,12 @@ impl Runtime {
                     .filter(|p| p.tls.is_some())
                     .map(|p| (pool.name.as_str(), p.name.as_str()))
             }));
-            for listener in [&config.server.tls, &config.server.admin_tls]
-                .into_iter()
-                .flatten()
-            {
-                m.certificates(&listener.certificates);
-            }
+            m.certificates(
+                [&config.server.tls, &config.server.admin_tls]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|listener| &listener.certificates),
+            );
         }
         let hub_auth = config.auth.as_ref().map(|auth| {
             HubAuth::new(

@@ -82,12 +82,16 @@ impl TlsMetrics {
         }
     }
 
-    /// Publishes the expiry of every served certificate (again after a rotation).
-    pub fn certificates(&self, certificates: &[ServerCertificate]) {
-        for cert in certificates {
+    /// Publishes the expiry of every served certificate, of all listeners (again after a
+    /// rotation).
+    pub fn certificates<'a>(&self, certificates: impl IntoIterator<Item = &'a ServerCertificate>) {
+        let expiries = certificates
+            .into_iter()
+            .map(|c| (c.label.as_str(), c.pair.leaf.not_after));
+        for (label, not_after) in earliest_by_label(expiries) {
             self.certificate_expiry
-                .with_label_values(&[cert.label.as_str()])
-                .set(cert.pair.leaf.not_after);
+                .with_label_values(&[label])
+                .set(not_after);
         }
     }
 
@@ -128,5 +132,43 @@ impl TlsMetrics {
                         .with_label_values(&[pool, provider, failure.label()]);
             }
         }
+    }
+}
+
+/// The earliest expiry of each label. Labels are a certificate's first host, unique within a
+/// listener; the proxy's and the admin's listeners may each serve a certificate with the same
+/// one (say, one renewed and the other not): the series shows the one that expires first, so
+/// its alert is never hidden by the other.
+fn earliest_by_label<'a>(expiries: impl Iterator<Item = (&'a str, i64)>) -> Vec<(&'a str, i64)> {
+    let mut earliest: Vec<(&str, i64)> = Vec::new();
+    for (label, not_after) in expiries {
+        match earliest.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, at)) => *at = (*at).min(not_after),
+            None => earliest.push((label, not_after)),
+        }
+    }
+    earliest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_served_on_two_listeners_shows_its_earliest_expiry() {
+        let served = [
+            ("api.example.com", 300),
+            ("ops.example.com", 500),
+            ("api.example.com", 100),
+        ];
+        assert_eq!(
+            earliest_by_label(served.into_iter()),
+            [("api.example.com", 100), ("ops.example.com", 500)]
+        );
+        let reversed = [("api.example.com", 100), ("api.example.com", 300)];
+        assert_eq!(
+            earliest_by_label(reversed.into_iter()),
+            [("api.example.com", 100)]
+        );
     }
 }
