@@ -405,6 +405,58 @@ fn a_quiet_tenants_client_resumes_after_its_last_event_aged_out_of_the_history()
     }
 }
 
+/// `ACL SETUSER default <rules>`.
+fn acl(redis: &RedisServer, rules: &[&str]) {
+    let mut con = redis.connection();
+    let _: () = ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(rules)
+        .query(&mut con)
+        .unwrap();
+}
+
+#[test]
+fn more_missed_events_than_a_connection_queue_holds_are_resumed_not_evicted() {
+    let _serial = one_at_a_time();
+    let redis = RedisServer::start();
+    let fx = fx_quote_provider();
+    let gw = Payedge::start(
+        &hub_config(&fx, Some(&redis), "  connection_queue: 4\n"),
+        &env(),
+    );
+    let client = NodeClient::connected(gw.admin, &token("blue"), &["--resume", "blue"]);
+    quote(&gw, "blue", "q0");
+    let start = wait_quotes(&client, 1)[0].0.clone();
+    // The hub's subscription is cut and may not be made again for a while: ten events reach the
+    // history meanwhile, more than a connection's queue of four.
+    acl(&redis, &["-subscribe", "-ssubscribe"]);
+    assert!(kill_subscriptions(&redis) >= 1);
+    for i in 1..=10 {
+        quote(&gw, "blue", &format!("q{i}"));
+    }
+    assert_eq!(wait_stream_after(&redis, &start, 10).len(), 10);
+    acl(&redis, &["+subscribe", "+ssubscribe"]);
+    // Handing all ten to the connection at once would overflow its queue and close it as a slow
+    // consumer; it is told to resume instead, and gets them all.
+    let resumed = client.wait_for_within("resumed", Duration::from_secs(20), |l| {
+        l["event"] == "resumed"
+    });
+    assert_eq!(resumed["result"]["recovered"], true, "{resumed}");
+    assert_eq!(resumed["result"]["replayed"], 10, "{resumed}");
+    let got = wait_quotes(&client, 11);
+    let ids: Vec<&str> = got.iter().map(|(_, id)| id.as_str()).collect();
+    let expected: Vec<String> = (0..=10).map(|i| format!("q{i}")).collect();
+    assert_eq!(ids, expected);
+    let metrics = gw.metrics();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("payedge_hub_slow_consumers_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
 /// Kills every pub/sub connection Redis has (the hubs' subscriptions); Redis stays up.
 fn kill_subscriptions(redis: &RedisServer) -> i64 {
     let mut con = redis.connection();

@@ -307,6 +307,23 @@ async fn catch_up(
         return true;
     };
     match reader.resume(stream, after).await {
+        // More than a connection's queue holds, handed over at once: every member would be
+        // evicted as a slow consumer. They are told to resume instead, which replays it all.
+        Recovery::Recovered { entries, position }
+            if entries.len() > hub.settings.connection_queue =>
+        {
+            let tenant = Some(&**stream).filter(|t| *t != ALL_TENANTS);
+            let told = hub.groups.resync(tenant);
+            tracing::warn!(
+                stream = &**stream,
+                events = entries.len(),
+                connections = told,
+                "more events were missed while the hub's Redis subscription was down than a \
+                 connection's queue holds; its connections are told to reconnect and resume"
+            );
+            forwarded.insert(Arc::clone(stream), position);
+            true
+        }
         Recovery::Recovered { entries, position } => {
             if !entries.is_empty() {
                 tracing::info!(
