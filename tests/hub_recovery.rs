@@ -405,6 +405,84 @@ fn a_quiet_tenants_client_resumes_after_its_last_event_aged_out_of_the_history()
     }
 }
 
+#[test]
+fn after_a_gap_the_client_gets_nothing_at_or_before_the_head_it_is_told() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let _serial = one_at_a_time();
+    let fx = fx_quote_provider();
+    let history = "  history:\n    max_events: 2\n";
+    let gw = Payedge::start(&hub_config(&fx, None, history), &env());
+    let observer = NodeClient::connected(gw.admin, &token("blue"), &[]);
+    quote(&gw, "blue", "h0");
+    let gone = wait_quotes(&observer, 1)[0].0.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A raw client: after its handshake it says nothing, so its events are held (up to a
+        // second) until its first invocation.
+        let mut request = format!("ws://{}/hubs/notifications", gw.admin)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", token("blue")).parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+            .await
+            .unwrap();
+        // Meanwhile three events: the history keeps two, so `gone`'s successor is trimmed.
+        for i in 1..=3 {
+            quote(&gw, "blue", &format!("h{i}"));
+        }
+        wait_quotes(&observer, 4);
+        let join = format!(
+            "{{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinTenantGroup\",\"arguments\":[\"blue\",\"{gone}\"]}}\u{1e}"
+        );
+        ws.send(Message::text(join)).await.unwrap();
+        // Everything written after the completion, for a while.
+        let mut after_completion: Vec<Value> = Vec::new();
+        let mut completion = None;
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until, ws.next()).await {
+            let Message::Text(text) = frame else { continue };
+            for message in text.split('\u{1e}').filter(|m| !m.is_empty()) {
+                let value: Value = serde_json::from_str(message).unwrap();
+                if value["type"] == 3 {
+                    completion = Some(value);
+                } else if value["type"] == 1 && completion.is_some() {
+                    after_completion.push(value);
+                }
+            }
+        }
+        let completion = completion.expect("no completion");
+        let result = &completion["result"];
+        assert_eq!(result["reason"], "gap", "{completion}");
+        let head = result["streamId"].as_str().unwrap().to_string();
+        assert_eq!(head, wait_quotes(&observer, 4)[3].0, "the head is the newest event");
+        // The client reloads its state and continues from the head: nothing at or before it
+        // follows (before, the three held events came after the completion).
+        assert!(after_completion.is_empty(), "{after_completion:?}");
+        // Live events go on.
+        quote(&gw, "blue", "h4");
+        let next = loop {
+            let Ok(Some(Ok(Message::Text(text)))) =
+                tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+            else {
+                panic!("no live event after the gap");
+            };
+            if text.contains("fx.quote.created") {
+                break text.to_string();
+            }
+        };
+        assert!(next.contains("h4"), "{next}");
+    });
+}
+
 /// `ACL SETUSER default <rules>`.
 fn acl(redis: &RedisServer, rules: &[&str]) {
     let mut con = redis.connection();

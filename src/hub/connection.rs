@@ -686,6 +686,15 @@ impl Connection {
     /// Writes the events a resume recovered (those not already written live); how many.
     async fn replay(&mut self, tenant: &Arc<str>, recovery: &Recovery) -> Result<usize, ()> {
         let Recovery::Recovered { entries, position } = recovery else {
+            // Not recoverable: the client reloads its state and continues from the head it is
+            // told; events at or before it, held or queued meanwhile, are not written after.
+            if let Recovery::Unrecoverable {
+                position: Some(head),
+                ..
+            } = recovery
+            {
+                self.written.caught_up(tenant, *head);
+            }
             return Ok(0);
         };
         let mut replayed = 0;
