@@ -394,16 +394,26 @@ async fn publish_until_delivered(
     ws: &mut Ws,
     label: &str,
 ) -> bool {
+    publish_to_until_delivered(redis, "blue", ws, label).await
+}
+
+/// Publishes events of `tenant` (raw, as a publisher would) until `ws` receives one.
+async fn publish_to_until_delivered(
+    redis: &mut ::redis::aio::MultiplexedConnection,
+    tenant: &str,
+    ws: &mut Ws,
+    label: &str,
+) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut n = 0;
     while std::time::Instant::now() < deadline {
         n += 1;
         let envelope = json!({
             "specversion": "1.0", "id": format!("{label}-{n}"), "source": "test",
-            "type": "fx.quote.created", "tenant": "blue", "data": {}
+            "type": "fx.quote.created", "tenant": tenant, "data": {}
         });
         let _: i64 = ::redis::cmd("PUBLISH")
-            .arg("payedge:events:blue")
+            .arg(format!("payedge:events:{tenant}"))
             .arg(envelope.to_string())
             .query_async(redis)
             .await
@@ -451,4 +461,43 @@ async fn a_redis_subscription_that_goes_silent_is_replaced() {
             .as_str()
             .is_some_and(|m| m.contains("did not answer the hub's ping"))
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_with_many_tenants_subscribes_again_over_a_slow_link() {
+    let redis = common::redis::RedisServer::start();
+    let relay = common::relay::Relay::start(redis.addr);
+    let upstream = MockUpstream::start("p0");
+    let tenants: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+    let yaml = config(&[&upstream]).replace(
+        "tenants: [blue, green]",
+        &format!("tenants: [blue, green, {}]", tenants.join(", ")),
+    ) + &format!(
+        "notifications:\n  provider: redis\n  keepalive_interval_ms: 500\n  client_timeout_ms: 30000\n  redis:\n    url: redis://{}\n",
+        relay.addr
+    );
+    let gw = Payedge::start(&yaml, &env());
+    let mut clients = Vec::new();
+    for tenant in &tenants {
+        let mut ws = open(&gw, &token(tenant)).await;
+        handshake(&mut ws).await;
+        clients.push(ws);
+    }
+    let mut publisher = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let last = clients.last_mut().unwrap();
+    assert!(publish_to_until_delivered(&mut publisher, "t39", last, "before").await);
+
+    // Each reply now takes 40 ms, and the subscription is cut: the hub subscribes to its 41
+    // channels again. One command per channel took 1.6 s, longer than the 500 ms it allowed for
+    // all of them, so it started over for ever.
+    relay.delay_replies(40);
+    relay.cut();
+    assert!(
+        publish_to_until_delivered(&mut publisher, "t39", last, "after").await,
+        "the hub never subscribed again"
+    );
 }

@@ -206,19 +206,19 @@ async fn follow(
                 };
                 forwarded.insert(Arc::clone(stream), head);
             }
-            let changes = async {
-                for stream in wanted.difference(&subscribed) {
-                    subscriber.subscribe(channels.of(stream)).await?;
-                }
-                for stream in subscribed.difference(&wanted) {
-                    subscriber.unsubscribe(channels.of(stream)).await?;
-                }
-                Ok::<_, redis::RedisError>(())
-            };
-            if !matches!(
-                tokio::time::timeout(answer_within, changes).await,
-                Ok(Ok(()))
-            ) {
+            let joining = wanted.difference(&subscribed).map(|s| channels.of(s));
+            let leaving = subscribed.difference(&wanted).map(|s| channels.of(s));
+            // Each command answered within the keep-alive interval, not all of them: after a
+            // reconnection every tenant with a member here is subscribed again at once.
+            if subscriber
+                .subscribe(joining.collect(), answer_within)
+                .await
+                .is_err()
+                || subscriber
+                    .unsubscribe(leaving.collect(), answer_within)
+                    .await
+                    .is_err()
+            {
                 return;
             }
             forwarded.retain(|s, _| wanted.contains(s));
@@ -308,12 +308,12 @@ async fn catch_up(
     };
     match reader.resume(stream, after).await {
         // More than a connection's queue holds, handed over at once: every member would be
-        // evicted as a slow consumer. They are told to resume instead, which replays it all.
+        // evicted as a slow consumer. A tenant's members are told to resume instead, which
+        // replays it all (system-wide events cannot be resumed: they are still handed over).
         Recovery::Recovered { entries, position }
-            if entries.len() > hub.settings.connection_queue =>
+            if entries.len() > hub.settings.connection_queue && &**stream != ALL_TENANTS =>
         {
-            let tenant = Some(&**stream).filter(|t| *t != ALL_TENANTS);
-            let told = hub.groups.resync(tenant);
+            let told = hub.groups.resync(Some(stream));
             tracing::warn!(
                 stream = &**stream,
                 events = entries.len(),

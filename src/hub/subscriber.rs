@@ -15,6 +15,23 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::events::redis_target::RedisTarget;
 
+/// Channels named in one `SUBSCRIBE` or `UNSUBSCRIBE` on one server.
+const CHANNELS_PER_COMMAND: usize = 1000;
+
+/// `command`'s answer, or a timeout error after `within`.
+async fn answered(
+    within: Duration,
+    command: impl std::future::Future<Output = RedisResult<()>>,
+) -> RedisResult<()> {
+    tokio::time::timeout(within, command)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        })
+}
+
 pub enum Subscriber {
     Single {
         control: PubSubSink,
@@ -63,21 +80,48 @@ impl Subscriber {
             })
     }
 
-    pub async fn subscribe(&mut self, channel: String) -> RedisResult<()> {
+    /// Subscribes to `channels`, each command answered within `within` (else a timeout
+    /// error): on one server many channels per `SUBSCRIBE`, so that a reconnection with
+    /// thousands of tenants takes a few round trips, not one per tenant under one deadline
+    /// (which a slow link never met: the backplane started over and over); on a cluster one
+    /// `SSUBSCRIBE` per channel (a command's channels must share a slot), each with its own
+    /// deadline.
+    pub async fn subscribe(&mut self, channels: Vec<String>, within: Duration) -> RedisResult<()> {
         match self {
-            Self::Single { control, .. } => control.subscribe(channel).await,
-            Self::Cluster { con, .. } => con.ssubscribe(channel).await,
-        }
-    }
-
-    pub async fn unsubscribe(&mut self, channel: String) -> RedisResult<()> {
-        match self {
-            Self::Single { control, .. } => control.unsubscribe(channel).await,
-            Self::Cluster { con, leaving, .. } => {
-                leaving.insert(channel.clone());
-                con.sunsubscribe(channel).await
+            Self::Single { control, .. } => {
+                for batch in channels.chunks(CHANNELS_PER_COMMAND) {
+                    answered(within, control.subscribe(batch)).await?;
+                }
+            }
+            Self::Cluster { con, .. } => {
+                for channel in channels {
+                    answered(within, con.ssubscribe(channel)).await?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// As [`Self::subscribe`], leaving `channels`.
+    pub async fn unsubscribe(
+        &mut self,
+        channels: Vec<String>,
+        within: Duration,
+    ) -> RedisResult<()> {
+        match self {
+            Self::Single { control, .. } => {
+                for batch in channels.chunks(CHANNELS_PER_COMMAND) {
+                    answered(within, control.unsubscribe(batch)).await?;
+                }
+            }
+            Self::Cluster { con, leaving, .. } => {
+                for channel in channels {
+                    leaving.insert(channel.clone());
+                    answered(within, con.sunsubscribe(channel)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn ping(&mut self) -> RedisResult<()> {

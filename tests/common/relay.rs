@@ -1,7 +1,8 @@
 //! A TCP relay in front of a server, whose open connections can be frozen: they stay open but
 //! nothing passes any more, as when a peer vanishes without closing (a host gone, a dropped NAT
 //! entry). Connections made after a freeze work. Or they can be cut: both sides see their
-//! connection end, as when a proxy in between restarts.
+//! connection end, as when a proxy in between restarts. Or the server's replies can be slowed,
+//! as over a long link.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,6 +19,8 @@ pub struct Relay {
     muted_below: Arc<AtomicU64>,
     /// Both ends of every connection made, for `cut`.
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// How long each of the server's replies is held before it passes (ms).
+    reply_delay_ms: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -28,11 +31,13 @@ impl Relay {
         let frozen_below = Arc::new(AtomicU64::new(0));
         let muted_below = Arc::new(AtomicU64::new(0));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (ids, frozen, muted, opened) = (
+        let reply_delay_ms = Arc::new(AtomicU64::new(0));
+        let (ids, frozen, muted, opened, delay) = (
             Arc::clone(&next_id),
             Arc::clone(&frozen_below),
             Arc::clone(&muted_below),
             Arc::clone(&open),
+            Arc::clone(&reply_delay_ms),
         );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -54,7 +59,10 @@ impl Relay {
                 ] {
                     let frozen = Arc::clone(&frozen);
                     let muted = replies.then(|| Arc::clone(&muted));
-                    std::thread::spawn(move || pump(from, to, id, &frozen, muted.as_deref()));
+                    let delay = replies.then(|| Arc::clone(&delay));
+                    std::thread::spawn(move || {
+                        pump(from, to, id, &frozen, muted.as_deref(), delay.as_deref())
+                    });
                 }
             }
         });
@@ -64,7 +72,13 @@ impl Relay {
             frozen_below,
             muted_below,
             open,
+            reply_delay_ms,
         }
+    }
+
+    /// From now on each of the server's replies is held `ms` before it passes (0: none).
+    pub fn delay_replies(&self, ms: u64) {
+        self.reply_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Ends every connection open now, on both sides; new ones work.
@@ -89,14 +103,15 @@ impl Relay {
     }
 }
 
-/// `muted_below`: for the server-to-client direction, connections whose replies `mute_replies`
-/// swallows.
+/// `muted_below`, `delay_ms`: for the server-to-client direction, connections whose replies
+/// `mute_replies` swallows, and how long `delay_replies` holds each.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     id: u64,
     frozen_below: &AtomicU64,
     muted_below: Option<&AtomicU64>,
+    delay_ms: Option<&AtomicU64>,
 ) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = [0u8; 16 * 1024];
@@ -113,6 +128,10 @@ fn pump(
             Ok(0) => break,
             Ok(_) if muted() => {}
             Ok(n) => {
+                let delay = delay_ms.map_or(0, |d| d.load(Ordering::SeqCst));
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
