@@ -9,25 +9,13 @@ use common::hub::NodeClient;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = common::hub::RawWs;
 const RS: char = '\u{1e}';
 
 async fn open(gw: &Payedge, token: &str) -> Ws {
-    let mut request = format!("ws://{}/hubs/notifications", gw.admin)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgrade failed")
-        .0
+    common::hub::open_raw(gw.admin, token).await
 }
 
 async fn handshake(ws: &mut Ws) {

@@ -409,7 +409,6 @@ fn a_quiet_tenants_client_resumes_after_its_last_event_aged_out_of_the_history()
 fn after_a_gap_the_client_gets_nothing_at_or_before_the_head_it_is_told() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let _serial = one_at_a_time();
     let fx = fx_quote_provider();
     let history = "  history:\n    max_events: 2\n";
@@ -424,14 +423,7 @@ fn after_a_gap_the_client_gets_nothing_at_or_before_the_head_it_is_told() {
     runtime.block_on(async {
         // A raw client: after its handshake it says nothing, so its events are held (up to a
         // second) until its first invocation.
-        let mut request = format!("ws://{}/hubs/notifications", gw.admin)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "Authorization",
-            format!("Bearer {}", token("blue")).parse().unwrap(),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut ws = common::hub::open_raw(gw.admin, &token("blue")).await;
         ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
             .await
             .unwrap();

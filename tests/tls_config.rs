@@ -228,6 +228,18 @@ impl ConfigFile {
         assert_eq!(outcome.stderr, "", "{outcome:#?}");
     }
 
+    /// Asserts `check` passes with the usual summary and this one warning: `message` about
+    /// `key`, at the line holding `needle`.
+    fn assert_warns(&self, needle: &str, key: &str, message: &str) {
+        let outcome = self.check();
+        assert_eq!(outcome.code, Some(0), "{outcome:#?}");
+        self.assert_summary(&outcome);
+        assert_eq!(
+            outcome.stderr,
+            format!("warning: {}\n", self.problem(needle, key, message))
+        );
+    }
+
     /// Asserts stdout is the one-line `ok` summary of [`VALID`]'s counts (which may go on with
     /// what the TLS listeners serve).
     fn assert_summary(&self, outcome: &Outcome) {
@@ -397,20 +409,11 @@ fn a_required_client_certificate_with_a_plain_port_beside_it_is_a_warning() {
     let fixture = Fixture::new();
     let text = edit(VALID, "      required: false\n", "      required: true\n");
     let file = fixture.config(&text);
-    let outcome = file.check();
-    assert_eq!(outcome.code, Some(0), "{outcome:#?}");
-    file.assert_summary(&outcome);
-    assert_eq!(
-        outcome.stderr,
-        format!(
-            "warning: {}\n",
-            file.problem(
-                "listen: 127.0.0.1:18080",
-                "server.listen",
-                "serves plain HTTP beside server.tls, whose client_auth.required asks for a \
-                 client certificate: clients of this port present none",
-            )
-        )
+    file.assert_warns(
+        "listen: 127.0.0.1:18080",
+        "server.listen",
+        "serves plain HTTP beside server.tls, whose client_auth.required asks for a \
+         client certificate: clients of this port present none",
     );
     // Without the plain port, nothing to say.
     let text = edit(&text, "  listen: 127.0.0.1:18080\n", "");
@@ -438,19 +441,10 @@ fn certificate_expiring_within_14_days_is_a_warning_only() {
     let (subject, end) = subject_and_end(&soon.cert);
     assert_eq!(subject, "CN=blue.smartpay.com");
     let file = fixture.config(VALID);
-    let outcome = file.check();
-    assert_eq!(outcome.code, Some(0), "{outcome:#?}");
-    file.assert_summary(&outcome);
-    assert_eq!(
-        outcome.stderr,
-        format!(
-            "warning: {}\n",
-            file.problem(
-                "cert_file: blue.pem",
-                "server.tls.certificates[0].cert_file",
-                &format!("the certificate ({subject}) expires on {end}, in 3 day(s)"),
-            )
-        )
+    file.assert_warns(
+        "cert_file: blue.pem",
+        "server.tls.certificates[0].cert_file",
+        &format!("the certificate ({subject}) expires on {end}, in 3 day(s)"),
     );
 }
 
@@ -460,19 +454,10 @@ fn client_certificate_expiring_within_14_days_is_a_warning_only() {
     let soon = fixture.client("edge-client", expiring_in_3_days());
     let (subject, end) = subject_and_end(&soon.cert);
     let file = fixture.config(VALID);
-    let outcome = file.check();
-    assert_eq!(outcome.code, Some(0), "{outcome:#?}");
-    file.assert_summary(&outcome);
-    assert_eq!(
-        outcome.stderr,
-        format!(
-            "warning: {}\n",
-            file.problem(
-                "client_cert_file: edge-client.pem",
-                "pools.cards.providers[0].tls.client_cert_file",
-                &format!("the certificate ({subject}) expires on {end}, in 3 day(s)"),
-            )
-        )
+    file.assert_warns(
+        "client_cert_file: edge-client.pem",
+        "pools.cards.providers[0].tls.client_cert_file",
+        &format!("the certificate ({subject}) expires on {end}, in 3 day(s)"),
     );
 }
 
@@ -1566,22 +1551,13 @@ fn a_private_key_open_to_every_user_is_a_warning_naming_its_mode() {
     assert_eq!(file.check().stderr, "", "keys written 0600: no warning");
     let key = fixture.file("blue.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let outcome = file.check();
-    assert_eq!(outcome.code, Some(0), "{outcome:#?}");
-    file.assert_summary(&outcome);
-    assert_eq!(
-        outcome.stderr,
-        format!(
-            "warning: {}\n",
-            file.problem(
-                "key_file: blue.key",
-                "server.tls.certificates[0].key_file",
-                &format!(
-                    "{} is open to every user of this host (mode 0644): chmod o-rwx",
-                    key.display()
-                ),
-            )
-        )
+    file.assert_warns(
+        "key_file: blue.key",
+        "server.tls.certificates[0].key_file",
+        &format!(
+            "{} is open to every user of this host (mode 0644): chmod o-rwx",
+            key.display()
+        ),
     );
     // Shared with a group only (Debian's ssl-cert): no warning.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();

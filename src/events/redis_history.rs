@@ -26,12 +26,6 @@ use super::stream_id::{StreamId, stamp};
 pub const PUBLISH: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function later(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams > bms or (ams == bms and aseq > bseq)
-end
 local max = tonumber(ARGV[2])
 local trimmed = false
 local excess = redis.call('XLEN', KEYS[1]) + 1 - max
@@ -41,14 +35,13 @@ if excess > 0 then
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', max, '*', 'e', ARGV[1])
 -- Forward from the oldest: usually nothing (XREVRANGE from the bound would walk the whole
--- stream when nothing is older).
+-- stream when nothing is older). What is left is newer than what MAXLEN dropped.
 local aged = redis.call('XRANGE', KEYS[1], '-',
   '(' .. string.format('%.0f', now - tonumber(ARGV[3])) .. '-0', 'COUNT', max)
 if #aged > 0 then
-  local last = aged[#aged][1]
-  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  trimmed = aged[#aged][1]
+  local ms, seq = string.match(trimmed, '^(%d+)-(%d+)$')
   redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
-  if not trimmed or later(last, trimmed) then trimmed = last end
 end
 -- pcall: Redis before 7.0 refuses MAXDELETEDID; the event is still published (a trimmed
 -- position then resumes as a gap, as it always did there).

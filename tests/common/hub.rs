@@ -11,6 +11,25 @@ use serde_json::Value;
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signalr");
 
+/// A raw WebSocket to the hub, for what the official client would not do.
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a raw WebSocket to the hub at `admin` with `token` (no SignalR handshake yet).
+pub async fn open_raw(admin: SocketAddr, token: &str) -> RawWs {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{admin}/hubs/notifications")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade failed")
+        .0
+}
+
 /// An FX quote for `tenant` through the proxy (request id `id`), whose event the hub delivers.
 pub fn quote(gw: &super::Payedge, tenant: &str, id: &str) {
     let resp = super::client::request(
