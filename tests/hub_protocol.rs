@@ -367,6 +367,85 @@ async fn a_client_that_stops_reading_is_closed_without_slowing_the_others() {
     drop(reader);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_on_a_quiet_tenant_is_closed_after_the_client_timeout() {
+    // Far fewer events than its queue holds: it is never evicted as a slow consumer, so only a
+    // bound on the blocked write itself can end it. The client keeps sending pings (it stopped
+    // reading, not writing), so it is not the timeout for silent clients either.
+    let upstream = MockUpstream::start("p0");
+    let yaml = config(&[&upstream])
+        + "notifications:\n  connection_queue: 4096\n  client_timeout_ms: 2000\n  \
+           keepalive_interval_ms: 500\n";
+    let gw = Payedge::start(&yaml, &env());
+    // A small receive buffer, so that a few megabytes fill what the sockets hold.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gw.admin).await.unwrap();
+    let mut upgrade =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/hubs/notifications",
+            gw.admin
+        ))
+        .unwrap();
+    upgrade.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", token("blue")).parse().unwrap(),
+    );
+    let (mut stalled, _) =
+        tokio_tungstenite::client_async(upgrade, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    handshake(&mut stalled).await;
+    let (mut writer, reader) = stalled.split();
+    let pings = tokio::spawn(async move {
+        loop {
+            if writer
+                .send(Message::text(format!(r#"{{"type":6}}{RS}"#)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let admin = admin_bearer();
+    let admin_addr = gw.admin;
+    let connected = |metrics: &str| metrics.contains(r#"payedge_hub_connections{tenant="blue"} 1"#);
+    let (sent, closed_after) = tokio::task::spawn_blocking(move || {
+        let padding = "p".repeat(14_000);
+        let mut sent = 0;
+        // Until the connection is closed, or 21 MB (whatever the sockets' buffers hold),
+        // still well within its queue.
+        while sent < 1500 {
+            let body = json!({"code": "load", "message": format!("alert {sent}"), "details": {"padding": padding}});
+            let resp = request(admin_addr, "POST", "/admin/alerts", &[("Authorization", &admin)], body.to_string().as_bytes()).unwrap();
+            assert_eq!(resp.status, 202);
+            sent += 1;
+            if sent % 100 == 0 && !connected(&get(admin_addr, "/metrics", &[]).text()) {
+                break;
+            }
+        }
+        let quiet = std::time::Instant::now();
+        while connected(&get(admin_addr, "/metrics", &[]).text())
+            && quiet.elapsed() < Duration::from_secs(15)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (sent, quiet.elapsed())
+    })
+    .await
+    .unwrap();
+    let metrics = gw.metrics();
+    assert!(
+        metrics.contains(r#"payedge_hub_connections{tenant="blue"} 0"#),
+        "still connected {closed_after:?} after the last of {sent} alerts:\n{metrics}"
+    );
+    assert_eq!(slow_consumers(&metrics), 1, "{metrics}");
+    pings.abort();
+    drop(reader);
+}
+
 fn slow_consumers(metrics: &str) -> u64 {
     metrics
         .lines()

@@ -295,9 +295,10 @@ impl Connection {
                         }
                     }
                     let acknowledged = tokio::select! {
-                        sent = tokio::time::timeout(client_timeout, self.acknowledge()) => {
-                            matches!(sent, Ok(Ok(())))
-                        }
+                        sent = tokio::time::timeout(client_timeout, self.acknowledge()) => match sent {
+                            Ok(sent) => sent.is_ok(),
+                            Err(_) => return self.stalled_or_replaced(sockets),
+                        },
                         _ = &mut evicted => return evicted_end(),
                         _ = &mut stopping => return End::Close(None, true),
                     };
@@ -306,12 +307,12 @@ impl Connection {
                     }
                     if self.held.is_some() && self.invoked {
                         let released = tokio::select! {
-                            released = Box::pin(self.release_held()) => released,
+                            released = self.release_within(client_timeout) => released,
                             _ = &mut evicted => return evicted_end(),
                             _ = &mut stopping => return End::Close(None, true),
                         };
-                        if released.is_err() {
-                            return End::Lost;
+                        if let Err(end) = released {
+                            return end;
                         }
                     }
                 }
@@ -325,20 +326,23 @@ impl Connection {
                             continue;
                         }
                         let released = tokio::select! {
-                            released = Box::pin(self.release_held()) => released,
+                            released = self.release_within(client_timeout) => released,
                             _ = &mut evicted => return evicted_end(),
                             _ = &mut stopping => return End::Close(None, true),
                         };
-                        if released.is_err() {
-                            return End::Lost;
+                        if let Err(end) = released {
+                            return end;
                         }
                         continue;
                     }
-                    // A client that does not read blocks the write: eviction interrupts it.
+                    // A client that does not read blocks the write: eviction interrupts it
+                    // when its queue fills, the client timeout when its tenant is quiet.
                     tokio::select! {
-                        written = self.write(first, rx) => {
-                            if written.is_err() {
-                                return End::Lost;
+                        written = tokio::time::timeout(client_timeout, self.write(first, rx)) => {
+                            match written {
+                                Ok(Ok(())) => {}
+                                Ok(Err(())) => return End::Lost,
+                                Err(_) => return self.stalled_or_replaced(sockets),
                             }
                         }
                         _ = &mut evicted => return evicted_end(),
@@ -355,9 +359,10 @@ impl Connection {
                     }
                     if now >= self.last_sent + keepalive {
                         let pinged = tokio::select! {
-                            sent = tokio::time::timeout(client_timeout, self.send(protocol::ping())) => {
-                                matches!(sent, Ok(Ok(())))
-                            }
+                            sent = tokio::time::timeout(client_timeout, self.send(protocol::ping())) => match sent {
+                                Ok(sent) => sent.is_ok(),
+                                Err(_) => return self.stalled_or_replaced(sockets),
+                            },
                             _ = &mut evicted => return evicted_end(),
                             _ = &mut stopping => return End::Close(None, true),
                         };
@@ -369,12 +374,12 @@ impl Connection {
                 }
                 _ = &mut hold, if self.held.is_some() => {
                     let released = tokio::select! {
-                        released = Box::pin(self.release_held()) => released,
+                        released = self.release_within(client_timeout) => released,
                         _ = &mut evicted => return evicted_end(),
                         _ = &mut stopping => return End::Close(None, true),
                     };
-                    if released.is_err() {
-                        return End::Lost;
+                    if let Err(end) = released {
+                        return end;
                     }
                 }
                 // The client came back on a new socket while this one still looked open.
@@ -467,6 +472,36 @@ impl Connection {
         self.ws.flush().await.map_err(|_| ())?;
         self.last_sent = Instant::now();
         Ok(())
+    }
+
+    /// A write that did not finish within the client timeout: the client stopped reading
+    /// (its queue may never fill if its tenant is quiet). Closed like a slow consumer; the
+    /// Close message goes out only if the client reads again within `CLOSE_TIMEOUT`.
+    fn stalled(&self) -> End {
+        if let Some(m) = self.hub.metrics.as_deref() {
+            m.slow_consumer();
+        }
+        End::Close(Some(super::groups::SLOW.into()), true)
+    }
+
+    /// [`stalled`](Self::stalled), unless a stateful client has come back on a new socket
+    /// meanwhile (its old one half-open): then that one takes over, as when it arrives while
+    /// nothing is being written. (Only after writes that track each message before their
+    /// first wait, so that what the old socket did not take is resent.)
+    fn stalled_or_replaced(&mut self, sockets: &mut Option<mpsc::Receiver<Reattached>>) -> End {
+        if let Some(socket) = sockets.as_mut().and_then(|s| s.try_recv().ok()) {
+            self.replacement = Some(Box::new(socket));
+            return End::Lost;
+        }
+        self.stalled()
+    }
+
+    /// [`release_held`](Self::release_held) within `limit`; the connection's end otherwise.
+    async fn release_within(&mut self, limit: Duration) -> Result<(), End> {
+        match tokio::time::timeout(limit, Box::pin(self.release_held())).await {
+            Ok(released) => released.map_err(|()| End::Lost),
+            Err(_) => Err(self.stalled()),
+        }
     }
 
     /// Ends the wait for the first message: writes what arrived meanwhile.
