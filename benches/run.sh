@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side performance on this machine, one command:
 #
-#     benches/run.sh [proxy|latency|tls|trigger|idempotency|cache|hub|failover|all]   (default: proxy)
+#     benches/run.sh [proxy|latency|instructions|tls|trigger|idempotency|cache|hub|failover|all]
+#                    (default: proxy)
 #
 # proxy     wrk against one static JSON upstream (an nginx returning a fixed body, keep-alive):
 #           directly, through nginx as a reverse proxy (upstream keep-alive, access log to a file),
@@ -20,6 +21,9 @@
 #           p99.9 at the *same load*, which is how goal 5 is stated. (Under `proxy`, wrk keeps 32
 #           requests in flight, so each proxy runs at its own maximum and the slower one's p99 is
 #           mostly its own queue.)
+# instructions  instructions per request under valgrind's callgrind (instructions.sh): bare Pingora,
+#           payedge, payedge with the trigger, POST with and without an Idempotency-Key; the same
+#           count for the same binaries whatever the machine's noise.
 # trigger   POST /api/fx/quote with the fx.quote.created trigger on vs off (trigger_overhead.sh).
 # idempotency  POST /api/payments with a new Idempotency-Key per request (Redis store over TCP and
 #           over its unix socket, in-memory store) vs without keys (idempotency_overhead.sh).
@@ -317,6 +321,7 @@ HAPROXY
 case "${1:-proxy}" in
   proxy) proxy_bench ;;
   latency) PACED=${RATE:-4000} TARGETS="direct nginx haproxy bare payedge" proxy_bench ;;
+  instructions) benches/instructions.sh ;;
   trigger) benches/trigger_overhead.sh ;;
   idempotency) benches/idempotency_overhead.sh ;;
   cache) benches/cache.sh ;;
@@ -330,6 +335,7 @@ case "${1:-proxy}" in
   failover) cargo bench --quiet --bench failover ;;
   tls) benches/tls.sh ;;
   all)
-    "$0" proxy; "$0" latency; "$0" tls; "$0" trigger; "$0" idempotency; "$0" cache; "$0" hub; "$0" failover ;;
-  *) echo "usage: $0 [proxy|latency|tls|trigger|idempotency|cache|hub|failover|all]" >&2; exit 2 ;;
+    "$0" proxy; "$0" latency; "$0" instructions; "$0" tls; "$0" trigger; "$0" idempotency; "$0" cache
+    "$0" hub; "$0" failover ;;
+  *) echo "usage: $0 [proxy|latency|instructions|tls|trigger|idempotency|cache|hub|failover|all]" >&2; exit 2 ;;
 esac
