@@ -7,6 +7,7 @@ pub mod auth;
 pub mod forwarded;
 pub mod host;
 pub mod idempotency;
+pub mod json;
 pub mod path;
 pub mod proxy_protocol;
 pub mod request_head;
