@@ -16,8 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
+DURATION=${DURATION%s}
 TARGETS=${TARGETS:-bare payedge payedge-trig payedge-post payedge-keyed}
-for tool in valgrind callgrind_annotate nginx wrk curl redis-server; do
+for tool in valgrind callgrind_annotate callgrind_control nginx wrk curl redis-server redis-cli; do
   command -v "$tool" > /dev/null || { echo "instructions.sh needs $tool" >&2; exit 1; }
 done
 cargo build --release --quiet
@@ -106,7 +107,8 @@ count() { # $1 target → instructions per request
   local valgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out")
   case $target in
     bare)
-      "${valgrind[@]}" target/release/examples/bare_pingora "127.0.0.1:$port" "127.0.0.1:$upstream" 1 \
+      # Per-thread runtimes, payedge's default (run.sh's bare-ns).
+      "${valgrind[@]}" target/release/examples/bare_pingora "127.0.0.1:$port" "127.0.0.1:$upstream" 1 nosteal \
         > "$work/$target.log" 2>&1 &
       ;;
     *)
@@ -132,18 +134,24 @@ count() { # $1 target → instructions per request
   callgrind_control -d "$pid" > /dev/null 2>&1
   # Counted and written: no graceful stop (bare Pingora would wait out its grace period).
   kill -9 "$pid"; wait "$pid" 2> /dev/null || true
-  local requests instructions bad
+  local requests instructions dumps
   requests=$(awk '/requests in/ {print $1}' "$work/$target.wrk")
-  bad=$(awk '/Non-2xx/ {print $5}' "$work/$target.wrk")
-  [ -z "$bad" ] || { echo "$target: $bad answers were not 2xx" >&2; exit 1; }
-  instructions=$(callgrind_annotate "$out".* 2> /dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  awk -v i="$instructions" -v r="$requests" 'BEGIN { printf "%.0f", i / r }'
+  if grep -qE 'Non-2xx|Socket errors' "$work/$target.wrk"; then
+    echo "$target: some requests failed or were not answered 2xx:" >&2; cat "$work/$target.wrk" >&2; exit 1
+  fi
+  dumps=("$out".*)
+  [ "${#dumps[@]}" -eq 1 ] && [ -f "${dumps[0]}" ] || { echo "$target: no callgrind dump" >&2; exit 1; }
+  instructions=$(callgrind_annotate "${dumps[0]}" 2> /dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  [ "${instructions:-0}" -gt 0 ] && [ "${requests:-0}" -gt 0 ] || { echo "$target: nothing counted" >&2; exit 1; }
+  awk -v i="$instructions" -v r="$requests" 'BEGIN { printf "%.0f\n", i / r }' > "$work/$target.count"
 }
 
 declare -A per
 printf '%-14s %14s\n' target instructions/request
 for target in $TARGETS; do
-  per[$target]=$(count "$target")
+  # In this shell, not a subshell: its proxy is in `pids` for the cleanup, and a failure stops the run.
+  count "$target"
+  per[$target]=$(cat "$work/$target.count")
   printf '%-14s %14s\n' "$target" "${per[$target]}"
 done
 ratio() { # $1 label, $2 numerator target, $3 denominator target

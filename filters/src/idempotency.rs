@@ -208,7 +208,7 @@ impl Record {
             }
         }
         out.push(b'}');
-        // Only whole strings and ASCII were written.
+        // Only ASCII and whole strings were written: valid UTF-8.
         String::from_utf8(out).unwrap_or_default()
     }
 

@@ -284,8 +284,10 @@ impl Connection {
                         // A reply can block on a client that does not read: bounded, and
                         // interrupted by eviction and shutdown like any write.
                         let handled = tokio::select! {
+                            // (Closed without a replacement socket: a join cut short may have
+                            // written only part of its catch-up.)
                             end = tokio::time::timeout(client_timeout, Box::pin(self.on_message(&message))) => {
-                                end.unwrap_or(Some(End::Lost))
+                                end.unwrap_or_else(|_| Some(self.stalled()))
                             }
                             _ = &mut evicted => Some(evicted_end()),
                             _ = &mut stopping => Some(End::Close(None, true)),
