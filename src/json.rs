@@ -20,33 +20,40 @@ impl<'a> Object<'a> {
         Self { out, empty: true }
     }
 
-    fn key(&mut self, key: &str) {
+    /// Keys are the callers' literals, plain names with nothing to escape: written as they are.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(
+            key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{key}"
+        );
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
-        json_str(self.out, key);
-        self.out.push(b':');
+        self.out.reserve(key.len() + 3);
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         json_str(self.out, value);
     }
 
-    pub fn opt_str(&mut self, key: &str, value: Option<&str>) {
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         if let Some(value) = value {
             self.str(key, value);
         }
     }
 
-    pub fn uint(&mut self, key: &str, value: u64) {
+    pub fn uint(&mut self, key: &'static str, value: u64) {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    pub fn opt_uint(&mut self, key: &str, value: Option<u64>) {
+    pub fn opt_uint(&mut self, key: &'static str, value: Option<u64>) {
         if let Some(value) = value {
             self.uint(key, value);
         }
@@ -54,13 +61,13 @@ impl<'a> Object<'a> {
 
     /// Through serde_json itself, so the text is its formatter's (which changed from ryu to
     /// zmij within serde_json 1.x: `1e22` against `1e+22`); `null` when not finite.
-    pub fn float(&mut self, key: &str, value: f64) {
+    pub fn float(&mut self, key: &'static str, value: f64) {
         self.key(key);
         let _ = serde_json::to_writer(&mut *self.out, &value);
     }
 
     /// A value's `Display` text as a JSON string (serde's `collect_str`).
-    pub fn opt_display(&mut self, key: &str, value: Option<impl Display>) {
+    pub fn opt_display(&mut self, key: &'static str, value: Option<impl Display>) {
         if let Some(value) = value {
             self.key(key);
             let mut text = Vec::with_capacity(48);
