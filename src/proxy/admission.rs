@@ -161,6 +161,19 @@ fn single<'a>(headers: &'a http::HeaderMap, name: &http::header::HeaderName) -> 
 /// `payedge_filters::request_head`). For HTTP/1 the head is read as the client sent it: Pingora
 /// drops `Content-Length` from the parsed head when `Transfer-Encoding` is present, and the
 /// refusal must see both.
+/// `raw` split at each line feed, as `raw.split(|b| *b == b'\n')` splits it, the line feeds
+/// found a word at a time rather than byte by byte (a bearer token alone is hundreds of bytes).
+fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', raw)
+        .chain(std::iter::once(raw.len()))
+        .map(move |end| {
+            let line = raw.get(start..end).unwrap_or_default();
+            start = end + 1;
+            line
+        })
+}
+
 pub fn check_head(
     session: &pingora::proxy::Session,
     snap: &crate::runtime::Snapshot,
@@ -168,9 +181,7 @@ pub fn check_head(
     let limits = &snap.config.server.limits;
     if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream() {
         let raw = h1.get_headers_raw_bytes();
-        let mut lines = raw
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let mut lines = lines(&raw).map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let line = lines.next().map_or(0, <[u8]>::len);
         let headers = lines.filter(|l| !l.is_empty()).map(|l| {
             let colon = l.iter().position(|b| *b == b':').unwrap_or(l.len());
@@ -185,4 +196,23 @@ pub fn check_head(
     let line = req.method.as_str().len() + req.raw_path().len() + 8;
     let headers = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     request_head::check(limits, line, headers, false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn heads_are_split_into_lines_as_split_would() {
+        for raw in [
+            &b""[..],
+            b"\n",
+            b"\n\n",
+            b"GET / HTTP/1.1",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\nrest",
+            b"a\r\n\r\nb\nc",
+        ] {
+            let expected: Vec<&[u8]> = raw.split(|b| *b == b'\n').collect();
+            assert_eq!(super::lines(raw).collect::<Vec<_>>(), expected, "{raw:?}");
+        }
+    }
 }
