@@ -69,33 +69,15 @@ write_config "$work/unix.yaml" "idempotency: { required: true }" \
 write_config "$work/memory.yaml" "idempotency: { required: true }" "{ store: in_memory }"
 token=$("$bin" token -c "$work/plain.yaml" --tenant blue --ttl 3600)
 
-script() { # $1 file, $2 keyed (yes/no), $3 the run's key prefix
-  cat > "$1" <<LUA
-wrk.method = "POST"
-wrk.body = '{"amount":"25.00","currency":"EUR"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Tenant"] = "blue"
-wrk.headers["Authorization"] = "Bearer $token"
-local counter = 0
-request = function()
-  if "$2" == "yes" then
-    counter = counter + 1
-    wrk.headers["Idempotency-Key"] = "$3-" .. counter
-  end
-  return wrk.format()
-end
-LUA
-}
-
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 us_per() { # $1 ticks, $2 requests → CPU µs per request
   awk -v t="$1" -v r="${2:-1}" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }'
 }
 
 run() { # $1 config name, $2 round → prints "rps requests non2xx cpu_us redis_cpu_us keys_taken"
-  local proxy admin pid out keyed=yes
-  [ "$1" = plain ] && keyed=no
-  script "$work/post.lua" "$keyed" "r$2-$1-$RANDOM"
+  local proxy admin pid out prefix="r$2-$1-$RANDOM"
+  [ "$1" = plain ] && prefix=""
+  payment_lua "$token" "$prefix" > "$work/post.lua"
   redis-cli -p "$redis_port" flushall > /dev/null
   proxy=$(free_port); admin=$(free_port)
   "$bin" run -c "$work/$1.yaml" --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" > "$work/$1.log" 2>&1 &

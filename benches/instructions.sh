@@ -76,22 +76,8 @@ token=$(target/release/payedge token -c "$work/payedge.yaml" --tenant blue --ttl
 
 script() { # $1 target, $2 the run's key prefix → the wrk script
   case $1 in
-    payedge-post|payedge-keyed) cat <<LUA
-wrk.method = "POST"
-wrk.body = '{"amount":"25.00","currency":"EUR"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Tenant"] = "blue"
-wrk.headers["Authorization"] = "Bearer $token"
-local counter = 0
-request = function()
-  if "$1" == "payedge-keyed" then
-    counter = counter + 1
-    wrk.headers["Idempotency-Key"] = "$2-" .. counter
-  end
-  return wrk.format()
-end
-LUA
-    ;;
+    payedge-post) payment_lua "$token" ;;
+    payedge-keyed) payment_lua "$token" "$2" ;;
     *) cat <<LUA
 wrk.headers["X-Tenant"] = "blue"
 wrk.headers["Authorization"] = "Bearer $token"

@@ -62,3 +62,23 @@ YAML
 
 # median N…: the median of the numbers given (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# payment_lua TOKEN [KEY_PREFIX]: a wrk script POSTing a payment for tenant blue with TOKEN; with
+# KEY_PREFIX, each request carries a new Idempotency-Key (KEY_PREFIX-1, KEY_PREFIX-2, …).
+payment_lua() {
+  cat <<LUA
+wrk.method = "POST"
+wrk.body = '{"amount":"25.00","currency":"EUR"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Tenant"] = "blue"
+wrk.headers["Authorization"] = "Bearer $1"
+local counter = 0
+request = function()
+  if "${2:-}" ~= "" then
+    counter = counter + 1
+    wrk.headers["Idempotency-Key"] = "${2:-}-" .. counter
+  end
+  return wrk.format()
+end
+LUA
+}

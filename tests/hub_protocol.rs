@@ -381,20 +381,12 @@ async fn a_client_that_stops_reading_on_a_quiet_tenant_is_closed_after_the_clien
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(gw.admin).await.unwrap();
-    let mut upgrade =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-            "ws://{}/hubs/notifications",
-            gw.admin
-        ))
-        .unwrap();
-    upgrade.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", token("blue")).parse().unwrap(),
-    );
-    let (mut stalled, _) =
-        tokio_tungstenite::client_async(upgrade, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(
+        common::hub::upgrade_request(gw.admin, &token("blue")),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
     handshake(&mut stalled).await;
     let (mut writer, reader) = stalled.split();
     let pings = tokio::spawn(async move {

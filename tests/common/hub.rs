@@ -15,8 +15,11 @@ const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signalr");
 pub type RawWs =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens a raw WebSocket to the hub at `admin` with `token` (no SignalR handshake yet).
-pub async fn open_raw(admin: SocketAddr, token: &str) -> RawWs {
+/// The upgrade request for a raw WebSocket to the hub at `admin`, with `token`.
+pub fn upgrade_request(
+    admin: SocketAddr,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = format!("ws://{admin}/hubs/notifications")
         .into_client_request()
@@ -24,7 +27,12 @@ pub async fn open_raw(admin: SocketAddr, token: &str) -> RawWs {
     request
         .headers_mut()
         .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request)
+    request
+}
+
+/// Opens a raw WebSocket to the hub at `admin` with `token` (no SignalR handshake yet).
+pub async fn open_raw(admin: SocketAddr, token: &str) -> RawWs {
+    tokio_tungstenite::connect_async(upgrade_request(admin, token))
         .await
         .expect("upgrade failed")
         .0
