@@ -61,6 +61,19 @@ pub struct Forwarding {
     pub peer_trusted: bool,
 }
 
+impl Forwarding {
+    /// `client` as text. From an untrusted peer the client is the peer, and `x_forwarded_for`
+    /// is already exactly that text: it is lent instead of formatting the address again (the
+    /// request log writes it for every request).
+    pub fn client_text(&self) -> std::borrow::Cow<'_, str> {
+        if self.peer_trusted {
+            std::borrow::Cow::Owned(self.client.to_string())
+        } else {
+            std::borrow::Cow::Borrowed(&self.x_forwarded_for)
+        }
+    }
+}
+
 /// Decides the forwarding for a request from `peer` that carried the `X-Forwarded-For` header
 /// lines `incoming` (in order).
 pub fn forwarding(peer: IpAddr, trusted: &TrustedProxies, incoming: &[&[u8]]) -> Forwarding {
@@ -171,6 +184,21 @@ mod tests {
         assert_eq!(f.x_forwarded_for, "198.51.100.4, 10.9.9.9, 10.0.0.2");
         assert_eq!(f.client, ip("198.51.100.4"));
         assert!(f.peer_trusted);
+    }
+
+    #[test]
+    fn the_client_text_is_the_client_address_as_displayed() {
+        for (peer, claimed, client) in [
+            ("203.0.113.9", &b"1.2.3.4"[..], "203.0.113.9"),
+            ("::ffff:203.0.113.9", b"", "203.0.113.9"),
+            ("2001:db9::5", b"", "2001:db9::5"),
+            ("10.0.0.2", b"198.51.100.4, 10.9.9.9", "198.51.100.4"),
+            ("10.0.0.2", b"2001:db8::9", "2001:db8::9"),
+        ] {
+            let f = forwarding(ip(peer), &trusted(), &[claimed]);
+            assert_eq!(f.client_text(), f.client.to_string());
+            assert_eq!(f.client_text(), client);
+        }
     }
 
     #[test]

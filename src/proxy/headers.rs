@@ -6,7 +6,8 @@
 //! set, so a client can never choose its tenant, identity or apparent address. Provider credentials are added per provider and
 //! removed from whatever the provider sends back.
 
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 
@@ -15,19 +16,29 @@ use payedge_filters::forwarded::Forwarding;
 
 use crate::failure::REQUEST_ID_HEADER;
 
+// The names payedge sets are inserted by their `&'static str` spelling: Pingora takes it as the
+// name's wire case as it is, where a `HeaderName` is first looked up among the standard names
+// and then copied (per insert, on every request).
+const X_AUTH_SUBJECT_NAME: &str = "x-auth-subject";
+const X_AUTH_ROLES_NAME: &str = "x-auth-roles";
+const X_CLIENT_CERT_SUBJECT_NAME: &str = "x-client-cert-subject";
+const X_FORWARDED_FOR_NAME: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO_NAME: &str = "x-forwarded-proto";
 pub const X_TENANT: HeaderName = HeaderName::from_static("x-tenant");
-pub const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
-pub const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
-pub const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static(X_AUTH_SUBJECT_NAME);
+pub const X_AUTH_ROLES: HeaderName = HeaderName::from_static(X_AUTH_ROLES_NAME);
+pub const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static(X_CLIENT_CERT_SUBJECT_NAME);
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR_NAME);
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO_NAME);
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 pub struct UpstreamIdentity<'a> {
     pub tenant_header: &'a HeaderName,
+    /// The same name's spelling on the wire (see `Routing::tenant_header_wire`).
+    pub tenant_header_wire: &'a Bytes,
     pub tenant: &'a str,
     pub request_id: &'a str,
     pub principal: Option<&'a Principal>,
@@ -63,12 +74,22 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
     // What a peer claims about earlier hops is passed on only from a trusted proxy, with the
     // peer appended; anyone else's claims are replaced by its own address.
     let keep_forwarded = id.forwarding.is_some_and(|f| f.peer_trusted);
+    // A client that named its tenant in the tenant header (the header strategy) already sent
+    // the canonical value: one header, byte for byte the tenant. It stays as it is; replacing it
+    // with the same bytes cost a removal and an insertion in each of two maps. Anything else
+    // (another spelling, a second value, a list) is replaced.
+    let tenant_kept = {
+        let mut sent = req.headers.get_all(id.tenant_header).iter();
+        sent.next()
+            .is_some_and(|v| v.as_bytes() == id.tenant.as_bytes())
+            && sent.next().is_none()
+    };
     // One pass over the (few) headers the client sent finds the ones to take out; removing a
     // name costs a hash lookup in two maps (Pingora keeps the client's spelling too), so only
     // names actually present are removed.
     let removable: [(&HeaderName, bool); 12] = [
-        (id.tenant_header, true),
-        (&X_TENANT, true),
+        (id.tenant_header, !tenant_kept),
+        (&X_TENANT, !tenant_kept || *id.tenant_header != X_TENANT),
         (&X_AUTH_SUBJECT, true),
         (&X_AUTH_ROLES, true),
         (&X_CLIENT_CERT_SUBJECT, true),
@@ -93,7 +114,9 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
             req.remove_header(*name);
         }
     }
-    req.insert_header(id.tenant_header.clone(), id.tenant)?;
+    if !tenant_kept {
+        req.insert_header(id.tenant_header_wire.clone(), id.tenant)?;
+    }
     req.insert_header(REQUEST_ID_HEADER, id.request_id)?;
     if let Some(principal) = id.principal {
         if let Some(subject) = principal
@@ -101,21 +124,22 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, id: &UpstreamIdentity<'
             .as_deref()
             .filter(|s| valid_header_text(s))
         {
-            req.insert_header(X_AUTH_SUBJECT, subject)?;
+            req.insert_header(X_AUTH_SUBJECT_NAME, subject)?;
         }
         let roles = principal.roles.join(" ");
         if !roles.is_empty() && valid_header_text(&roles) {
-            req.insert_header(X_AUTH_ROLES, roles)?;
+            req.insert_header(X_AUTH_ROLES_NAME, roles)?;
         }
     }
     if let Some(subject) = id.client_subject.filter(|s| valid_header_text(s)) {
-        req.insert_header(X_CLIENT_CERT_SUBJECT, subject)?;
+        req.insert_header(X_CLIENT_CERT_SUBJECT_NAME, subject)?;
     }
     if req.headers.get(&X_FORWARDED_PROTO).is_none() {
-        req.insert_header(X_FORWARDED_PROTO, if id.https { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if id.https { "https" } else { "http" });
+        req.insert_header(X_FORWARDED_PROTO_NAME, proto)?;
     }
     if let Some(forwarding) = id.forwarding {
-        req.insert_header(X_FORWARDED_FOR, forwarding.x_forwarded_for.as_str())?;
+        req.insert_header(X_FORWARDED_FOR_NAME, forwarding.x_forwarded_for.as_str())?;
     }
     for (name, value) in id.credentials {
         req.insert_header(name.clone(), value.clone())?;
@@ -137,4 +161,82 @@ pub fn prepare_downstream_response(
 
 fn valid_header_text(s: &str) -> bool {
     s.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(sent: &[(&str, &str)], tenant_header: &str) -> String {
+        let mut req = RequestHeader::build("GET", b"/api/fx/rates", None).unwrap();
+        for (name, value) in sent {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        let tenant_header = HeaderName::from_bytes(tenant_header.as_bytes()).unwrap();
+        let forwarding = payedge_filters::forwarded::forwarding(
+            "203.0.113.9".parse().unwrap(),
+            &Default::default(),
+            &[],
+        );
+        prepare_upstream_request(
+            &mut req,
+            &UpstreamIdentity {
+                tenant_header: &tenant_header,
+                tenant_header_wire: &Bytes::copy_from_slice(tenant_header.as_str().as_bytes()),
+                tenant: "blue",
+                request_id: "r-1",
+                principal: None,
+                terminates_auth: true,
+                forwarding: Some(&forwarding),
+                client_subject: None,
+                https: false,
+                credentials: &[],
+            },
+        )
+        .unwrap();
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        String::from_utf8(wire).unwrap()
+    }
+
+    fn lines(wire: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = wire.split("\r\n").filter(|l| !l.is_empty()).collect();
+        lines.sort_unstable();
+        lines
+    }
+
+    #[test]
+    fn the_tenant_header_is_canonical_whatever_the_client_sent() {
+        let set = [
+            "x-forwarded-for: 203.0.113.9",
+            "x-forwarded-proto: http",
+            "x-request-id: r-1",
+        ];
+        fn with<'a>(set: &[&'a str], tenant_lines: &[&'a str]) -> Vec<&'a str> {
+            let mut all: Vec<&str> = set.iter().chain(tenant_lines).copied().collect();
+            all.sort_unstable();
+            all
+        }
+        let expect = |tenant_lines: &[&'static str]| with(&set, tenant_lines);
+        // The canonical value, once: kept as sent (the client's spelling of the name too).
+        let wire = prepared(&[("X-Tenant", "blue")], "x-tenant");
+        assert_eq!(lines(&wire), expect(&["X-Tenant: blue"]));
+        // Anything else is replaced by the canonical value.
+        for sent in [
+            &[("X-Tenant", "Blue")][..],
+            &[("X-Tenant", "blue, green")],
+            &[("X-Tenant", "blue"), ("X-Tenant", "blue")],
+            &[("X-Tenant", "green"), ("X-Tenant", "blue")],
+            &[("x-tenant", "blue "), ("Authorization", "Bearer t")],
+            &[],
+        ] {
+            let wire = prepared(sent, "x-tenant");
+            assert_eq!(lines(&wire), expect(&["x-tenant: blue"]), "sent {sent:?}");
+        }
+        // Another tenant header: X-Tenant is one of payedge's own names and always removed.
+        let wire = prepared(&[("X-Org", "blue"), ("X-Tenant", "blue")], "x-org");
+        assert_eq!(lines(&wire), expect(&["X-Org: blue"]));
+        let wire = prepared(&[("X-Tenant", "blue")], "x-org");
+        assert_eq!(lines(&wire), expect(&["x-org: blue"]));
+    }
 }

@@ -62,7 +62,7 @@ use crate::runtime::Runtime;
 use crate::tls::{ConnectionFacts, TlsEndpoint, TlsMetrics, UpstreamTlsFailure};
 use admission::Refused;
 use headers::UpstreamIdentity;
-use payedge_filters::forwarded::forwarding;
+use payedge_filters::forwarded::{Forwarding, forwarding};
 
 /// The proxy. Everything a configuration decides is read from the request's snapshot
 /// (`ctx.snap`), taken when the request arrives and kept to its end, so a reload never changes
@@ -410,6 +410,7 @@ impl ProxyHttp for Gateway {
             upstream_request,
             &UpstreamIdentity {
                 tenant_header: &routing.tenant_header,
+                tenant_header_wire: &routing.tenant_header_wire,
                 tenant,
                 request_id: &ctx.request_id,
                 principal: ctx.principal.as_ref(),
@@ -646,6 +647,7 @@ impl ProxyHttp for Gateway {
             return;
         }
         let req = session.req_header();
+        let client = ctx.forwarding.as_ref().map(Forwarding::client_text);
         access_log::write(&access_log::AccessEntry {
             tenant: ctx.tenant.as_ref().map(|t| &*t.name),
             method: req.method.as_str(),
@@ -663,7 +665,7 @@ impl ProxyHttp for Gateway {
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
             error_code: ctx.failure.as_ref().map(Failure::code),
-            client: ctx.forwarding.as_ref().map(|f| f.client),
+            client: client.as_deref(),
             client_cert_subject: ctx.client_subject.as_deref(),
             upstream_tls_failure: ctx.upstream_tls_failure.map(UpstreamTlsFailure::label),
             idempotency_key: ctx.idempotency_digest.as_deref(),
