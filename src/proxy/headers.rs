@@ -167,8 +167,15 @@ fn valid_header_text(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn prepared(sent: &[(&str, &str)], tenant_header: &str) -> String {
-        let mut req = RequestHeader::build("GET", b"/api/fx/rates", None).unwrap();
+    /// The head sent upstream for a request that came with `sent`: over HTTP/1, whose head keeps
+    /// the client's spelling of names, or (`h2`) over HTTP/2, whose head has none (all lower
+    /// case on the wire then).
+    fn prepared(sent: &[(&str, &str)], tenant_header: &str, h2: bool) -> String {
+        let mut req = if h2 {
+            RequestHeader::build_no_case("GET", b"/api/fx/rates", None).unwrap()
+        } else {
+            RequestHeader::build("GET", b"/api/fx/rates", None).unwrap()
+        };
         for (name, value) in sent {
             req.append_header(name.to_string(), *value).unwrap();
         }
@@ -199,8 +206,12 @@ mod tests {
         String::from_utf8(wire).unwrap()
     }
 
-    fn lines(wire: &str) -> Vec<&str> {
-        let mut lines: Vec<&str> = wire.split("\r\n").filter(|l| !l.is_empty()).collect();
+    fn lines(wire: &str) -> Vec<String> {
+        let mut lines: Vec<String> = wire
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
         lines.sort_unstable();
         lines
     }
@@ -212,31 +223,44 @@ mod tests {
             "x-forwarded-proto: http",
             "x-request-id: r-1",
         ];
-        fn with<'a>(set: &[&'a str], tenant_lines: &[&'a str]) -> Vec<&'a str> {
-            let mut all: Vec<&str> = set.iter().chain(tenant_lines).copied().collect();
+        let expect = |tenant_lines: &[&str]| {
+            let mut all: Vec<String> = set
+                .iter()
+                .chain(tenant_lines)
+                .map(|l| l.to_string())
+                .collect();
             all.sort_unstable();
             all
+        };
+        for h2 in [false, true] {
+            let spelled = |line: &'static str| {
+                if h2 {
+                    line.to_ascii_lowercase()
+                } else {
+                    line.into()
+                }
+            };
+            let prepared = |sent: &[(&str, &str)], tenant_header| prepared(sent, tenant_header, h2);
+            // The canonical value, once: kept as sent (over HTTP/1, the client's spelling too).
+            let wire = prepared(&[("X-Tenant", "blue")], "x-tenant");
+            assert_eq!(lines(&wire), expect(&[&spelled("X-Tenant: blue")]));
+            // Anything else is replaced by the canonical value.
+            for sent in [
+                &[("X-Tenant", "Blue")][..],
+                &[("X-Tenant", "blue, green")],
+                &[("X-Tenant", "blue"), ("X-Tenant", "blue")],
+                &[("X-Tenant", "green"), ("X-Tenant", "blue")],
+                &[("x-tenant", "blue "), ("Authorization", "Bearer t")],
+                &[],
+            ] {
+                let wire = prepared(sent, "x-tenant");
+                assert_eq!(lines(&wire), expect(&["x-tenant: blue"]), "sent {sent:?}");
+            }
+            // Another tenant header: X-Tenant is one of payedge's own names and always removed.
+            let wire = prepared(&[("X-Org", "blue"), ("X-Tenant", "blue")], "x-org");
+            assert_eq!(lines(&wire), expect(&[&spelled("X-Org: blue")]));
+            let wire = prepared(&[("X-Tenant", "blue")], "x-org");
+            assert_eq!(lines(&wire), expect(&["x-org: blue"]));
         }
-        let expect = |tenant_lines: &[&'static str]| with(&set, tenant_lines);
-        // The canonical value, once: kept as sent (the client's spelling of the name too).
-        let wire = prepared(&[("X-Tenant", "blue")], "x-tenant");
-        assert_eq!(lines(&wire), expect(&["X-Tenant: blue"]));
-        // Anything else is replaced by the canonical value.
-        for sent in [
-            &[("X-Tenant", "Blue")][..],
-            &[("X-Tenant", "blue, green")],
-            &[("X-Tenant", "blue"), ("X-Tenant", "blue")],
-            &[("X-Tenant", "green"), ("X-Tenant", "blue")],
-            &[("x-tenant", "blue "), ("Authorization", "Bearer t")],
-            &[],
-        ] {
-            let wire = prepared(sent, "x-tenant");
-            assert_eq!(lines(&wire), expect(&["x-tenant: blue"]), "sent {sent:?}");
-        }
-        // Another tenant header: X-Tenant is one of payedge's own names and always removed.
-        let wire = prepared(&[("X-Org", "blue"), ("X-Tenant", "blue")], "x-org");
-        assert_eq!(lines(&wire), expect(&["X-Org: blue"]));
-        let wire = prepared(&[("X-Tenant", "blue")], "x-org");
-        assert_eq!(lines(&wire), expect(&["x-org: blue"]));
     }
 }
