@@ -15,32 +15,57 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Whether any byte of `s` is one JSON escapes: below 0x20, `"` or `\\`. Eight bytes at a time:
-/// per 64-bit word, the classic "has a byte less than n" and "has a zero byte" tests (exact for
-/// the word as a whole, n ≤ 128), the zero test applied to the word xor each character.
+/// Whether any byte of `s` is one JSON escapes: below 0x20, `"` or `\\`. A word at a time with
+/// the classic "has a byte less than n" and "has a zero byte" tests (exact for the word as a
+/// whole, n ≤ 128), the zero test applied to the word xor each character, the three or-ed
+/// without branching. The last word overlaps the one before it instead of a byte-by-byte tail
+/// (which cost as much as the words): rechecking a byte cannot change the answer.
 fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
-    let has_zero = |x: u64| has_less(x, 1);
-    let mut words = s.chunks_exact(8);
-    for word in &mut words {
-        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
-            return true;
+    let n = s.len();
+    if n >= 8 {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&s[at..at + 8]);
+            u64::from_le_bytes(bytes)
         };
-        let x = u64::from_le_bytes(bytes);
-        if has_less(x, 0x20)
-            || has_zero(x ^ (ONES * u64::from(b'"')))
-            || has_zero(x ^ (ONES * u64::from(b'\\')))
-        {
-            return true;
+        let last = n - 8;
+        let mut at = 0;
+        while at < last {
+            if flagged64(word(at)) {
+                return true;
+            }
+            at += 8;
         }
+        flagged64(word(last))
+    } else if n >= 4 {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 4];
+            bytes.copy_from_slice(&s[at..at + 4]);
+            u32::from_le_bytes(bytes)
+        };
+        flagged32(word(0)) || flagged32(word(n - 4))
+    } else {
+        s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
+
+macro_rules! flagged {
+    ($name:ident, $t:ty) => {
+        /// Whether a byte of `x` is below 0x20, `"` or `\\`.
+        #[inline(always)]
+        fn $name(x: $t) -> bool {
+            const ONES: $t = <$t>::MAX / 0xff;
+            const HIGH: $t = ONES * 0x80;
+            let zero = |y: $t| y.wrapping_sub(ONES) & !y;
+            let control = x.wrapping_sub(ONES * 0x20) & !x;
+            let quote = zero(x ^ (ONES * b'"' as $t));
+            let backslash = zero(x ^ (ONES * b'\\' as $t));
+            (control | quote | backslash) & HIGH != 0
+        }
+    };
+}
+flagged!(flagged64, u64);
+flagged!(flagged32, u32);
 
 #[cfg(test)]
 mod tests {
