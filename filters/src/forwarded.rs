@@ -134,7 +134,6 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
     std::net::Ipv4Addr::from_str(ip).ok().map(IpAddr::V4)
 }
 
-/// IPv4-mapped IPv6 (`::ffff:10.0.0.1`, what a dual-stack socket reports) as plain IPv4.
 /// `ip` as `Display` writes it. An IPv4 address (nearly every peer) is written digit by digit:
 /// through `Display` its four octets went through the formatter's padding machinery, about a
 /// thousand instructions on every request.
@@ -158,6 +157,7 @@ fn address_text(ip: IpAddr) -> String {
     text
 }
 
+/// IPv4-mapped IPv6 (`::ffff:10.0.0.1`, what a dual-stack socket reports) as plain IPv4.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -40,7 +40,12 @@ pub struct AccessEntry<'a> {
 /// `buffer`, on the stack rather than in a new String; the number of bytes written.
 fn timestamp(buffer: &mut [u8; 40]) -> usize {
     let Ok(since) = SystemTime::now().duration_since(UNIX_EPOCH) else {
-        return 0;
+        // A clock set before 1970: written whole by the time crate, as it always was.
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        return match OffsetDateTime::now_utc().format_into(&mut cursor, &Rfc3339) {
+            Ok(_) => usize::try_from(cursor.position()).unwrap_or(0),
+            Err(_) => 0,
+        };
     };
     SECOND.with(|second| {
         let mut cached = second.get();
