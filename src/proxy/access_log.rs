@@ -41,11 +41,7 @@ pub struct AccessEntry<'a> {
 fn timestamp(buffer: &mut [u8; 40]) -> usize {
     let Ok(since) = SystemTime::now().duration_since(UNIX_EPOCH) else {
         // A clock set before 1970: written whole by the time crate, as it always was.
-        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-        return match OffsetDateTime::now_utc().format_into(&mut cursor, &Rfc3339) {
-            Ok(_) => usize::try_from(cursor.position()).unwrap_or(0),
-            Err(_) => 0,
-        };
+        return time_crate_rfc3339(OffsetDateTime::now_utc(), &mut buffer[..]);
     };
     SECOND.with(|second| {
         let mut cached = second.get();
@@ -75,13 +71,12 @@ fn rfc3339_into(
         Some((second, prefix)) if second == seconds => prefix,
         _ => {
             let mut whole = [0u8; 40];
-            let mut cursor = std::io::Cursor::new(&mut whole[..]);
-            let formatted = i64::try_from(seconds)
+            let written = i64::try_from(seconds)
                 .ok()
                 .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-                .is_some_and(|at| at.format_into(&mut cursor, &Rfc3339).is_ok());
+                .map_or(0, |at| time_crate_rfc3339(at, &mut whole));
             // `YYYY-MM-DDTHH:MM:SSZ`: four-digit years, which is every year this runs in.
-            if !formatted || cursor.position() != 20 {
+            if written != 20 {
                 return 0;
             }
             let mut prefix = [0u8; 19];
@@ -108,6 +103,17 @@ fn rfc3339_into(
     }
     buffer[at] = b'Z';
     at + 1
+}
+
+/// `at` as the `time` crate writes RFC 3339, into `out`; the number of bytes written (0 if it
+/// could not be written).
+fn time_crate_rfc3339(at: OffsetDateTime, out: &mut [u8]) -> usize {
+    let mut cursor = std::io::Cursor::new(out);
+    // The count format_into returns falls short for RFC 3339 (time 0.3): the cursor's is right.
+    match at.format_into(&mut cursor, &Rfc3339) {
+        Ok(_) => usize::try_from(cursor.position()).unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 pub fn write(entry: &AccessEntry<'_>) {
