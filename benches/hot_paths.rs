@@ -275,8 +275,8 @@ pools: { fx: { providers: [{ name: fx-a, address: "127.0.0.1:9" }] } }
         too_large: false,
         encoding: None,
         tenant: tenant.clone(),
-        request_id: "01a2185d-a95e-7570-8309-8cd45c327cfe".into(),
-        provider: Some("fx-a".into()),
+        request_id: "01a2185d-a95e-7570-8309-8cd45c327cfe",
+        provider: Some("fx-a"),
         idempotency_key: None,
     };
     sink.process(&hit(), &config.triggers);

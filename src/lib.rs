@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod rfc3339;
 pub mod runtime;
 pub mod server;
 pub mod terminal;

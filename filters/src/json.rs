@@ -15,6 +15,20 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// `s` escaped as inside a JSON string ([`json_str`] without the quotes), for a string written
+/// in pieces.
+pub fn json_str_contents(out: &mut Vec<u8>, s: &str) {
+    if !needs_escape(s.as_bytes()) {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        let start = out.len();
+        // Writing a str into a Vec cannot fail; it writes the quotes too, taken off again.
+        let _ = serde_json::to_writer(&mut *out, s);
+        out.pop();
+        out.remove(start);
+    }
+}
+
 /// Whether any byte of `s` is one JSON escapes: below 0x20, `"` or `\\`. A word at a time with
 /// the classic "has a byte less than n" and "has a zero byte" tests (exact for the word as a
 /// whole, n ≤ 128), the zero test applied to the word xor each character, the three or-ed
@@ -77,6 +91,14 @@ mod tests {
             let mut out = Vec::new();
             json_str(&mut out, &s);
             proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn contents_are_the_string_without_its_quotes(prefix in "[a-z\"]{0,3}", s in "\\PC*|[a-z\"\\\\\\x00-\\x1f\\x7f-\\u{a0}]{0,40}") {
+            let mut out = prefix.clone().into_bytes();
+            json_str_contents(&mut out, &s);
+            let quoted = serde_json::to_string(&s).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{prefix}{}", &quoted[1..quoted.len() - 1]));
         }
     }
 

@@ -325,7 +325,7 @@ impl TriggerRule {
     /// From the complete (already decompressed) body: each configured field whose pointer leads
     /// to a non-null value, in configuration order. A missing path or a null is no field, and an
     /// error if that field is required.
-    pub fn extract(&self, body: &[u8]) -> Result<Vec<(String, FieldValue)>, ExtractError> {
+    pub fn extract(&self, body: &[u8]) -> Result<Vec<(&str, FieldValue)>, ExtractError> {
         // `from_str` rather than `from_slice`: the borrowed `RawValue`s must be `str` slices.
         let text = std::str::from_utf8(body).map_err(|_| ExtractError::NotJson)?;
         let mut found: Vec<Option<&RawValue>> = vec![None; self.fields.len()];
@@ -337,7 +337,7 @@ impl TriggerRule {
         let mut out = Vec::with_capacity(self.fields.len());
         for ((name, required), raw) in self.fields.iter().zip(found) {
             match raw.map(leaf_value).transpose()?.flatten() {
-                Some(value) => out.push((name.clone(), value)),
+                Some(value) => out.push((name.as_str(), value)),
                 None if *required => return Err(ExtractError::MissingField),
                 None => {}
             }
@@ -494,7 +494,8 @@ fn array_index(token: &str) -> Option<usize> {
 
 /// The field value of a JSON leaf, `None` for null.
 fn leaf_value(raw: &RawValue) -> Result<Option<FieldValue>, ExtractError> {
-    let text = raw.get().trim();
+    // JSON's whitespace is ASCII.
+    let text = raw.get().trim_ascii();
     let value = match text.as_bytes().first() {
         Some(b'n') => return Ok(None),
         Some(b't') => FieldValue::Bool(true),

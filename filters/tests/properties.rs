@@ -337,14 +337,14 @@ fn normalize(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
-                && (b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-            {
-                decoded.push(b as char);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+            && (b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        {
+            decoded.push(b as char);
+            i += 3;
+            continue;
         }
         decoded.push(bytes[i] as char);
         i += 1;

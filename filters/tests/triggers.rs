@@ -48,11 +48,10 @@ fn s(v: &str) -> FieldValue {
     FieldValue::String(v.to_string())
 }
 
-fn extracted(pairs: &[(&str, FieldValue)]) -> Result<Vec<(String, FieldValue)>, ExtractError> {
-    Ok(pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.clone()))
-        .collect())
+fn extracted<'a>(
+    pairs: &[(&'a str, FieldValue)],
+) -> Result<Vec<(&'a str, FieldValue)>, ExtractError> {
+    Ok(pairs.to_vec())
 }
 
 #[test]
@@ -130,7 +129,7 @@ fn the_empty_pointer_is_the_whole_document() {
     assert_eq!(
         got,
         vec![(
-            "all".to_string(),
+            "all",
             FieldValue::Json(r#"{"amount":1000.10,"note":"a  b"}"#.into())
         )]
     );
@@ -140,7 +139,7 @@ fn the_empty_pointer_is_the_whole_document() {
     );
 
     let scalar = rule.extract(b"42.50").expect("extracted");
-    assert_eq!(scalar, vec![("all".to_string(), dec("42.50"))]);
+    assert_eq!(scalar, vec![("all", dec("42.50"))]);
 }
 
 #[test]

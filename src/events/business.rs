@@ -1,28 +1,26 @@
 //! What events mean for the business: counters, and one structured log line per event in the
 //! shape the platform's log pipeline reads (a message template and its properties).
 
-use std::borrow::Cow;
-
 use super::log_format::LogFormat;
 use super::{Event, EventMetrics};
 use crate::config::TriggerSettings;
 use payedge_filters::triggers::FieldValue;
 use std::io::Write;
 
-use crate::json::json_str;
+use crate::json::{json_str, json_str_contents};
 
 const FX_QUOTE_CREATED: &str = "fx.quote.created";
 const PAYMENT_PROCESSED: &str = "payment.processed";
 
 pub fn observe(
     event: &Event,
-    fields: &[(String, FieldValue)],
+    fields: &[(&str, FieldValue)],
     provider: Option<&str>,
     metrics: Option<&EventMetrics>,
     log: Option<(&TriggerSettings, &mut Vec<u8>)>,
 ) {
     let tenant = event.tenant.as_deref().unwrap_or("none");
-    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let field = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
     if let Some(m) = metrics {
         match event.kind.as_str() {
             FX_QUOTE_CREATED => m.fx_quote(tenant),
@@ -53,24 +51,46 @@ pub fn observe(
 /// CorrelationId, EventType and EventId.
 struct Properties<'a> {
     event: &'a Event,
-    fields: &'a [(String, FieldValue)],
+    fields: &'a [(&'a str, FieldValue)],
     format: &'a LogFormat,
 }
 
 impl Properties<'_> {
-    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        match name {
-            "TenantId" => self.event.tenant.as_deref().map(Cow::Borrowed),
-            "CorrelationId" => self.event.correlation_id.as_deref().map(Cow::Borrowed),
-            "EventType" => Some(Cow::Borrowed(&self.event.kind)),
-            "EventId" => Some(Cow::Borrowed(&self.event.id)),
+    /// Writes the value of property `name` escaped as inside a JSON string; `false` if it has
+    /// none.
+    fn write_value(&self, out: &mut Vec<u8>, name: &str) -> bool {
+        let text = match name {
+            "TenantId" => self.event.tenant.as_deref(),
+            "CorrelationId" => self.event.correlation_id.as_deref(),
+            "EventType" => Some(self.event.kind.as_str()),
+            "EventId" => Some(self.event.id.as_str()),
             _ => {
-                let field = self.format.field_of(name)?;
-                self.fields
-                    .iter()
-                    .find(|(f, _)| f == field)
-                    .map(|(_, value)| Cow::Owned(value.as_text()))
+                let value = self.format.field_of(name).and_then(|field| {
+                    self.fields
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .map(|(_, value)| value)
+                });
+                match value {
+                    None => return false,
+                    Some(FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s)) => {
+                        Some(s.as_str())
+                    }
+                    // Digits, a sign and a point: nothing to escape.
+                    Some(FieldValue::Decimal(d)) => {
+                        let _ = write!(out, "{d}");
+                        return true;
+                    }
+                    Some(FieldValue::Bool(b)) => Some(if *b { "true" } else { "false" }),
+                }
             }
+        };
+        match text {
+            Some(text) => {
+                json_str_contents(out, text);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -78,31 +98,26 @@ impl Properties<'_> {
 /// One business log line, written by hand (the line is on every trigger's path, and serde's
 /// derive escapes every key of it each time); the same bytes serde would write for
 /// `{timestamp, level, messageTemplate, message, properties, target}` (a test holds it to that).
-fn write_line(
-    out: &mut Vec<u8>,
-    event: &Event,
-    fields: &[(String, FieldValue)],
-    format: &LogFormat,
-) {
+/// What is the same on every line of a trigger (the template, the property names, the message's
+/// text) is escaped once, when the configuration is loaded.
+fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(&str, FieldValue)], format: &LogFormat) {
     let properties = Properties {
         event,
         fields,
         format,
     };
-    let message = format.render(|name| properties.get(name));
-    out.reserve(256 + format.template().len() + message.len());
+    out.reserve(384 + 2 * format.template().len());
     out.extend_from_slice(br#"{"timestamp":"#);
     json_str(out, &event.time);
     out.extend_from_slice(br#","level":"INFO","messageTemplate":"#);
-    json_str(out, format.template());
+    out.extend_from_slice(format.template_json());
     out.extend_from_slice(br#","message":"#);
-    json_str(out, &message);
+    format.write_message_json(out, |out, name| properties.write_value(out, name));
     out.extend_from_slice(br#","properties":{"TenantId":"#);
     json_opt_str(out, event.tenant.as_deref());
     for (name, value) in fields {
         out.push(b',');
-        json_str(out, format.property_of(name));
-        out.push(b':');
+        format.write_property_key(out, name);
         json_text(out, value);
     }
     out.extend_from_slice(br#","CorrelationId":"#);
@@ -140,10 +155,30 @@ mod tests {
     use super::*;
     use crate::events::FieldMap;
     use rust_decimal::Decimal;
+    use std::borrow::Cow;
     use std::str::FromStr;
 
     use serde::Serialize;
     use serde::ser::SerializeMap;
+
+    impl Properties<'_> {
+        /// A property's value as text (the reference's message is rendered from these).
+        fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+            match name {
+                "TenantId" => self.event.tenant.as_deref().map(Cow::Borrowed),
+                "CorrelationId" => self.event.correlation_id.as_deref().map(Cow::Borrowed),
+                "EventType" => Some(Cow::Borrowed(&self.event.kind)),
+                "EventId" => Some(Cow::Borrowed(&self.event.id)),
+                _ => {
+                    let field = self.format.field_of(name)?;
+                    self.fields
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .map(|(_, value)| Cow::Owned(value.as_text()))
+                }
+            }
+        }
+    }
 
     // The line as serde writes it: the reference the hand-written one must equal.
     impl Serialize for Properties<'_> {
@@ -189,7 +224,7 @@ mod tests {
     fn reference_line(
         out: &mut Vec<u8>,
         event: &Event,
-        fields: &[(String, FieldValue)],
+        fields: &[(&str, FieldValue)],
         format: &LogFormat,
     ) {
         let properties = Properties {
@@ -215,36 +250,37 @@ mod tests {
     fn the_written_line_is_the_one_serde_writes_byte_for_byte() {
         let odd = "a \"quoted\" \\ value\n\u{1}é😀";
         let fields = vec![
-            ("quoteId".to_string(), FieldValue::String(odd.into())),
+            ("quoteId", FieldValue::String(odd.into())),
             (
-                "amount".to_string(),
+                "amount",
                 FieldValue::Decimal(Decimal::from_str("-1000.10").unwrap()),
             ),
-            ("ok".to_string(), FieldValue::Bool(false)),
-            ("big".to_string(), FieldValue::Number("1e400".into())),
-            (
-                "raw".to_string(),
-                FieldValue::Json(r#"{"a":[1,"x"]}"#.into()),
-            ),
-            ("x\"y".to_string(), FieldValue::String(String::new())),
+            ("ok", FieldValue::Bool(false)),
+            ("big", FieldValue::Number("1e400".into())),
+            ("raw", FieldValue::Json(r#"{"a":[1,"x"]}"#.into())),
+            ("x\"y", FieldValue::String(String::new())),
         ];
-        let template = "Quote {QuoteId} of {Amount} for {TenantId} \"{Nope}\" {X\"y}";
-        let format = LogFormat::new(Some(template), fields.iter().map(|(f, _)| f.clone()));
-        for (tenant, correlation) in [
-            (Some("blue"), Some("req-9")),
-            (None, None),
-            (Some(odd), Some(odd)),
+        let template = "Quote {QuoteId} of {Amount} for {TenantId} \"{Nope}\" {X\"y} {Ok} {Big} \
+                        {Raw} {CorrelationId} {EventType} {EventId} {Missing}{";
+        // `missing` is configured but was not in the answer.
+        let names = fields.iter().map(|(f, _)| f.to_string());
+        let format = LogFormat::new(Some(template), names.chain(["missing".to_string()]));
+        for (tenant, correlation, fields) in [
+            (Some("blue"), Some("req-9"), &fields[..]),
+            (None, None, &fields[..]),
+            (Some(odd), Some(odd), &fields[..]),
+            (Some("blue"), None, &fields[1..3]),
         ] {
             let event = Event::new(
                 "payedge/x",
                 "fx.quote.created",
                 tenant.map(Into::into),
                 correlation.map(Into::into),
-                &FieldMap(&fields),
+                &FieldMap(fields),
             );
             let (mut written, mut reference) = (Vec::new(), Vec::new());
-            write_line(&mut written, &event, &fields, &format);
-            reference_line(&mut reference, &event, &fields, &format);
+            write_line(&mut written, &event, fields, &format);
+            reference_line(&mut reference, &event, fields, &format);
             assert_eq!(
                 String::from_utf8(written).unwrap(),
                 String::from_utf8(reference).unwrap()
@@ -255,10 +291,10 @@ mod tests {
     #[test]
     fn the_log_line_has_the_template_and_exact_properties() {
         let fields = vec![
-            ("quoteId".to_string(), FieldValue::String("fxq_1".into())),
-            ("fromCurrency".to_string(), FieldValue::String("USD".into())),
+            ("quoteId", FieldValue::String("fxq_1".into())),
+            ("fromCurrency", FieldValue::String("USD".into())),
             (
-                "amount".to_string(),
+                "amount",
                 FieldValue::Decimal(Decimal::from_str("1000.10").unwrap()),
             ),
         ];
@@ -271,7 +307,7 @@ mod tests {
         );
         let mut out = Vec::new();
         let template = "FX quote created for tenant {TenantId}: {Amount} {FromCurrency} {Nope}";
-        let format = LogFormat::new(Some(template), fields.iter().map(|(f, _)| f.clone()));
+        let format = LogFormat::new(Some(template), fields.iter().map(|(f, _)| f.to_string()));
         write_line(&mut out, &event, &fields, &format);
         assert_eq!(out.last(), Some(&b'\n'));
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -29,7 +29,7 @@ pub struct Event {
 }
 
 /// Extracted fields as a JSON object, written straight from the values.
-pub struct FieldMap<'a>(pub &'a [(String, FieldValue)]);
+pub struct FieldMap<'a>(pub &'a [(&'a str, FieldValue)]);
 
 /// The envelope's attributes other than `data`.
 struct Attributes<'a> {
@@ -230,20 +230,11 @@ mod tests {
     #[test]
     fn the_written_envelope_is_the_one_serde_writes_byte_for_byte() {
         let fields = vec![
-            (
-                "quoteId".to_string(),
-                FieldValue::String("q\"1\\\u{7}é😀".into()),
-            ),
-            (
-                "amount".to_string(),
-                FieldValue::Decimal("1000.10".parse().unwrap()),
-            ),
-            ("ok".to_string(), FieldValue::Bool(true)),
-            ("big".to_string(), FieldValue::Number("1e400".into())),
-            (
-                "raw".to_string(),
-                FieldValue::Json(r#"{"a":[1,"x"]}"#.into()),
-            ),
+            ("quoteId", FieldValue::String("q\"1\\\u{7}é😀".into())),
+            ("amount", FieldValue::Decimal("1000.10".parse().unwrap())),
+            ("ok", FieldValue::Bool(true)),
+            ("big", FieldValue::Number("1e400".into())),
+            ("raw", FieldValue::Json(r#"{"a":[1,"x"]}"#.into())),
         ];
         let odd = "tenant \"quoted\"\n\u{0}\t";
         for (tenant, correlation, key) in [

@@ -50,9 +50,10 @@ pub const MAX_TRIGGERS: usize = 64;
 /// Events a slow local subscriber may fall behind before it loses the oldest.
 const LOCAL_FANOUT_CAPACITY: usize = 4_096;
 
-/// A response captured for one or more triggers, complete.
+/// A response captured for one or more triggers, complete; its texts borrowed from the request
+/// it answered (it is processed before that request ends).
 #[derive(Debug)]
-pub struct TriggerHit {
+pub struct TriggerHit<'a> {
     /// The enabled triggers that matched, as a bitmask (bit i: trigger i).
     pub triggers: u64,
     pub body: Bytes,
@@ -61,15 +62,24 @@ pub struct TriggerHit {
     /// The response's Content-Encoding, if any.
     pub encoding: Option<String>,
     pub tenant: Arc<str>,
-    pub request_id: String,
-    pub provider: Option<String>,
+    pub request_id: &'a str,
+    pub provider: Option<&'a str>,
     /// The digest of the request's scoped idempotency key, if it carried one.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<&'a str>,
 }
 
-/// The indices of the bits set in `mask`.
+/// The indices of the bits set in `mask`, lowest first: one step per set bit (a trigger's
+/// response has one or two), not one per possible trigger.
 pub fn mask_indices(mask: u64) -> impl Iterator<Item = usize> {
-    (0..MAX_TRIGGERS).filter(move |i| mask & (1 << i) != 0)
+    let mut rest = mask;
+    std::iter::from_fn(move || {
+        if rest == 0 {
+            return None;
+        }
+        let index = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        Some(index)
+    })
 }
 
 struct SinkInner {
@@ -116,7 +126,7 @@ impl EventSink {
     /// Turns a captured response into the events of `triggers` (those of the request's
     /// snapshot; called as the response's last bytes go to the client, so that one client's
     /// events are published in the order of its answers).
-    pub fn process(&self, hit: &TriggerHit, triggers: &[TriggerSettings]) {
+    pub fn process(&self, hit: &TriggerHit<'_>, triggers: &[TriggerSettings]) {
         let inner = &self.inner;
         pipeline::handle(
             hit,
@@ -314,6 +324,18 @@ impl BackgroundService for EventService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_indices_are_the_set_bits_lowest_first() {
+        for mask in [0u64, 1, 2, 0b1011, 1 << 63, u64::MAX, 0x8000_0000_0000_0001] {
+            let expected: Vec<usize> = (0..MAX_TRIGGERS).filter(|i| mask & (1 << i) != 0).collect();
+            assert_eq!(
+                mask_indices(mask).collect::<Vec<_>>(),
+                expected,
+                "{mask:#x}"
+            );
+        }
+    }
 
     fn alert(sink: &EventSink) {
         sink.alert(None, "test", "test", Map::new());

@@ -12,7 +12,7 @@ use crate::config::TriggerSettings;
 
 /// Turns one captured response into the events of its triggers.
 pub fn handle(
-    hit: &TriggerHit,
+    hit: &TriggerHit<'_>,
     triggers: &[TriggerSettings],
     sink: &EventSink,
     metrics: Option<&EventMetrics>,
@@ -57,14 +57,14 @@ pub fn handle(
             sink.source(),
             trigger.rule.event(),
             Some(Arc::clone(&hit.tenant)),
-            Some(hit.request_id.clone()),
-            hit.idempotency_key.as_deref(),
+            Some(hit.request_id.to_owned()),
+            hit.idempotency_key,
             &FieldMap(&fields),
         );
         business::observe(
             &event,
             &fields,
-            hit.provider.as_deref(),
+            hit.provider,
             metrics,
             business_log.then_some((trigger, &mut log)),
         );

@@ -5,23 +5,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
-/// `at` as RFC 3339 in UTC; empty for an instant the `time` crate cannot hold (before -9999 or
-/// after 9999), where converting would panic.
+/// `at` as RFC 3339 in UTC, as the `time` crate writes it; empty for an instant the `time` crate
+/// cannot hold (before -9999 or after 9999), where converting would panic.
 pub fn rfc3339(at: SystemTime) -> String {
-    let converted = match at.duration_since(UNIX_EPOCH) {
-        Ok(since) => time::Duration::try_from(since)
-            .ok()
-            .and_then(|since| OffsetDateTime::UNIX_EPOCH.checked_add(since)),
-        Err(before) => time::Duration::try_from(before.duration())
-            .ok()
-            .and_then(|before| OffsetDateTime::UNIX_EPOCH.checked_sub(before)),
-    };
-    converted
-        .and_then(|at| at.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    crate::rfc3339::string(at)
 }
 
 /// A UUIDv7 for `at`, hyphenated, lower case.
@@ -43,6 +30,8 @@ pub fn uuid_v7(at: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
 
     #[test]
     fn the_time_is_the_time_crates_rfc_3339_and_never_a_panic() {

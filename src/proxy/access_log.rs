@@ -1,12 +1,8 @@
 //! The one structured line per request.
 
-use std::cell::Cell;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use time::OffsetDateTime;
+use std::time::{Duration, SystemTime};
 
 use crate::json::Object;
-use time::format_description::well_known::Rfc3339;
 
 /// Everything a request log line holds. The query string is left out on purpose: it can carry
 /// tokens (`access_token`) and personal data.
@@ -36,92 +32,12 @@ pub struct AccessEntry<'a> {
     pub cache: Option<&'static str>,
 }
 
-/// Writes the current time as RFC 3339 in UTC (at most 30 bytes: nanoseconds and `Z`) into
-/// `buffer`, on the stack rather than in a new String; the number of bytes written.
-fn timestamp(buffer: &mut [u8; 40]) -> usize {
-    let Ok(since) = SystemTime::now().duration_since(UNIX_EPOCH) else {
-        // A clock set before 1970: written whole by the time crate, as it always was.
-        return time_crate_rfc3339(OffsetDateTime::now_utc(), &mut buffer[..]);
-    };
-    SECOND.with(|second| {
-        let mut cached = second.get();
-        let written = rfc3339_into(buffer, since, &mut cached);
-        second.set(cached);
-        written
-    })
-}
-
-thread_local! {
-    /// The last second this thread wrote, and its text up to the seconds.
-    static SECOND: Cell<Option<(u64, [u8; 19])>> = const { Cell::new(None) };
-}
-
-/// `since` (after the Unix epoch) as the `time` crate writes RFC 3339 (`…:SS`, then the
-/// fraction without its trailing zeros, none for a whole second, then `Z`). The date and time
-/// of day change once a second: `time` formats them then (into `cached`), and the fraction is
-/// written here; formatting the whole instant with `time` cost about 700 instructions on every
-/// request.
-fn rfc3339_into(
-    buffer: &mut [u8; 40],
-    since: Duration,
-    cached: &mut Option<(u64, [u8; 19])>,
-) -> usize {
-    let seconds = since.as_secs();
-    let prefix = match *cached {
-        Some((second, prefix)) if second == seconds => prefix,
-        _ => {
-            let mut whole = [0u8; 40];
-            let written = i64::try_from(seconds)
-                .ok()
-                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-                .map_or(0, |at| time_crate_rfc3339(at, &mut whole));
-            // `YYYY-MM-DDTHH:MM:SSZ`: four-digit years, which is every year this runs in.
-            if written != 20 {
-                return 0;
-            }
-            let mut prefix = [0u8; 19];
-            prefix.copy_from_slice(&whole[..19]);
-            *cached = Some((seconds, prefix));
-            prefix
-        }
-    };
-    buffer[..19].copy_from_slice(&prefix);
-    let mut at = 19;
-    let mut nanos = since.subsec_nanos();
-    if nanos > 0 {
-        buffer[at] = b'.';
-        let mut digits = 9;
-        while nanos.is_multiple_of(10) {
-            nanos /= 10;
-            digits -= 1;
-        }
-        for i in (0..digits).rev() {
-            buffer[at + 1 + i] = b'0' + (nanos % 10) as u8;
-            nanos /= 10;
-        }
-        at += 1 + digits;
-    }
-    buffer[at] = b'Z';
-    at + 1
-}
-
-/// `at` as the `time` crate writes RFC 3339, into `out`; the number of bytes written (0 if it
-/// could not be written).
-fn time_crate_rfc3339(at: OffsetDateTime, out: &mut [u8]) -> usize {
-    let mut cursor = std::io::Cursor::new(out);
-    // The count format_into returns falls short for RFC 3339 (time 0.3): the cursor's is right.
-    match at.format_into(&mut cursor, &Rfc3339) {
-        Ok(_) => usize::try_from(cursor.position()).unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
 pub fn write(entry: &AccessEntry<'_>) {
     if !tracing::enabled!(target: "payedge::access", tracing::Level::INFO) {
         return;
     }
     let mut stamp = [0u8; 40];
-    let written = timestamp(&mut stamp);
+    let written = crate::rfc3339::write(SystemTime::now(), &mut stamp);
     let timestamp = std::str::from_utf8(&stamp[..written]).unwrap_or_default();
     crate::logging::write_lines(line(entry, timestamp));
 }
@@ -299,46 +215,5 @@ mod tests {
                 String::from_utf8(line(&entry, "2026-12-04T20:00:00.123456789Z")).unwrap();
             assert_eq!(written, reference(&entry, "2026-12-04T20:00:00.123456789Z"));
         }
-    }
-
-    #[test]
-    fn the_timestamp_is_the_time_crates_rfc3339() {
-        let mut cached = None;
-        let mut seconds = 1_796_000_000u64;
-        for nanos in [
-            0,
-            1,
-            10,
-            120_000_000,
-            123_456_789,
-            999_999_999,
-            500,
-            100_000,
-            7,
-        ] {
-            // Within one second (the cached date and time) and across seconds.
-            for step in [0, 0, 1, 86_399, 31_536_000] {
-                seconds += step;
-                let since = Duration::new(seconds, nanos);
-                let mut buffer = [0u8; 40];
-                let written = rfc3339_into(&mut buffer, since, &mut cached);
-                let expected = OffsetDateTime::from_unix_timestamp_nanos(since.as_nanos() as i128)
-                    .unwrap()
-                    .format(&Rfc3339)
-                    .unwrap();
-                assert_eq!(std::str::from_utf8(&buffer[..written]).unwrap(), expected);
-            }
-        }
-    }
-
-    #[test]
-    fn the_timestamp_is_rfc3339_in_utc() {
-        let mut stamp = [0u8; 40];
-        let written = super::timestamp(&mut stamp);
-        let text = std::str::from_utf8(&stamp[..written]).unwrap();
-        assert!(text.ends_with('Z'), "{text}");
-        let parsed =
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
-        assert!(parsed.is_ok(), "{text}");
     }
 }

@@ -51,12 +51,13 @@ impl Capture {
         self.buf.extend_from_slice(chunk);
     }
 
-    pub fn finish(
+    pub fn finish<'a>(
         self,
         tenant: Arc<str>,
-        request_id: String,
-        provider: Option<String>,
-    ) -> TriggerHit {
+        request_id: &'a str,
+        provider: Option<&'a str>,
+        idempotency_key: Option<&'a str>,
+    ) -> TriggerHit<'a> {
         TriggerHit {
             triggers: self.triggers,
             body: if self.too_large {
@@ -69,7 +70,7 @@ impl Capture {
             tenant,
             request_id,
             provider,
-            idempotency_key: None,
+            idempotency_key,
         }
     }
 }
@@ -83,18 +84,18 @@ mod tests {
         let mut c = Capture::start(1, 10, None, None);
         c.push(b"hello");
         c.push(b"world");
-        let hit = c.finish("blue".into(), "r".into(), None);
+        let hit = c.finish("blue".into(), "r", None, None);
         assert_eq!(&hit.body[..], b"helloworld");
         assert!(!hit.too_large);
 
         let mut c = Capture::start(1, 10, None, None);
         c.push(b"hello");
         c.push(b"world!");
-        let hit = c.finish("blue".into(), "r".into(), None);
+        let hit = c.finish("blue".into(), "r", None, None);
         assert!(hit.too_large && hit.body.is_empty());
 
         let c = Capture::start(1, 10, Some("gzip".into()), Some(11));
-        let hit = c.finish("blue".into(), "r".into(), None);
+        let hit = c.finish("blue".into(), "r", None, None);
         assert!(hit.too_large);
         assert_eq!(hit.encoding.as_deref(), Some("gzip"));
     }

@@ -514,10 +514,12 @@ impl ProxyHttp for Gateway {
             if end_of_stream
                 && let (Some(capture), Some(tenant)) = (ctx.capture.take(), ctx.tenant.as_ref())
             {
-                let provider = self.provider_name(ctx).map(str::to_owned);
-                let mut hit =
-                    capture.finish(Arc::clone(&tenant.name), ctx.request_id.clone(), provider);
-                hit.idempotency_key = ctx.idempotency_digest.clone();
+                let hit = capture.finish(
+                    Arc::clone(&tenant.name),
+                    &ctx.request_id,
+                    self.provider_name(ctx),
+                    ctx.idempotency_digest.as_deref(),
+                );
                 // Before the body's last bytes are written: a client that sends its next
                 // request once it has this answer finds this answer's events already
                 // published, so one client's events are in the order of its answers.
