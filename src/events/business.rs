@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn the_written_line_is_the_one_serde_writes_byte_for_byte() {
         let odd = "a \"quoted\" \\ value\n\u{1}é😀";
-        let fields = vec![
+        let fields = [
             ("quoteId", FieldValue::String(odd.into())),
             (
                 "amount",
