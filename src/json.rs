@@ -5,7 +5,7 @@
 use std::fmt::Display;
 use std::io::Write;
 
-pub use payedge_filters::json::{json_str, json_str_contents};
+pub use payedge_filters::json::{json_str, json_str_contents, json_str_plain};
 
 /// A JSON object's members written in order. Keys are the caller's literals; values are
 /// escaped. Absent optional members are left out, as serde's `skip_serializing_if` does.

@@ -11,6 +11,8 @@
 //! (so the body is only buffered when it will be used), and [`TriggerRule::extract`] on the
 //! complete body.
 
+use std::borrow::Cow;
+
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
@@ -102,10 +104,10 @@ impl ExtractError {
     }
 }
 
-/// One extracted event field.
+/// One extracted event field; a string without escapes borrows the body's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldValue {
-    String(String),
+pub enum FieldValue<'a> {
+    String(Cow<'a, str>),
     /// Every JSON number becomes an exact decimal (scale kept: 1000.10 stays 1000.10; 1e3 allowed via from_scientific).
     Decimal(Decimal),
     /// A number too large or too precise for a Decimal, kept as its JSON text.
@@ -116,7 +118,7 @@ pub enum FieldValue {
     Json(String),
 }
 
-impl FieldValue {
+impl FieldValue<'_> {
     /// The value in an event's JSON `data`: strings stay strings, decimals become strings with
     /// their exact text (`"1000.10"`), `Number(text)` becomes a string too, `Bool` stays a bool,
     /// `Json` is embedded as parsed JSON.
@@ -129,7 +131,8 @@ impl FieldValue {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match self {
-            FieldValue::String(s) | FieldValue::Number(s) => Value::String(s.clone()),
+            FieldValue::String(s) => Value::String(s.to_string()),
+            FieldValue::Number(s) => Value::String(s.clone()),
             FieldValue::Decimal(d) => Value::String(d.to_string()),
             FieldValue::Bool(b) => Value::Bool(*b),
             FieldValue::Json(text) => serde_json::from_str::<&RawValue>(text)
@@ -143,24 +146,37 @@ impl FieldValue {
     /// common cases.
     pub fn serialize_json<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            FieldValue::String(s) | FieldValue::Number(s) => serializer.serialize_str(s),
+            FieldValue::String(s) => serializer.serialize_str(s),
+            FieldValue::Number(s) => serializer.serialize_str(s),
             FieldValue::Decimal(d) => serializer.collect_str(d),
             FieldValue::Bool(b) => serializer.serialize_bool(*b),
             FieldValue::Json(_) => serde::Serialize::serialize(&self.to_json(), serializer),
         }
     }
 
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> FieldValue<'static> {
+        match self {
+            FieldValue::String(s) => FieldValue::String(Cow::Owned(s.into_owned())),
+            FieldValue::Decimal(d) => FieldValue::Decimal(d),
+            FieldValue::Number(s) => FieldValue::Number(s),
+            FieldValue::Bool(b) => FieldValue::Bool(b),
+            FieldValue::Json(s) => FieldValue::Json(s),
+        }
+    }
+
     /// Text for log properties and metric labels (decimals exact).
     pub fn as_text(&self) -> String {
         match self {
-            FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => s.clone(),
+            FieldValue::String(s) => s.to_string(),
+            FieldValue::Number(s) | FieldValue::Json(s) => s.clone(),
             FieldValue::Decimal(d) => d.to_string(),
             FieldValue::Bool(b) => b.to_string(),
         }
     }
 }
 
-impl serde::Serialize for FieldValue {
+impl serde::Serialize for FieldValue<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.serialize_json(serializer)
     }
@@ -325,7 +341,10 @@ impl TriggerRule {
     /// From the complete (already decompressed) body: each configured field whose pointer leads
     /// to a non-null value, in configuration order. A missing path or a null is no field, and an
     /// error if that field is required.
-    pub fn extract(&self, body: &[u8]) -> Result<Vec<(&str, FieldValue)>, ExtractError> {
+    pub fn extract<'a>(
+        &'a self,
+        body: &'a [u8],
+    ) -> Result<Vec<(&'a str, FieldValue<'a>)>, ExtractError> {
         // `from_str` rather than `from_slice`: the borrowed `RawValue`s must be `str` slices.
         let text = std::str::from_utf8(body).map_err(|_| ExtractError::NotJson)?;
         let mut found: Vec<Option<&RawValue>> = vec![None; self.fields.len()];
@@ -493,7 +512,7 @@ fn array_index(token: &str) -> Option<usize> {
 }
 
 /// The field value of a JSON leaf, `None` for null.
-fn leaf_value(raw: &RawValue) -> Result<Option<FieldValue>, ExtractError> {
+fn leaf_value(raw: &RawValue) -> Result<Option<FieldValue<'_>>, ExtractError> {
     // JSON's whitespace is ASCII.
     let text = raw.get().trim_ascii();
     let value = match text.as_bytes().first() {
@@ -502,11 +521,11 @@ fn leaf_value(raw: &RawValue) -> Result<Option<FieldValue>, ExtractError> {
         Some(b'f') => FieldValue::Bool(false),
         // The parser has checked the string: without a backslash it is its text as it stands.
         Some(b'"') if text.len() >= 2 && !text.contains('\\') => {
-            FieldValue::String(text[1..text.len() - 1].to_string())
+            FieldValue::String(Cow::Borrowed(&text[1..text.len() - 1]))
         }
-        Some(b'"') => FieldValue::String(
+        Some(b'"') => FieldValue::String(Cow::Owned(
             serde_json::from_str::<String>(text).map_err(|_| ExtractError::NotJson)?,
-        ),
+        )),
         Some(b'{' | b'[') => FieldValue::Json(compact(text)),
         Some(_) => number_value(text),
         None => return Err(ExtractError::NotJson),
@@ -516,7 +535,7 @@ fn leaf_value(raw: &RawValue) -> Result<Option<FieldValue>, ExtractError> {
 
 /// A JSON number's text as an exact [`Decimal`], or kept as text when a `Decimal` cannot hold it
 /// exactly (more than 28 fractional digits, beyond 96 bits of mantissa, a huge exponent).
-fn number_value(text: &str) -> FieldValue {
+fn number_value(text: &str) -> FieldValue<'static> {
     exact_decimal(text).map_or_else(|| FieldValue::Number(text.to_string()), FieldValue::Decimal)
 }
 
@@ -666,8 +685,12 @@ fn is_event_type(event: &str) -> bool {
 
 /// An RFC 9110 token, the syntax of a method.
 fn is_token(s: &str) -> bool {
+    is_token_bytes(s.as_bytes())
+}
+
+fn is_token_bytes(s: &[u8]) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
+        && s.iter().all(|&b| {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
@@ -692,29 +715,116 @@ fn is_token(s: &str) -> bool {
 /// `application/json` or `application/<something>+json`, any case, parameters (`; charset=utf-8`)
 /// ignored. A header that is not ASCII text is not JSON.
 fn is_json_media_type(content_type: &[u8]) -> bool {
-    let Ok(value) = std::str::from_utf8(content_type) else {
+    // Read as bytes, without a lower-cased copy (this is on every triggered answer's path); text
+    // that is not UTF-8 is not JSON.
+    if !content_type.is_ascii() && std::str::from_utf8(content_type).is_err() {
         return false;
-    };
-    let media_type = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim_matches([' ', '\t'])
-        .to_ascii_lowercase();
-    let Some(subtype) = media_type.strip_prefix("application/") else {
+    }
+    let end = content_type
+        .iter()
+        .position(|&b| b == b';')
+        .unwrap_or(content_type.len());
+    let mut media_type = &content_type[..end];
+    while let [b' ' | b'\t', rest @ ..] = media_type {
+        media_type = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = media_type {
+        media_type = rest;
+    }
+    const APPLICATION: &[u8] = b"application/";
+    if media_type.len() < APPLICATION.len()
+        || !media_type[..APPLICATION.len()].eq_ignore_ascii_case(APPLICATION)
+    {
         return false;
-    };
-    if subtype == "json" {
+    }
+    let subtype = &media_type[APPLICATION.len()..];
+    if subtype.eq_ignore_ascii_case(b"json") {
         return true;
     }
-    subtype
-        .strip_suffix("+json")
-        .is_some_and(|prefix| is_token(prefix) && !prefix.contains('+'))
+    const SUFFIX: &[u8] = b"+json";
+    match subtype.len().checked_sub(SUFFIX.len()) {
+        Some(at) if subtype[at..].eq_ignore_ascii_case(SUFFIX) => {
+            let prefix = &subtype[..at];
+            is_token_bytes(prefix) && !prefix.contains(&b'+')
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The media type check as it was written first (through a lower-cased copy): the
+    /// reference for the byte-wise one.
+    fn reference_is_json_media_type(content_type: &[u8]) -> bool {
+        let Ok(value) = std::str::from_utf8(content_type) else {
+            return false;
+        };
+        let media_type = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim_matches([' ', '\t'])
+            .to_ascii_lowercase();
+        let Some(subtype) = media_type.strip_prefix("application/") else {
+            return false;
+        };
+        if subtype == "json" {
+            return true;
+        }
+        subtype
+            .strip_suffix("+json")
+            .is_some_and(|prefix| is_token(prefix) && !prefix.contains('+'))
+    }
+
+    #[test]
+    fn json_media_types_are_read_as_before() {
+        let cases: &[&[u8]] = &[
+            b"application/json",
+            b"Application/JSON; charset=utf-8",
+            b" \tapplication/json \t;x",
+            b"application/problem+json",
+            b"application/vnd.api+JSON",
+            b"application/+json",
+            b"application/a+b+json",
+            b"application/json+json",
+            b"application/jsonx",
+            b"application/",
+            b"applicatio",
+            b"text/json",
+            b"application/json\xff",
+            b"application/json; charset=\xc3\xa9",
+            b"application/json;\xff",
+            b"application/\xc3\xa9+json",
+            b"application/a b+json",
+            b"\napplication/json",
+            b"",
+            b";application/json",
+        ];
+        for case in cases {
+            assert_eq!(
+                is_json_media_type(case),
+                reference_is_json_media_type(case),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_media_types_are_read_as_before_for_any_bytes(
+            head in proptest::sample::select(vec!["", "application/", "APPLICATION/", " application/", "application/vnd"]),
+            body in proptest::collection::vec(proptest::sample::select(b"aJsOn+/; \t.\xc3\xa9\xff-".to_vec()), 0..14),
+            tail in proptest::sample::select(vec!["", "json", "+json", "+JSON", "; charset=utf-8"]),
+        ) {
+            let mut case = head.as_bytes().to_vec();
+            case.extend(&body);
+            case.extend(tail.as_bytes());
+            proptest::prop_assert_eq!(is_json_media_type(&case), reference_is_json_media_type(&case));
+        }
+    }
 
     fn tokens(pointer: &str) -> Result<Vec<String>, PointerError> {
         parse_pointer(pointer)

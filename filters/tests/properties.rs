@@ -220,7 +220,7 @@ proptest! {
         for ((name, value), (want_name, want)) in got.iter().zip(&expected) {
             prop_assert_eq!(name, want_name);
             let as_json = match value {
-                FieldValue::String(s) => serde_json::Value::String(s.clone()),
+                FieldValue::String(s) => serde_json::Value::String(s.to_string()),
                 FieldValue::Bool(b) => serde_json::Value::Bool(*b),
                 FieldValue::Decimal(d) => serde_json::from_str(&d.to_string()).unwrap(),
                 FieldValue::Number(n) | FieldValue::Json(n) => serde_json::from_str(n).unwrap(),

@@ -40,17 +40,17 @@ fn rule_with(pairs: &[(&str, &str)], required: &[&str]) -> TriggerRule {
     TriggerRule::new(spec).expect("valid spec")
 }
 
-fn dec(s: &str) -> FieldValue {
+fn dec(s: &str) -> FieldValue<'static> {
     FieldValue::Decimal(Decimal::from_str_exact(s).expect("decimal"))
 }
 
-fn s(v: &str) -> FieldValue {
-    FieldValue::String(v.to_string())
+fn s(v: &str) -> FieldValue<'_> {
+    FieldValue::String(v.into())
 }
 
 fn extracted<'a>(
-    pairs: &[(&'a str, FieldValue)],
-) -> Result<Vec<(&'a str, FieldValue)>, ExtractError> {
+    pairs: &[(&'a str, FieldValue<'a>)],
+) -> Result<Vec<(&'a str, FieldValue<'a>)>, ExtractError> {
     Ok(pairs.to_vec())
 }
 
@@ -172,7 +172,10 @@ fn numbers_become_exact_decimals_or_keep_their_text() {
         let body = format!(r#"{{"n":{text}}}"#);
         let got = rule.extract(body.as_bytes()).expect("extracted");
         assert_eq!(got.len(), 1, "{text}");
-        got.into_iter().next().map(|(_, v)| v).expect("one field")
+        got.into_iter()
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .expect("one field")
     };
 
     let thousand = one("1e3");
@@ -699,7 +702,8 @@ fn deep_nesting_neither_overflows_nor_panics() {
     let rule = rule_with(&[("all", "")], &[]);
     let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
 
-    let shallow = rule.extract(nested(100).as_bytes()).expect("extracted");
+    let shallow_text = nested(100);
+    let shallow = rule.extract(shallow_text.as_bytes()).expect("extracted");
     assert!(shallow[0].1.to_json().is_array());
 
     // Past 128 levels `to_json` stops following and embeds the text instead of recursing on.

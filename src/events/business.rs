@@ -7,7 +7,7 @@ use crate::config::TriggerSettings;
 use payedge_filters::triggers::FieldValue;
 use std::io::Write;
 
-use crate::json::{json_str, json_str_contents};
+use crate::json::{json_str, json_str_contents, json_str_plain};
 
 const FX_QUOTE_CREATED: &str = "fx.quote.created";
 const PAYMENT_PROCESSED: &str = "payment.processed";
@@ -51,7 +51,7 @@ pub fn observe(
 /// CorrelationId, EventType and EventId.
 struct Properties<'a> {
     event: &'a Event,
-    fields: &'a [(&'a str, FieldValue)],
+    fields: &'a [(&'a str, FieldValue<'a>)],
     format: &'a LogFormat,
 }
 
@@ -73,9 +73,8 @@ impl Properties<'_> {
                 });
                 match value {
                     None => return false,
-                    Some(FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s)) => {
-                        Some(s.as_str())
-                    }
+                    Some(FieldValue::String(s)) => Some(&**s),
+                    Some(FieldValue::Number(s) | FieldValue::Json(s)) => Some(s.as_str()),
                     // Digits, a sign and a point: nothing to escape.
                     Some(FieldValue::Decimal(d)) => {
                         let _ = write!(out, "{d}");
@@ -108,7 +107,8 @@ fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(&str, FieldValue)], f
     };
     out.reserve(384 + 2 * format.template().len());
     out.extend_from_slice(br#"{"timestamp":"#);
-    json_str(out, &event.time);
+    // The event's id and time are a UUID and RFC 3339: nothing to escape.
+    json_str_plain(out, &event.time);
     out.extend_from_slice(br#","level":"INFO","messageTemplate":"#);
     out.extend_from_slice(format.template_json());
     out.extend_from_slice(br#","message":"#);
@@ -125,7 +125,7 @@ fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(&str, FieldValue)], f
     out.extend_from_slice(br#","EventType":"#);
     json_str(out, &event.kind);
     out.extend_from_slice(br#","EventId":"#);
-    json_str(out, &event.id);
+    json_str_plain(out, &event.id);
     out.extend_from_slice(b"},\"target\":\"payedge::business\"}\n");
 }
 
@@ -139,7 +139,8 @@ fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 /// A field value as log text, a JSON string (decimals exact).
 fn json_text(out: &mut Vec<u8>, value: &FieldValue) {
     match value {
-        FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => json_str(out, s),
+        FieldValue::String(s) => json_str(out, s),
+        FieldValue::Number(s) | FieldValue::Json(s) => json_str(out, s),
         FieldValue::Decimal(d) => {
             // A decimal's text is digits, a sign and a point: nothing to escape.
             let _ = write!(out, "\"{d}\"");
@@ -196,14 +197,13 @@ mod tests {
     }
 
     /// A field value as log text (decimals exact), written without an intermediate string.
-    struct Text<'a>(&'a FieldValue);
+    struct Text<'a>(&'a FieldValue<'a>);
 
     impl Serialize for Text<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
             match self.0 {
-                FieldValue::String(s) | FieldValue::Number(s) | FieldValue::Json(s) => {
-                    serializer.serialize_str(s)
-                }
+                FieldValue::String(s) => serializer.serialize_str(s),
+                FieldValue::Number(s) | FieldValue::Json(s) => serializer.serialize_str(s),
                 FieldValue::Decimal(d) => serializer.collect_str(d),
                 FieldValue::Bool(b) => serializer.collect_str(b),
             }
@@ -258,7 +258,7 @@ mod tests {
             ("ok", FieldValue::Bool(false)),
             ("big", FieldValue::Number("1e400".into())),
             ("raw", FieldValue::Json(r#"{"a":[1,"x"]}"#.into())),
-            ("x\"y", FieldValue::String(String::new())),
+            ("x\"y", FieldValue::String("".into())),
         ];
         let template = "Quote {QuoteId} of {Amount} for {TenantId} \"{Nope}\" {X\"y} {Ok} {Big} \
                         {Raw} {CorrelationId} {EventType} {EventId} {Missing}{";

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::json::json_str;
+use crate::json::{json_str, json_str_plain};
 use std::time::SystemTime;
 
 use payedge_filters::triggers::FieldValue;
@@ -15,6 +15,8 @@ pub const SYSTEM_ALERT: &str = "system.alert";
 
 #[derive(Debug)]
 pub struct Event {
+    /// A UUIDv7, as [`Event::of_request`] (every event's maker) writes it: written into JSON
+    /// without an escape check, like `time`.
     pub id: String,
     pub kind: String,
     /// RFC 3339.
@@ -29,7 +31,7 @@ pub struct Event {
 }
 
 /// Extracted fields as a JSON object, written straight from the values.
-pub struct FieldMap<'a>(pub &'a [(&'a str, FieldValue)]);
+pub struct FieldMap<'a>(pub &'a [(&'a str, FieldValue<'a>)]);
 
 /// The envelope's attributes other than `data`.
 struct Attributes<'a> {
@@ -49,13 +51,14 @@ struct Attributes<'a> {
 fn envelope(a: &Attributes<'_>, data: &impl EventData) -> String {
     let mut out = Vec::with_capacity(320);
     out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
-    json_str(&mut out, a.id);
+    // The id and time are this module's own text (a UUID, RFC 3339): nothing to escape.
+    json_str_plain(&mut out, a.id);
     out.extend_from_slice(br#","source":"#);
     json_str(&mut out, a.source);
     out.extend_from_slice(br#","type":"#);
     json_str(&mut out, a.kind);
     out.extend_from_slice(br#","time":"#);
-    json_str(&mut out, a.time);
+    json_str_plain(&mut out, a.time);
     out.extend_from_slice(br#","datacontenttype":"application/json""#);
     for (name, value) in [
         (&br#","tenant":"#[..], a.tenant),
@@ -89,7 +92,8 @@ impl EventData for FieldMap<'_> {
             json_str(out, name);
             out.push(b':');
             match value {
-                FieldValue::String(s) | FieldValue::Number(s) => json_str(out, s),
+                FieldValue::String(s) => json_str(out, s),
+                FieldValue::Number(s) => json_str(out, s),
                 // A decimal's text is digits, a sign and a point: nothing to escape.
                 FieldValue::Decimal(d) => {
                     let _ = write!(out, "\"{d}\"");
