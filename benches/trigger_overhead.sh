@@ -16,7 +16,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 
 cargo build --release --quiet
-bin=target/release/payedge
+# PAYEDGE_BIN: another build to measure (an A/B of two builds runs the script once for each).
+bin=${PAYEDGE_BIN:-target/release/payedge}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
