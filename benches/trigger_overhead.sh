@@ -7,7 +7,9 @@
 #
 #     benches/trigger_overhead.sh            (needs nginx and wrk; builds payedge --release)
 #
-# ROUNDS, DURATION, CONNECTIONS and THREADS override the defaults below.
+# ROUNDS, DURATION, CONNECTIONS and THREADS override the defaults below. PAYEDGE_BIN measures
+# another build (an absolute path, or one relative to the repository root; nothing is built
+# then): an A/B of two builds runs the script once for each, alternately.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -15,8 +17,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 
-cargo build --release --quiet
-# PAYEDGE_BIN: another build to measure (an A/B of two builds runs the script once for each).
+[ -n "${PAYEDGE_BIN:-}" ] || cargo build --release --quiet
 bin=${PAYEDGE_BIN:-target/release/payedge}
 work=$(mktemp -d)
 pids=()
