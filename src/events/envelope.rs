@@ -150,7 +150,7 @@ impl Event {
         // One clock reading for the id, the time and the delivery measurements.
         let created = SystemTime::now();
         let id = super::timestamp::uuid_v7(created);
-        let time = super::timestamp::rfc3339(created);
+        let time = crate::rfc3339::string(created);
         let json = envelope(
             &Attributes {
                 id: &id,
