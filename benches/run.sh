@@ -36,7 +36,11 @@
 # ROUNDS (3), DURATION (10s), CONNECTIONS (32), THREADS (1: wrk threads), WORKERS (1: nginx
 # worker processes and payedge proxy threads), HUB_MAX (20000) and TARGETS (the proxy targets to run, by
 # name; the ratios needing one that did not run are left out) override the defaults.
+# For an A/B of two payedge builds in one run: PAYEDGE_BIN (absolute path) is the build measured as
+# `payedge` (nothing is built for it), PAYEDGE_ALT_BIN (absolute too) the one measured as `payedge-alt` (add it to
+# TARGETS), same configuration; `latency` keeps TARGETS when it is set.
 set -euo pipefail
+LATENCY_TARGETS=${TARGETS:-direct nginx haproxy bare payedge}
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
@@ -69,10 +73,10 @@ peak_rss_mib() {
 }
 
 proxy_bench() {
-  cargo build --release --quiet
+  [ -n "${PAYEDGE_BIN:-}" ] || cargo build --release --quiet
   cargo build --release --quiet --example bare_pingora
   [ -n "$PACED" ] && cargo build --release --quiet --example paced_load
-  local bin=target/release/payedge work
+  local bin=${PAYEDGE_BIN:-target/release/payedge} work
   work=$(mktemp -d)
   # The upstream outlives this function's scope, so the EXIT trap reads a global.
   upstream_pid=
@@ -224,6 +228,7 @@ HAPROXY
     rm -f "$work/nginx/access.log"
   }
   run_payedge() { payedge_with "$work/payedge.yaml"; }
+  run_payedge-alt() { bin=$PAYEDGE_ALT_BIN payedge_with "$work/payedge.yaml"; }
   run_payedge-steal() { payedge_with "$work/payedge-steal.yaml"; }
   run_payedge-trig() { payedge_with "$work/payedge-trig.yaml" fx.rates.read; }
   payedge_with() {
@@ -233,7 +238,7 @@ HAPROXY
     pid=$!
     until curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz"; do sleep 0.05; done
     # run_payedge runs in a command substitution: the reading leaves it through a file.
-    awk '/^VmRSS:/ {printf "%.1f\n", $2 / 1024}' "/proc/$pid/status" >> "$work/idle_rss"
+    awk '/^VmRSS:/ {printf "%.1f\n", $2 / 1024}' "/proc/$pid/status" >> "$work/idle_rss.$target"
     measure "$proxy" "$pid"
     # $2: an event type every answer must have produced (the trigger really ran).
     if [ -n "${2:-}" ] && ! curl -s "http://127.0.0.1:$admin/metrics" \
@@ -284,11 +289,13 @@ HAPROXY
   echo
   if [ -n "$PACED" ]; then
     local t
-    for t in haproxy bare payedge; do
+    for t in haproxy bare payedge payedge-alt; do
+      [[ " $TARGETS " == *" $t "* && " $TARGETS " == *" nginx "* ]] || continue
       awk -v t="$t" -v p99="${m[$t.p99]}" -v n99="${m[nginx.p99]}" -v p50="${m[$t.p50]}" -v n50="${m[nginx.p50]}" \
           -v pc="${m[$t.cpu]}" -v nc="${m[nginx.cpu]}" \
         'BEGIN { printf "%s - nginx at the same load: p50 %+.3f ms, p99 %+.3f ms; CPU per request %.2fx nginx\n", t, p50 - n50, p99 - n99, pc / nc }'
     done
+    [[ " $TARGETS " == *" payedge "* && " $TARGETS " == *" nginx "* ]] || return 0
     awk -v pp="${m[payedge.p99]}" -v np="${m[nginx.p99]}" -v r="$PACED" \
       'BEGIN { printf "p99 payedge - nginx at %s req/s %+.3f ms (goal <= 0.5 ms: %s)\n", r, pp - np, pp - np <= 0.5 ? "met" : "NOT met" }'
     return
@@ -297,7 +304,7 @@ HAPROXY
   ran() { local t; for t in "$@"; do [[ " $TARGETS " == *" $t "* ]] || return 1; done; }
   local idle_rss=
   # shellcheck disable=SC2046
-  [ -s "$work/idle_rss" ] && idle_rss=$(median $(cat "$work/idle_rss"))
+  [ -s "$work/idle_rss.payedge" ] && idle_rss=$(median $(cat "$work/idle_rss.payedge"))
   ran payedge nginx && awk -v pr="${m[payedge.rps]}" -v nr="${m[nginx.rps]}" -v pp="${m[payedge.p99]}" -v np="${m[nginx.p99]}" \
       -v pc="${m[payedge.cpu]}" -v nc="${m[nginx.cpu]}" -v pm="${m[payedge.rss]}" -v nm="${m[nginx.rss]}" -v idle="$idle_rss" \
     'BEGIN {
@@ -315,12 +322,15 @@ HAPROXY
   ran payedge payedge-trig && awk -v pr="${m[payedge.rps]}" -v tr="${m[payedge-trig.rps]}" 'BEGIN {
       printf "payedge with a trigger on every answer / without req/s %.3f (cost %.1f %%, goal <= 5 %%: %s)\n", tr / pr, (1 - tr / pr) * 100, (1 - tr / pr) <= 0.05 ? "met" : "NOT met"
     }'
+  ran payedge payedge-alt && awk -v pr="${m[payedge.rps]}" -v ar="${m[payedge-alt.rps]}" -v pc="${m[payedge.cpu]}" -v ac="${m[payedge-alt.cpu]}" 'BEGIN {
+      printf "payedge-alt (PAYEDGE_ALT_BIN) / payedge req/s %.3f, CPU per request %.3f\n", ar / pr, (ac / ar) / (pc / pr)
+    }'
   return 0
 }
 
 case "${1:-proxy}" in
   proxy) proxy_bench ;;
-  latency) PACED=${RATE:-4000} TARGETS="direct nginx haproxy bare payedge" proxy_bench ;;
+  latency) PACED=${RATE:-4000} TARGETS=$LATENCY_TARGETS proxy_bench ;;
   instructions) benches/instructions.sh ;;
   trigger) benches/trigger_overhead.sh ;;
   idempotency) benches/idempotency_overhead.sh ;;

@@ -1,6 +1,7 @@
 //! payedge: a multi-tenant payments edge proxy on Cloudflare Pingora.
 
 pub mod admin;
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod connection_cap;

@@ -7,6 +7,36 @@ use bytes::{Bytes, BytesMut};
 
 use crate::events::TriggerHit;
 
+/// The three response headers a capture reads, found in one pass over the (few) headers the
+/// provider sent instead of three hashed lookups: each is the first value of its name, as
+/// `HeaderMap::get` gives it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CaptureHeaders<'a> {
+    pub content_type: Option<&'a [u8]>,
+    pub content_encoding: Option<&'a [u8]>,
+    pub content_length: Option<&'a [u8]>,
+}
+
+impl<'a> CaptureHeaders<'a> {
+    pub fn of(headers: &'a http::HeaderMap) -> Self {
+        use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+        let mut found = Self::default();
+        for (name, value) in headers {
+            let slot = if name == CONTENT_TYPE {
+                &mut found.content_type
+            } else if name == CONTENT_ENCODING {
+                &mut found.content_encoding
+            } else if name == CONTENT_LENGTH {
+                &mut found.content_length
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value.as_bytes());
+        }
+        found
+    }
+}
+
 pub struct Capture {
     /// Bit i: trigger i matched.
     triggers: u64,
@@ -98,5 +128,35 @@ mod tests {
         let hit = c.finish("blue".into(), "r", None, None);
         assert!(hit.too_large);
         assert_eq!(hit.encoding.as_deref(), Some("gzip"));
+    }
+
+    #[test]
+    fn the_capture_reads_the_same_headers_as_lookups_by_name() {
+        use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+        fn lookups(h: &http::HeaderMap) -> CaptureHeaders<'_> {
+            CaptureHeaders {
+                content_type: h.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+                content_encoding: h.get(CONTENT_ENCODING).map(HeaderValue::as_bytes),
+                content_length: h.get(CONTENT_LENGTH).map(HeaderValue::as_bytes),
+            }
+        }
+        let v = HeaderValue::from_static;
+        let mut heads = http::HeaderMap::new();
+        assert_eq!(CaptureHeaders::of(&heads), CaptureHeaders::default());
+        heads.insert("x-one", v("1"));
+        heads.insert(CONTENT_LENGTH, v("84"));
+        assert_eq!(CaptureHeaders::of(&heads), lookups(&heads));
+        // Repeated names (the first value counts), others between them, in any order.
+        heads.append(CONTENT_ENCODING, v("gzip"));
+        heads.insert("x-two", v("2"));
+        heads.append(CONTENT_ENCODING, v("identity"));
+        heads.append(CONTENT_TYPE, v("application/json"));
+        heads.append(CONTENT_TYPE, v("text/plain"));
+        heads.append(CONTENT_LENGTH, v("85"));
+        let found = CaptureHeaders::of(&heads);
+        assert_eq!(found, lookups(&heads));
+        assert_eq!(found.content_encoding, Some(&b"gzip"[..]));
+        assert_eq!(found.content_type, Some(&b"application/json"[..]));
+        assert_eq!(found.content_length, Some(&b"84"[..]));
     }
 }

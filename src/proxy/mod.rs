@@ -102,9 +102,9 @@ impl Gateway {
         if ctx.trigger_candidates == 0 {
             return;
         }
-        let header = |name| resp.headers.get(name).map(|v| v.as_bytes());
+        let heads = capture::CaptureHeaders::of(&resp.headers);
         let status = resp.status.as_u16();
-        let content_type = header(http::header::CONTENT_TYPE);
+        let content_type = heads.content_type;
         let mut matching = 0u64;
         let mut limit = 0;
         for i in mask_indices(ctx.trigger_candidates) {
@@ -118,10 +118,12 @@ impl Gateway {
         if matching == 0 {
             return;
         }
-        let encoding = header(http::header::CONTENT_ENCODING)
+        let encoding = heads
+            .content_encoding
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned);
-        let length = header(http::header::CONTENT_LENGTH)
+        let length = heads
+            .content_length
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok());
         ctx.capture = Some(capture::Capture::start(matching, limit, encoding, length));
