@@ -295,6 +295,10 @@ HAPROXY
           -v pc="${m[$t.cpu]}" -v nc="${m[nginx.cpu]}" \
         'BEGIN { printf "%s - nginx at the same load: p50 %+.3f ms, p99 %+.3f ms; CPU per request %.2fx nginx\n", t, p50 - n50, p99 - n99, pc / nc }'
     done
+    if [[ " $TARGETS " == *" payedge "* && " $TARGETS " == *" payedge-alt "* ]]; then
+      awk -v pp="${m[payedge.p99]}" -v ap="${m[payedge-alt.p99]}" -v pc="${m[payedge.cpu]}" -v ac="${m[payedge-alt.cpu]}" \
+        'BEGIN { printf "payedge-alt (PAYEDGE_ALT_BIN) - payedge at the same load: p99 %+.3f ms; CPU %.3fx\n", ap - pp, ac / pc }'
+    fi
     [[ " $TARGETS " == *" payedge "* && " $TARGETS " == *" nginx "* ]] || return 0
     awk -v pp="${m[payedge.p99]}" -v np="${m[nginx.p99]}" -v r="$PACED" \
       'BEGIN { printf "p99 payedge - nginx at %s req/s %+.3f ms (goal <= 0.5 ms: %s)\n", r, pp - np, pp - np <= 0.5 ? "met" : "NOT met" }'
