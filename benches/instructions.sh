@@ -11,13 +11,14 @@
 # Targets (TARGETS overrides): bare (examples/bare_pingora.rs) and payedge (its full chain and
 # request log, as `benches/run.sh proxy` measures it) on GET /api/fx/rates; payedge-trig, the same
 # with a trigger on every answer; payedge-post, POST /api/payments; payedge-keyed, the same with
-# a new Idempotency-Key per request, kept in a private redis-server. Prints each target's count
+# a new Idempotency-Key per request, kept in a private redis-server; payedge-keyed-mem, the same
+# keys in payedge's in-memory store (payedge's own keyed work, without the Redis client). Prints each target's count
 # and the ratios of issue 15's and 16's goals. DURATION (default 8) is the seconds counted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
 DURATION=${DURATION%s}
-TARGETS=${TARGETS:-bare payedge payedge-trig payedge-post payedge-keyed}
+TARGETS=${TARGETS:-bare payedge payedge-trig payedge-post payedge-keyed payedge-keyed-mem}
 for tool in valgrind callgrind_annotate callgrind_control nginx wrk curl redis-server redis-cli; do
   command -v "$tool" > /dev/null || { echo "instructions.sh needs $tool" >&2; exit 1; }
 done
@@ -55,7 +56,8 @@ static_upstream "$work/payments" "$payments" 201 \
   '{"id":"pay_01a2185da95e757083098cd5f63691f8","status":"succeeded","amount":"25.00","currency":"EUR","fee":"0.68"}'
 nginx -c "$work/payments/nginx.conf" -g 'daemon off;' &
 pids+=($!)
-payments_config() { # $1 file, $2 the route's idempotency (YAML or empty)
+payments_config() { # $1 file, $2 the route's idempotency (YAML or empty), $3 the store (default Redis)
+  local store=${3:-"{ store: redis, redis: { url: \"redis://127.0.0.1:$redis_port/\" } }"}
   cat > "$1" <<YAML
 server: { threads: 1, grace_period_seconds: 1, limits: { max_connections_per_client: 0 } }
 tenancy: { strategy: header, tenants: [blue, green] }
@@ -63,7 +65,7 @@ auth:
   jwt: { algorithms: [HS256], secret_env: BENCH_JWT_SECRET }
   required_path_prefixes: [/api]
 analytics: { enabled: true, request_logging: true }
-idempotency: { store: redis, redis: { url: "redis://127.0.0.1:$redis_port/" } }
+idempotency: $store
 routes: [{ path_prefix: /api/payments, pool: cards $2 }]
 pools:
   cards:
@@ -72,12 +74,13 @@ YAML
 }
 payments_config "$work/payedge-post.yaml" ""
 payments_config "$work/payedge-keyed.yaml" ", idempotency: { required: true }"
+payments_config "$work/payedge-keyed-mem.yaml" ", idempotency: { required: true }" "{ store: in_memory }"
 token=$(target/release/payedge token -c "$work/payedge.yaml" --tenant blue --ttl 3600)
 
 script() { # $1 target, $2 the run's key prefix → the wrk script
   case $1 in
     payedge-post) payment_lua "$token" ;;
-    payedge-keyed) payment_lua "$token" "$2" ;;
+    payedge-keyed|payedge-keyed-mem) payment_lua "$token" "$2" ;;
     *) cat <<LUA
 wrk.headers["X-Tenant"] = "blue"
 wrk.headers["Authorization"] = "Bearer $token"
@@ -104,7 +107,7 @@ count() { # $1 target → instructions per request
   esac
   pid=$!
   pids+=("$pid")
-  case $target in payedge-post|payedge-keyed) path=/api/payments ;; esac
+  case $target in payedge-post|payedge-keyed*) path=/api/payments ;; esac
   local started=$SECONDS
   until curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port/" 2> /dev/null; do
     [ $((SECONDS - started)) -lt 60 ] || { echo "$target did not start" >&2; cat "$work/$target.log" >&2; exit 1; }
@@ -148,3 +151,4 @@ ratio() { # $1 label, $2 numerator target, $3 denominator target
 ratio "payedge / bare Pingora:" payedge bare
 ratio "trigger on every answer / off:" payedge-trig payedge
 ratio "POST with a new Idempotency-Key (Redis) / without:" payedge-keyed payedge-post
+ratio "POST with a new Idempotency-Key (in memory) / without:" payedge-keyed-mem payedge-post

@@ -63,6 +63,16 @@ YAML
 # median N…: the median of the numbers given (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# spread N…: the largest of the numbers given over the smallest (how far one target's rounds
+# disagree; 999 when the smallest is not positive, which no steady run has).
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.3f\n", (lo > 0 ? hi / lo : 999)}'; }
+# Rounds of one configuration further apart than this (the fastest over the slowest) mean the
+# machine's CPU was not steady during the run (a virtual machine's neighbours): the goals get no
+# verdict from such a run, only its figures.
+MAX_SPREAD=${MAX_SPREAD:-1.25}
+# verdict OK STEADY: what a goal's line says.
+verdict() { if [ "$2" != 1 ]; then echo "no verdict: unsteady run"; elif [ "$1" = 1 ]; then echo met; else echo "NOT met"; fi; }
+
 # payment_lua TOKEN [KEY_PREFIX]: a wrk script POSTing a payment for tenant blue with TOKEN; with
 # KEY_PREFIX, each request carries a new Idempotency-Key (KEY_PREFIX-1, KEY_PREFIX-2, …).
 payment_lua() {

@@ -163,7 +163,7 @@ impl AdminApp {
             &alert.message,
             alert.details,
         );
-        let id = event.id.clone();
+        let id = event.id().to_owned();
         self.sink.publish(event);
         Ok(Bytes::from(serde_json::json!({ "id": id }).to_string()))
     }

@@ -63,7 +63,7 @@ impl Properties<'_> {
             "TenantId" => self.event.tenant.as_deref(),
             "CorrelationId" => self.event.correlation_id.as_deref(),
             "EventType" => Some(self.event.kind.as_str()),
-            "EventId" => Some(self.event.id.as_str()),
+            "EventId" => Some(self.event.id()),
             _ => {
                 let value = self.format.field_of(name).and_then(|field| {
                     self.fields
@@ -108,7 +108,7 @@ fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(&str, FieldValue)], f
     out.reserve(384 + 2 * format.template().len());
     out.extend_from_slice(br#"{"timestamp":"#);
     // The event's id and time are a UUID and RFC 3339: nothing to escape.
-    json_str_plain(out, &event.time);
+    json_str_plain(out, event.time());
     out.extend_from_slice(br#","level":"INFO","messageTemplate":"#);
     out.extend_from_slice(format.template_json());
     out.extend_from_slice(br#","message":"#);
@@ -125,7 +125,7 @@ fn write_line(out: &mut Vec<u8>, event: &Event, fields: &[(&str, FieldValue)], f
     out.extend_from_slice(br#","EventType":"#);
     json_str(out, &event.kind);
     out.extend_from_slice(br#","EventId":"#);
-    json_str_plain(out, &event.id);
+    json_str_plain(out, event.id());
     out.extend_from_slice(b"},\"target\":\"payedge::business\"}\n");
 }
 
@@ -169,7 +169,7 @@ mod tests {
                 "TenantId" => self.event.tenant.as_deref().map(Cow::Borrowed),
                 "CorrelationId" => self.event.correlation_id.as_deref().map(Cow::Borrowed),
                 "EventType" => Some(Cow::Borrowed(&self.event.kind)),
-                "EventId" => Some(Cow::Borrowed(&self.event.id)),
+                "EventId" => Some(Cow::Borrowed(self.event.id())),
                 _ => {
                     let field = self.format.field_of(name)?;
                     self.fields
@@ -191,7 +191,7 @@ mod tests {
             }
             map.serialize_entry("CorrelationId", &self.event.correlation_id)?;
             map.serialize_entry("EventType", &self.event.kind)?;
-            map.serialize_entry("EventId", &self.event.id)?;
+            map.serialize_entry("EventId", self.event.id())?;
             map.end()
         }
     }
@@ -234,7 +234,7 @@ mod tests {
         };
         let message = format.render(|name| properties.get(name));
         let line = Line {
-            timestamp: &event.time,
+            timestamp: event.time(),
             level: "INFO",
             message_template: format.template(),
             message: &message,
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(p["FromCurrency"], "USD");
         assert_eq!(p["Amount"], "1000.10");
         assert_eq!(p["CorrelationId"], "req-9");
-        assert_eq!(p["EventId"], event.id.as_str());
+        assert_eq!(p["EventId"], event.id());
         assert_eq!(line["target"], "payedge::business");
         assert_eq!(line["level"], "INFO");
         let envelope: serde_json::Value = serde_json::from_str(&event.json).unwrap();

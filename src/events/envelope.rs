@@ -16,11 +16,12 @@ pub const SYSTEM_ALERT: &str = "system.alert";
 #[derive(Debug)]
 pub struct Event {
     /// A UUIDv7, as [`Event::of_request`] (every event's maker) writes it: written into JSON
-    /// without an escape check, like `time`.
-    pub id: String,
+    /// without an escape check, like `time`. Private, so that no other code can make an event
+    /// whose id or time would need escaping: read them through [`Event::id`] and [`Event::time`].
+    id: String,
     pub kind: String,
     /// RFC 3339.
-    pub time: String,
+    time: String,
     /// The same instant, for measuring how long delivery took.
     pub created: SystemTime,
     /// `None` for system-wide events (delivered to everyone).
@@ -128,6 +129,16 @@ fn serde_data(out: &mut Vec<u8>, data: &impl Serialize) {
 }
 
 impl Event {
+    /// The event's id (a UUIDv7).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the event was made (RFC 3339).
+    pub fn time(&self) -> &str {
+        &self.time
+    }
+
     pub fn new(
         source: &str,
         kind: &str,

@@ -306,7 +306,7 @@ fn give_up(
         }
         let event = &waiting.event;
         tracing::error!(
-            event_id = event.id,
+            event_id = event.id(),
             event_type = event.kind,
             tenant = event.tenant.as_deref().unwrap_or(ALL_TENANTS),
             correlation_id = event.correlation_id.as_deref().unwrap_or(""),
