@@ -153,10 +153,20 @@ for config in "${keyed[@]}"; do
 done
 # The goal in CPU time: wrk, payedge, the provider and Redis share the machine, whose busy time
 # per request (not counting what a hypervisor stole) each run measures. Keys may add a tenth of a
-# plain request's; the Redis server's own CPU per keyed request is part of what they add.
+# plain request's; the Redis server's own CPU per keyed request is part of what they add. Each
+# figure is paired within its round (a round's runs are back to back), then the median taken.
 if [[ " ${keyed[*]} " == *" redis "* ]]; then
-  # shellcheck disable=SC2086
-  awk -v plain="$(median ${machine_of[plain]})" -v keyed="$(median ${machine_of[redis]})" -v redis="$(median ${redis_of[redis]})" 'BEGIN {
-    printf "CPU budget: the machine spent %.1f µs per plain request and %.1f µs per keyed one (Redis store; %+.1f %%, goal <= +11.1 %%); a tenth of a plain request is %.1f µs, and the Redis server alone spent %.1f µs per keyed request (%.0f %% of that tenth)\n", plain, keyed, (keyed / plain - 1) * 100, plain / 10, redis, redis / (plain / 10) * 100
-    printf "the keyed request without the Redis server'"'"'s own CPU (Redis on a host of its own): %+.1f %% of the machine'"'"'s CPU per request\n", ((keyed - redis) / plain - 1) * 100 }'
+  read -r -a plain_m <<< "${machine_of[plain]}"
+  read -r -a keyed_m <<< "${machine_of[redis]}"
+  read -r -a redis_m <<< "${redis_of[redis]}"
+  costs=() shares=() without=()
+  for i in "${!plain_m[@]}"; do
+    read -r c sh w < <(awk -v p="${plain_m[$i]}" -v k="${keyed_m[$i]}" -v r="${redis_m[$i]}" \
+      'BEGIN { printf "%+.1f %.0f %+.1f\n", (k / p - 1) * 100, r / (p / 10) * 100, ((k - r) / p - 1) * 100 }')
+    costs+=("$c"); shares+=("$sh"); without+=("$w")
+  done
+  echo "CPU budget (each round's runs paired, then the median):"
+  echo "  the machine's CPU per keyed request (Redis store) / per plain one: ${costs[*]/%/ %}; median $(printf '%+.1f' "$(median "${costs[@]}")") % (goal <= +11.1 %)"
+  echo "  the Redis server's own CPU per keyed request, as a share of a tenth of a plain request: ${shares[*]/%/ %}; median $(printf '%.0f' "$(median "${shares[@]}")") %"
+  echo "  the keyed request without the Redis server's CPU (Redis on a host of its own): ${without[*]/%/ %}; median $(printf '%+.1f' "$(median "${without[@]}")") %"
 fi
