@@ -134,10 +134,9 @@ done
 steady=1
 for config in plain "${keyed[@]}"; do
   # shellcheck disable=SC2086
-  sp=$(spread ${rps_of[$config]})
-  if [ "$ROUNDS" -gt 1 ] && awk -v a="$sp" -v m="$MAX_SPREAD" 'BEGIN { exit !(a > m) }'; then
+  if unsteady ${rps_of[$config]}; then
     steady=0
-    echo "unsteady run: the $config rounds differ by ${sp}x (more than ${MAX_SPREAD}x): the goal gets no verdict"
+    echo "unsteady run: the $config rounds differ by $(spread ${rps_of[$config]})x (more than ${MAX_SPREAD}x): the goal gets no verdict"
   fi
 done
 declare -A label=([redis]="Redis store" [unix]="Redis store over a unix socket" [memory]="in-memory store")

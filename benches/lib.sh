@@ -70,6 +70,8 @@ spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {
 # machine's CPU was not steady during the run (a virtual machine's neighbours): the goals get no
 # verdict from such a run, only its figures.
 MAX_SPREAD=${MAX_SPREAD:-1.25}
+# unsteady N…: true when the rounds given (one target's req/s) are further apart than MAX_SPREAD.
+unsteady() { [ "$#" -gt 1 ] && awk -v s="$(spread "$@")" -v m="$MAX_SPREAD" 'BEGIN { exit !(s > m) }'; }
 # verdict OK STEADY: what a goal's line says.
 verdict() { if [ "$2" != 1 ]; then echo "no verdict: unsteady run"; elif [ "$1" = 1 ]; then echo met; else echo "NOT met"; fi; }
 

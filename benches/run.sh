@@ -289,18 +289,18 @@ HAPROXY
   # How steady the machine was: each target's fastest round over its slowest. (Not at a fixed
   # load, whose req/s is the rate asked for whatever the CPU did: the latency goal's verdict
   # stands on the p99s themselves.)
-  local worst=0 worst_target= sp steady=1
-  for target in $TARGETS; do
-    [ -z "$PACED" ] || break
-    [ "$target" = direct ] && continue
-    # shellcheck disable=SC2086
-    sp=$(spread ${rps[$target]})
-    if awk -v a="$sp" -v b="$worst" 'BEGIN { exit !(a > b) }'; then worst=$sp; worst_target=$target; fi
-  done
-  if [ -z "$PACED" ] && [ "$ROUNDS" -gt 1 ] && awk -v w="$worst" -v m="$MAX_SPREAD" 'BEGIN { exit !(w > m) }'; then
-    steady=0
-    echo
-    echo "unsteady run: $worst_target's rounds differ by ${worst}x (more than ${MAX_SPREAD}x): the machine's CPU varied, so the ratios below are not evidence and the goals get no verdict"
+  local steady=1
+  if [ -z "$PACED" ]; then
+    for target in $TARGETS; do
+      [ "$target" = direct ] && continue
+      # shellcheck disable=SC2086
+      if unsteady ${rps[$target]}; then
+        steady=0
+        echo
+        echo "unsteady run: $target's rounds differ by $(spread ${rps[$target]})x (more than ${MAX_SPREAD}x): the machine's CPU varied, so the ratios below are not evidence and the goals get no verdict"
+        break
+      fi
+    done
   fi
   echo
   if [ -n "$PACED" ]; then
